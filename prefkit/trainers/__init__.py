@@ -1,0 +1,1 @@
+"""Config/trainer pairs: ``dpo`` (DPO), ``reward`` (Bradley-Terry reward models), ``ppo`` (PPO, REINFORCE, RLOO, GRPO)."""

@@ -1,0 +1,101 @@
+"""What every prefkit trainer shares: QLoRA/LoRA settings on the config, and loading a model named by a string."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..models import DEFAULT_POLICY, Task, load_model, lora_config
+
+
+@dataclass
+class QLoRAArguments:
+    """Model-loading fields added to every prefkit config (QLoRA in two flags: ``--quantization 4bit --use_peft``)."""
+
+    quantization: str | None = field(
+        default=None,
+        metadata={
+            "help": "Load the base model quantized with bitsandbytes: '4bit' (nf4, double quantization; QLoRA) or "
+            "'8bit'. Only applies when the model is given by name. Implies --use_peft.",
+            "choices": ["4bit", "8bit", None],
+        },
+    )
+    use_peft: bool = field(
+        default=False,
+        metadata={"help": "Train a LoRA adapter instead of all weights (always on with --quantization)."},
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["all-linear"],
+        metadata={"help": "Modules that get LoRA adapters: 'all-linear' or names such as q_proj v_proj."},
+    )
+    lora_modules_to_save: list[str] | None = field(
+        default=None, metadata={"help": "Extra modules trained fully and saved with the adapter."}
+    )
+    load_in_4bit: bool = field(default=False, metadata={"help": "Alias of --quantization 4bit (TRL's flag)."})
+    load_in_8bit: bool = field(default=False, metadata={"help": "Alias of --quantization 8bit (TRL's flag)."})
+
+    def _resolve_qlora_fields(self) -> None:
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ValueError("Set only one of load_in_4bit and load_in_8bit.")
+        if self.load_in_4bit or self.load_in_8bit:
+            alias = "4bit" if self.load_in_4bit else "8bit"
+            if self.quantization not in (None, alias):
+                raise ValueError(f"quantization={self.quantization!r} contradicts load_in_{alias}=True.")
+            self.quantization = alias
+        if isinstance(self.quantization, str) and self.quantization.lower() in ("none", "null", ""):
+            self.quantization = None
+        if self.quantization not in (None, "4bit", "8bit"):
+            raise ValueError(f"quantization={self.quantization!r} is not supported: use '4bit', '8bit' or leave it unset.")
+        if self.quantization is not None:
+            self.use_peft = True  # quantized weights cannot be trained: QLoRA trains an adapter on top
+
+    def make_peft_config(self, task: Task = "causal-lm"):
+        """The ``peft.LoraConfig`` these fields describe, or ``None`` when ``use_peft`` is off."""
+        if not self.use_peft:
+            return None
+        return lora_config(
+            task,
+            r=self.lora_r,
+            alpha=self.lora_alpha,
+            dropout=self.lora_dropout,
+            target_modules=self.lora_target_modules,
+            modules_to_save=self.lora_modules_to_save,
+        )
+
+
+def load_model_for_training(model: str | None, args: Any, task: Task = "causal-lm", **load_kwargs):
+    """Load a model named by a string as the trainer's config says: quantization, dtype, gradient checkpointing.
+
+    Returns ``(model, tokenizer)`` with no adapter yet: the TRL parent applies ``peft_config`` itself, which is what
+    makes it use the adapter-disabled base as the reference instead of a second copy of the weights.
+    """
+    init_kwargs = dict(getattr(args, "model_init_kwargs", None) or {})
+    dtype = init_kwargs.pop("dtype", None)
+    if dtype is None:
+        # LoRA trains in the weights' dtype (bf16 on a capable GPU); full fine-tuning keeps float32 master weights
+        # with bf16 autocast, as TRL does.
+        dtype = "auto" if args.use_peft else "float32"
+    return load_model(
+        model or DEFAULT_POLICY,
+        task=task,
+        quantization=args.quantization,
+        lora=False,
+        dtype=dtype,
+        trust_remote_code=init_kwargs.pop("trust_remote_code", getattr(args, "trust_remote_code", False)),
+        revision=init_kwargs.pop("revision", None),
+        device_map=init_kwargs.pop("device_map", None),
+        attn_implementation=init_kwargs.pop("attn_implementation", None),
+        gradient_checkpointing=bool(args.gradient_checkpointing) and args.quantization is not None,
+        **load_kwargs,
+        **init_kwargs,
+    )
+
+
+def default_bf16() -> bool:
+    """bf16 mixed precision only where the hardware does it natively; on CPU it is slower than float32."""
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())

@@ -1,0 +1,240 @@
+"""DPO: TRL's trainer, with QLoRA in two flags, data checked before the model loads, and the implicit reward exposed.
+
+``prefkit.DPOTrainer`` is a drop-in ``trl.DPOTrainer``: same dataset columns (standard or conversational, explicit
+or implicit prompt), same loss types, same logged metrics (``rewards/chosen``, ``rewards/margins``,
+``rewards/accuracies``, ``logps/chosen`` ...). What it adds:
+
+- ``model`` may be a name, loaded with ``args.quantization`` (4-bit QLoRA) and ``args.use_peft`` / ``lora_*``;
+- under LoRA the reference is the same base with the adapter disabled (no second copy of the weights);
+- the datasets are validated row by row before anything is loaded (:mod:`prefkit.data.validation`);
+- :meth:`DPOTrainer.implicit_reward` returns an :class:`ImplicitReward` that scores (prompt, response) pairs with
+  β·log πθ(y|x)/πref(y|x), usable anywhere a reward function is (Best-of-N, judges, TRL's ``reward_funcs``);
+- the model card says what was trained, with which β and how it ended.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import trl
+
+from ..data.validation import validate_preference_dataset
+from ..hub import ModelCardMixin
+from ..logprobs import Prompt, completion_logps
+from ..losses import implicit_reward
+from .common import QLoRAArguments, default_bf16, load_model_for_training
+
+
+@dataclass
+class DPOConfig(trl.DPOConfig, QLoRAArguments):
+    r"""``trl.DPOConfig`` plus prefkit's model loading fields (:class:`~prefkit.trainers.common.QLoRAArguments`).
+
+    Every TRL field keeps its meaning; ``bf16`` defaults to on only where the hardware supports it.
+
+    Parameters:
+        quantization (`str`, *optional*): ``"4bit"`` (QLoRA) or ``"8bit"``; applies when ``model`` is a name.
+        use_peft (`bool`, *optional*): train a LoRA adapter (default: on when ``quantization`` is set).
+        lora_r, lora_alpha, lora_dropout, lora_target_modules, lora_modules_to_save: the LoRA adapter.
+    """
+
+    def __post_init__(self):
+        self._resolve_qlora_fields()
+        if self.bf16 is None and not self.fp16:
+            self.bf16 = default_bf16()
+        super().__post_init__()
+
+
+class ImplicitReward:
+    r"""DPO's implicit reward :math:`\hat r(x, y) = \beta \log \pi_\theta(y \mid x) / \pi_{ref}(y \mid x)` as a scorer.
+
+    Args:
+        model: the DPO-trained policy (a ``PeftModel`` when trained with LoRA).
+        tokenizer: its tokenizer (the chat template, when present, formats string prompts as a user turn, exactly
+            as in training).
+        ref_model: the reference. ``None`` with a ``PeftModel`` means "the base with the adapter disabled".
+        beta: the β the model was trained with.
+
+    ``score(prompts, responses)`` returns one float per pair. The reward is only defined up to a prompt-dependent
+    constant, so compare scores of responses to the same prompt. Instances are also callable with TRL's
+    reward-function signature ``reward(prompts=..., completions=..., **kwargs) -> list[float]``.
+    """
+
+    def __init__(self, model, tokenizer, ref_model=None, beta: float = 0.1, batch_size: int = 8, max_length: int | None = None):
+        if ref_model is None and not hasattr(model, "disable_adapter"):
+            raise ValueError(
+                "ImplicitReward needs a reference: pass ref_model, or a PeftModel whose disabled adapter is the reference."
+            )
+        self.model = model
+        self.tokenizer = tokenizer
+        self.ref_model = ref_model
+        self.beta = beta
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.__name__ = "dpo_implicit_reward"
+
+    @classmethod
+    def from_pretrained(cls, adapter_or_model: str, ref_model: str | None = None, beta: float = 0.1, **kwargs):
+        """Load a DPO-trained LoRA adapter folder (its base becomes the reference) or a full model plus ``ref_model``."""
+        import os
+
+        from ..models import load_model
+
+        if os.path.exists(os.path.join(adapter_or_model, "adapter_config.json")):
+            from peft import AutoPeftModelForCausalLM
+
+            from ..models import load_tokenizer
+
+            model = AutoPeftModelForCausalLM.from_pretrained(adapter_or_model)
+            tokenizer = load_tokenizer(adapter_or_model)
+            return cls(model.eval(), tokenizer, None, beta=beta, **kwargs)
+        if ref_model is None:
+            raise ValueError(f"{adapter_or_model} is a full model: pass ref_model= (the model it was trained from).")
+        model, tokenizer = load_model(adapter_or_model)
+        reference, _ = load_model(ref_model)
+        return cls(model.eval(), tokenizer, reference.eval(), beta=beta, **kwargs)
+
+    def _logps(self, model, prompts, responses, disable_adapter: bool) -> torch.Tensor:
+        context = model.disable_adapter() if disable_adapter else contextlib.nullcontext()
+        was_training = model.training
+        model.eval()
+        try:
+            with context:
+                return completion_logps(
+                    model, self.tokenizer, prompts, responses, batch_size=self.batch_size, max_length=self.max_length
+                )
+        finally:
+            model.train(was_training)
+
+    def score(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[float]:
+        if len(prompts) != len(responses):
+            raise ValueError(f"Got {len(prompts)} prompts and {len(responses)} responses; they must pair up.")
+        policy_logps = self._logps(self.model, prompts, responses, disable_adapter=False)
+        if self.ref_model is None:
+            ref_logps = self._logps(self.model, prompts, responses, disable_adapter=True)
+        else:
+            ref_logps = self._logps(self.ref_model, prompts, responses, disable_adapter=False)
+        return implicit_reward(policy_logps, ref_logps, self.beta).tolist()
+
+    def __call__(self, prompts=None, completions=None, **kwargs) -> list[float]:
+        return self.score(prompts, completions)
+
+
+class DPOTrainer(ModelCardMixin, trl.DPOTrainer):
+    """``trl.DPOTrainer`` that also takes a model name with QLoRA settings and validates data first.
+
+    Example::
+
+        from prefkit import DPOConfig, DPOTrainer
+
+        args = DPOConfig(output_dir="smollm2-dpo", quantization="4bit", beta=0.1, learning_rate=5e-6)
+        trainer = DPOTrainer("HuggingFaceTB/SmolLM2-135M-Instruct", args=args, train_dataset=pairs)
+        trainer.train()
+        reward = trainer.implicit_reward()   # scores (prompt, response) pairs, e.g. for Best-of-N
+    """
+
+    _tag_names = ["trl", "dpo", "prefkit"]
+    _card_method = "dpo"
+
+    def __init__(
+        self,
+        model: Any = None,
+        ref_model=None,
+        args: trl.DPOConfig | None = None,
+        data_collator=None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        compute_metrics=None,
+        callbacks=None,
+        optimizers=(None, None),
+        quantization_config=None,
+        peft_config=None,
+    ):
+        from ..models import DEFAULT_POLICY
+
+        model = DEFAULT_POLICY if model is None else model
+        if isinstance(model, os.PathLike):
+            model = os.fspath(model)
+        if args is None:
+            name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model")
+            args = DPOConfig(output_dir=f"{str(name).rstrip('/').split('/')[-1]}-DPO")
+        if not isinstance(args, DPOConfig):
+            raise TypeError(
+                f"args is a {type(args).__module__}.{type(args).__name__}; pass prefkit.DPOConfig (a drop-in subclass "
+                "of trl.DPOConfig that adds the quantization and LoRA fields)."
+            )
+        # Fail on bad data before spending minutes loading a model.
+        if train_dataset is None:
+            raise ValueError("train_dataset is required.")
+        _validate_unless_tokenized(train_dataset, "train_dataset")
+        if isinstance(eval_dataset, dict):
+            for split, dataset in eval_dataset.items():
+                _validate_unless_tokenized(dataset, f"eval_dataset[{split!r}]")
+        elif eval_dataset is not None:
+            _validate_unless_tokenized(eval_dataset, "eval_dataset")
+
+        if isinstance(model, str):
+            if quantization_config is not None:
+                raise ValueError("Set args.quantization ('4bit' or '8bit') instead of passing quantization_config.")
+            from transformers import set_seed
+
+            set_seed(args.seed)
+            model, tokenizer = load_model_for_training(model, args)
+            processing_class = processing_class if processing_class is not None else tokenizer
+            # Consumed by the load above; TRL would otherwise warn that they are ignored. A full fine-tuning
+            # reference is still built like the policy (TRL copies the policy's dtype and attention kernel).
+            args.model_init_kwargs = None
+        elif args.quantization is not None:
+            raise ValueError(
+                "args.quantization only applies when the model is given by name; this model is already loaded. "
+                "Load it with prefkit.load_model(name, quantization=...) or pass its name."
+            )
+        if peft_config is None and not hasattr(model, "peft_config"):
+            peft_config = args.make_peft_config("causal-lm")
+
+        super().__init__(
+            model=model,
+            ref_model=ref_model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            compute_metrics=compute_metrics,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            quantization_config=quantization_config,
+            peft_config=peft_config,
+        )
+
+    def implicit_reward(self, batch_size: int | None = None, max_length: int | None = None) -> ImplicitReward:
+        """An :class:`ImplicitReward` over the model being trained, with this trainer's β and reference."""
+        model = self.accelerator.unwrap_model(self.model)
+        return ImplicitReward(
+            model,
+            self._tokenizer,
+            ref_model=self.ref_model,
+            beta=self.beta,
+            batch_size=batch_size or self.args.per_device_eval_batch_size,
+            max_length=max_length if max_length is not None else self.args.max_length,
+        )
+
+    def card_hyperparameters(self) -> dict[str, Any]:
+        return {
+            "beta": self.args.beta,
+            "loss_type": self.args.loss_type,
+            "max_length": self.args.max_length,
+            **super().card_hyperparameters(),
+        }
+
+
+def _validate_unless_tokenized(dataset, name: str) -> None:
+    columns = getattr(dataset, "column_names", None) or []
+    if "prompt_ids" in columns or "image" in columns or "images" in columns:
+        return  # already tokenized by the user, or a vision dataset: TRL handles those
+    validate_preference_dataset(dataset, name)
