@@ -127,11 +127,28 @@ def _default_usage(repo: str, is_adapter: bool, pipeline_tag: str) -> str:
 
 
 class ModelCardMixin:
-    """Gives a ``transformers.Trainer`` subclass prefkit's model card. Set ``_card_method`` and override
-    :meth:`card_hyperparameters`."""
+    """Gives a ``transformers.Trainer`` subclass prefkit's model card, and keeps the Hub token out of saved files.
+
+    Set ``_card_method`` and override :meth:`card_hyperparameters`.
+    """
 
     _card_method = "dpo"
     _card_pipeline_tag = "text-generation"
+    #: Dataset id(s) named in the card of every save (scripts set it from --dataset_name).
+    card_dataset_name: str | list[str] | None = None
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        # transformers pickles the whole TrainingArguments into training_args.bin, hub_token included, and
+        # push_to_hub uploads that file. Blank the token while saving so it never reaches disk or the Hub.
+        token = getattr(self.args, "hub_token", None)
+        self.args.hub_token = None
+        try:
+            result = super()._save(output_dir, state_dict=state_dict)
+        finally:
+            self.args.hub_token = token
+        # PEFT's save_pretrained leaves a placeholder card; every saved folder gets the real one.
+        self._write_card(output_dir or self.args.output_dir)
+        return result
 
     def card_hyperparameters(self) -> dict[str, Any]:
         args = self.args
@@ -166,6 +183,11 @@ class ModelCardMixin:
         return values
 
     def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None, **kwargs):
+        if dataset_name is not None:
+            self.card_dataset_name = dataset_name
+        self._write_card(self.args.output_dir, model_name=model_name, tags=tags, dataset=kwargs.get("dataset"))
+
+    def _write_card(self, folder: str, model_name: str | None = None, tags=None, dataset=None) -> None:
         if not self.is_world_process_zero():
             return
         from .models import model_id
@@ -173,7 +195,7 @@ class ModelCardMixin:
         model = self.accelerator.unwrap_model(self.model)
         base = model_id(model)
         base_model = base if base and not os.path.isdir(base) else None
-        datasets = kwargs.get("dataset") or dataset_name
+        datasets = dataset or self.card_dataset_name
         if isinstance(datasets, str):
             datasets = [datasets]
         datasets = [d for d in (datasets or []) if d and not os.path.exists(d)]
@@ -189,5 +211,5 @@ class ModelCardMixin:
             is_adapter=hasattr(model, "peft_config"),
             pipeline_tag=self._card_pipeline_tag,
         )
-        os.makedirs(self.args.output_dir, exist_ok=True)
-        card.save(os.path.join(self.args.output_dir, "README.md"))
+        os.makedirs(folder, exist_ok=True)
+        card.save(os.path.join(folder, "README.md"))

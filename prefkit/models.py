@@ -199,11 +199,16 @@ def _as_dtype(dtype: Any):
     raise ValueError(f"dtype={dtype!r} is not supported: use 'auto', 'bfloat16', 'float16' or 'float32'.")
 
 
-def quantization_config(quantization: Quantization, compute_dtype: Any = None, nested: bool = True):
-    """A ``BitsAndBytesConfig`` for QLoRA: nf4 with double quantization (``"4bit"``) or LLM.int8 (``"8bit"``)."""
+def quantization_config(quantization: Quantization | Any, compute_dtype: Any = None, nested: bool = True):
+    """A ``BitsAndBytesConfig`` for QLoRA: nf4 with double quantization (``"4bit"``) or LLM.int8 (``"8bit"``).
+
+    A ``BitsAndBytesConfig`` passed in is returned unchanged (users coming from TRL build their own)."""
     if quantization is None:
         return None
     from transformers import BitsAndBytesConfig
+
+    if isinstance(quantization, BitsAndBytesConfig):
+        return quantization
 
     if quantization == "4bit":
         compute = _as_dtype(compute_dtype)
@@ -319,7 +324,7 @@ def load_model(
             ``num_labels=1``; for encoders such as BERT it reads the [CLS] projection, for decoders the last
             non-pad token).
         quantization: ``"4bit"`` (nf4, double quantization, bf16 compute where supported, float32 on CPU),
-            ``"8bit"`` or ``None``. A quantized model is prepared with ``peft.prepare_model_for_kbit_training``.
+            ``"8bit"``, ``None``, or a ``transformers.BitsAndBytesConfig`` of your own. A quantized model is prepared with ``peft.prepare_model_for_kbit_training``.
         lora: ``False`` for no adapter, ``True`` for prefkit's default LoRA (:func:`lora_config`), or a
             ``peft.PeftConfig``. Quantized weights cannot be trained, so ``quantization`` requires it unless the
             model is only used for inference (``lora=False`` then freezes nothing and trains nothing).

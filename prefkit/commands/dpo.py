@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         f"device {trainer.accelerator.device}",
         flush=True,
     )
+    trainer.card_dataset_name = dataset_args.dataset_name
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     trainer.accelerator.print(f"prefkit dpo: model saved to {training_args.output_dir}")

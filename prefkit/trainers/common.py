@@ -52,9 +52,9 @@ class QLoRAArguments:
         if self.quantization is not None:
             self.use_peft = True  # quantized weights cannot be trained: QLoRA trains an adapter on top
 
-    def make_peft_config(self, task: Task = "causal-lm"):
-        """The ``peft.LoraConfig`` these fields describe, or ``None`` when ``use_peft`` is off."""
-        if not self.use_peft:
+    def make_peft_config(self, task: Task = "causal-lm", force: bool = False):
+        """The ``peft.LoraConfig`` these fields describe, or ``None`` when ``use_peft`` is off (and not ``force``)."""
+        if not (self.use_peft or force):
             return None
         return lora_config(
             task,
@@ -66,29 +66,41 @@ class QLoRAArguments:
         )
 
 
-def load_model_for_training(model: str | None, args: Any, task: Task = "causal-lm", **load_kwargs):
+def qlora_settings(args: Any) -> QLoRAArguments:
+    """The QLoRA fields of a prefkit config, or the defaults (no quantization, no LoRA) for a plain TRL config, so
+    prefkit trainers also accept ``trl.DPOConfig`` & co. unchanged."""
+    return args if isinstance(args, QLoRAArguments) else QLoRAArguments()
+
+
+def load_model_for_training(
+    model: str | None, args: Any, task: Task = "causal-lm", quantization_config: Any = None, **load_kwargs
+):
     """Load a model named by a string as the trainer's config says: quantization, dtype, gradient checkpointing.
+
+    ``quantization_config`` (a ``BitsAndBytesConfig``, as TRL's trainers accept) overrides ``args.quantization``.
 
     Returns ``(model, tokenizer)`` with no adapter yet: the TRL parent applies ``peft_config`` itself, which is what
     makes it use the adapter-disabled base as the reference instead of a second copy of the weights.
     """
+    qlora = qlora_settings(args)
     init_kwargs = dict(getattr(args, "model_init_kwargs", None) or {})
     dtype = init_kwargs.pop("dtype", None)
     if dtype is None:
         # LoRA trains in the weights' dtype (bf16 on a capable GPU); full fine-tuning keeps float32 master weights
         # with bf16 autocast, as TRL does.
-        dtype = "auto" if args.use_peft else "float32"
+        dtype = "auto" if (qlora.use_peft or quantization_config is not None) else "float32"
+    quantization = quantization_config if quantization_config is not None else qlora.quantization
     return load_model(
         model or DEFAULT_POLICY,
         task=task,
-        quantization=args.quantization,
+        quantization=quantization,
         lora=False,
         dtype=dtype,
         trust_remote_code=init_kwargs.pop("trust_remote_code", getattr(args, "trust_remote_code", False)),
         revision=init_kwargs.pop("revision", None),
         device_map=init_kwargs.pop("device_map", None),
         attn_implementation=init_kwargs.pop("attn_implementation", None),
-        gradient_checkpointing=bool(args.gradient_checkpointing) and args.quantization is not None,
+        gradient_checkpointing=bool(args.gradient_checkpointing) and quantization is not None,
         **load_kwargs,
         **init_kwargs,
     )

@@ -25,9 +25,10 @@ import trl
 
 from ..data.validation import validate_preference_dataset
 from ..hub import ModelCardMixin
+from ..models import is_quantized
 from ..logprobs import Prompt, completion_logps
 from ..losses import implicit_reward
-from .common import QLoRAArguments, default_bf16, load_model_for_training
+from .common import QLoRAArguments, default_bf16, load_model_for_training, qlora_settings
 
 
 @dataclass
@@ -163,11 +164,7 @@ class DPOTrainer(ModelCardMixin, trl.DPOTrainer):
         if args is None:
             name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model")
             args = DPOConfig(output_dir=f"{str(name).rstrip('/').split('/')[-1]}-DPO")
-        if not isinstance(args, DPOConfig):
-            raise TypeError(
-                f"args is a {type(args).__module__}.{type(args).__name__}; pass prefkit.DPOConfig (a drop-in subclass "
-                "of trl.DPOConfig that adds the quantization and LoRA fields)."
-            )
+        qlora = qlora_settings(args)  # a plain trl.DPOConfig means: no quantization, no LoRA (TRL's defaults)
         # Fail on bad data before spending minutes loading a model.
         if train_dataset is None:
             raise ValueError("train_dataset is required.")
@@ -179,23 +176,23 @@ class DPOTrainer(ModelCardMixin, trl.DPOTrainer):
             _validate_unless_tokenized(eval_dataset, "eval_dataset")
 
         if isinstance(model, str):
-            if quantization_config is not None:
-                raise ValueError("Set args.quantization ('4bit' or '8bit') instead of passing quantization_config.")
             from transformers import set_seed
 
             set_seed(args.seed)
-            model, tokenizer = load_model_for_training(model, args)
+            model, tokenizer = load_model_for_training(model, args, quantization_config=quantization_config)
+            quantization_config = None  # applied above
             processing_class = processing_class if processing_class is not None else tokenizer
             # Consumed by the load above; TRL would otherwise warn that they are ignored. A full fine-tuning
             # reference is still built like the policy (TRL copies the policy's dtype and attention kernel).
             args.model_init_kwargs = None
-        elif args.quantization is not None:
+        elif qlora.quantization is not None:
             raise ValueError(
                 "args.quantization only applies when the model is given by name; this model is already loaded. "
                 "Load it with prefkit.load_model(name, quantization=...) or pass its name."
             )
         if peft_config is None and not hasattr(model, "peft_config"):
-            peft_config = args.make_peft_config("causal-lm")
+            # Quantized weights cannot be trained, so a quantized base always gets an adapter (QLoRA).
+            peft_config = qlora.make_peft_config("causal-lm", force=is_quantized(model))
 
         super().__init__(
             model=model,
