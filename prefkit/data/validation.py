@@ -24,11 +24,14 @@ class RowProblem:
     row: int | None  # None for dataset-level problems
     column: str | None
     reason: str
+    line: int | None = None  # 1-based line in the file, when the row was read from a JSONL file
 
     def __str__(self) -> str:
         where = []
         if self.row is not None:
             where.append(f"row {self.row}")
+        if self.line is not None:
+            where.append(f"line {self.line}")
         if self.column is not None:
             where.append(f"column {self.column!r}")
         return (", ".join(where) + ": " if where else "") + self.reason
