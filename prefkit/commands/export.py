@@ -59,7 +59,7 @@ def load_scale(spec: str):
 def build_rows(records: list[dict], args: ExportArguments, scale) -> tuple[list[dict], str]:
     """TRL rows from whatever the input holds, and a sentence saying what was left out."""
     from ..data.labels import labels_to_pairs, labels_to_unpaired, pointwise_to_pairs
-    from ..data.validation import detect_format, validate_dataset
+    from ..data.validation import PreferenceDataError, RowProblem, detect_format, format_hint, validate_dataset
 
     columns = list(dict.fromkeys(k for r in records[:1000] for k in r))
     kind = detect_format(columns)
@@ -88,8 +88,11 @@ def build_rows(records: list[dict], args: ExportArguments, scale) -> tuple[list[
         report = validate_dataset(records, args.input, format="preference", drop_invalid=args.drop_invalid)
         trl = ("prompt", "chosen", "rejected", "margin")
         return [{k: r[k] for k in (*trl, *keep) if k in r} for r in report.dataset], f"{report.num_dropped} bad rows dropped"
-    validate_dataset(records, args.input)  # raises with the list of known formats and rename hints
-    raise AssertionError("unreachable")
+    raise PreferenceDataError(
+        args.input,
+        [RowProblem(None, None, f"has columns {sorted(columns)}; export needs labeled pairs, pointwise rows or TRL pairs")],
+        hint=format_hint(columns),
+    )
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
@@ -110,7 +113,9 @@ def _run(args: ExportArguments) -> int:
     rows, note = build_rows(records, args, scale)
     print(f"prefkit export: {len(records)} input rows -> {len(rows)} {args.format} rows ({note})")
     if not rows:
-        raise SystemExit(f"error: nothing to export from {args.input}: {note}.")
+        from ..data.validation import PreferenceDataError, RowProblem
+
+        raise PreferenceDataError(args.input, [RowProblem(None, None, f"gives nothing to export ({note})")])
     dataset = to_dataset(rows)
     if args.output:
         path = export_pairs(dataset, args.output, progress=True)

@@ -149,7 +149,7 @@ def build_dataset_card(
             margins = [float(m) for m in dataset["margin"]]
             lines.append(
                 f"`margin` says how much better `chosen` is (used by TRL's `RewardTrainer` in "
-                f"`-log σ(r_chosen - r_rejected - margin)`); here it ranges from {min(margins):g} to {max(margins):g}, "
+                f"`-log σ(r_chosen - r_rejected - margin)`); here it ranges from {min(margins):.3g} to {max(margins):.3g}, "
                 f"mean {sum(margins) / len(margins):.3g}."
             )
         if "margin" in columns:
