@@ -257,6 +257,19 @@ def test_a_streamed_dataset_is_validated_row_by_row(tmp_path):
         validate_dataset(streamed, format="preference")
 
 
+def test_a_streamed_dataset_of_unknown_features_is_recognised_from_its_first_row(tmp_path):
+    path = tmp_path / "points.jsonl"
+    path.write_text(json.dumps(GOOD_POINT) + "\n" + json.dumps(with_(GOOD_POINT, score="high")) + "\n")
+    streamed = load_dataset_any(path, split="train", streaming=True)
+    with pytest.raises(PreferenceDataError, match="row 1, column 'score'"):
+        validate_dataset(streamed)
+
+
+def test_a_generator_of_rows_can_be_validated_and_filtered():
+    report = validate_dataset((row for row in [GOOD, with_(GOOD, chosen=None)]), drop_invalid=True)
+    assert report.dataset == [GOOD]
+
+
 def test_the_trainer_entry_point_names_a_misnamed_column():
     with pytest.raises(PreferenceDataError, match="Did you mean 'preferred'"):
         validate_preference_dataset(_dataset([{"prompt": "p", "preferred": "x", "rejected": "y"}]))
