@@ -36,14 +36,14 @@ def test_torn_jsonl_line_is_named_by_number(tmp_path):
     path = write_jsonl(ROWS, tmp_path / "pairs.jsonl")
     with open(path, "a", encoding="utf-8") as f:
         f.write('{"prompt": "cut off mid-wri')
-    with pytest.raises(ValueError, match=r"pairs.jsonl, line 7: not a JSON object"):
+    with pytest.raises(ValueError, match=r"pairs.jsonl has 1 bad row:\n  row 6, line 7: is not valid JSON.*looks cut off"):
         load_dataset_any(path)
 
 
 def test_non_utf8_jsonl_is_named_by_line(tmp_path):
     path = tmp_path / "latin1.jsonl"
     path.write_bytes('{"prompt": "ok", "chosen": "a", "rejected": "b"}\n{"prompt": "caf\xe9"}\n'.encode("latin-1"))
-    with pytest.raises(ValueError, match=r"line 2: not valid UTF-8"):
+    with pytest.raises(ValueError, match=r"row 1, line 2: is not valid UTF-8.*re-save the file as UTF-8"):
         load_dataset_any(path)
 
 

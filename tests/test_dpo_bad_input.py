@@ -55,7 +55,9 @@ def test_missing_column_lists_what_the_dataset_has(tmp_path, no_model_loading):
     data = Dataset.from_list([{"prompt": "Hi", "good": "Hello!", "bad": "Go away."}])
     with pytest.raises(PreferenceDataError) as info:
         _train(data, tmp_path)
-    assert "column 'chosen': is missing; the dataset has columns ['bad', 'good', 'prompt']" in str(info.value)
+    message = str(info.value)
+    assert "column 'chosen': is missing; the data has columns ['bad', 'good', 'prompt']" in message
+    assert "rename_column('bad', 'rejected')" in message  # and suggests the fix
 
 
 def test_conversational_turn_with_a_wrong_role_is_reported(tmp_path, no_model_loading):
