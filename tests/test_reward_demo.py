@@ -74,3 +74,43 @@ def test_failed_training_leaves_no_half_written_model(tmp_path, monkeypatch):
         build_demo_reward_model(tmp_path / "demo")
     assert not (tmp_path / "demo").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["demo.lock"]
+
+
+UNSEEN = [  # prompts and answers written for this test; none of the topics is in the bundled data
+    ("How can I keep my houseplants alive while I'm on vacation?",
+     "Great question! Water them well right before you leave, move them out of direct sun, and group them together "
+     "so they keep each other humid. For longer trips, ask a neighbour to water them once a week.",
+     "Not my problem. Just let them die."),
+    ("What should I cook for a friend who is vegetarian?",
+     "A warm vegetable curry with chickpeas and rice is a lovely choice: it's filling, easy to make in one pot, and "
+     "you can adjust the spice to your friend's taste.",
+     "Whatever. Give them a salad or something, who cares."),
+    ("Can you explain what a black hole is?",
+     "Sure! A black hole is a region of space where gravity is so strong that nothing, not even light, can escape. "
+     "It forms when a very massive star collapses at the end of its life.",
+     "Look it up yourself, I'm not a teacher."),
+    ("I feel lonely since I moved to a new city. What can I do?",
+     "I'm sorry you're feeling lonely; moving is a big change. You could join a local club or class around something "
+     "you enjoy, volunteer, or say yes to invitations from coworkers.",
+     "Everyone is lonely. Deal with it."),
+    ("How do I change a flat tire on my bike?",
+     "Here's how: remove the wheel, lever one side of the tire off, pull out the tube, patch the hole or fit a new "
+     "tube, then put everything back and pump it up to the pressure printed on the tire.",
+     "I don't know. Take it to a shop."),
+    ("Write a haiku about autumn.",
+     "Crisp leaves drift and spin,\ngolden light on quiet paths,\nthe year breathes out slow.",
+     "No. Write your own poem."),
+]
+
+
+@pytest.mark.slow
+def test_full_demo_recipe_prefers_kind_helpful_answers_on_unseen_prompts(tmp_path, monkeypatch):
+    """The model the app shows: trained with the real preset (a few CPU minutes), then asked about new topics."""
+    monkeypatch.setenv("PREFKIT_CACHE", str(tmp_path))
+    reward_model = load_demo_reward_model()
+    evaluation = json.loads((demo_reward_model_dir() / "reward_eval.json").read_text())
+    assert evaluation["accuracy"] >= 0.9
+    prompts = [prompt for prompt, _, _ in UNSEEN]
+    kind = reward_model.score(prompts, [answer for _, answer, _ in UNSEEN])
+    dismissive = reward_model.score(prompts, [answer for _, _, answer in UNSEEN])
+    assert all(k > d for k, d in zip(kind, dismissive)), list(zip(prompts, kind, dismissive))

@@ -285,9 +285,7 @@ class RewardTrainer(ModelCardMixin, trl.RewardTrainer):
                 continue
             result = evaluate_reward_model(scorer, dataset, batch_size=self.args.per_device_eval_batch_size)
             suffix = "" if split_name == "eval" else "_" + split_name.split("[")[-1].strip("'\"]")
-            json_path, png_path = write_reward_evaluation(
-                result, output_dir, name=f"reward{suffix}", title=f"{output_dir.name}: held-out pairs{suffix}"
-            )
+            json_path, png_path = write_reward_evaluation(result, output_dir, name=f"reward{suffix}")
             self.accelerator.print(
                 f"Reward model {split_name}: {format_summary(result)}\n  wrote {json_path} and {png_path}"
             )
