@@ -3,6 +3,7 @@ JSONL / JSON / Parquet / CSV file."""
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import os
@@ -75,6 +76,12 @@ def _scan_jsonl(path: Path) -> Iterator[tuple[int, int, Any, RowProblem | None]]
     """``(row index, line number, value, problem)`` for each non-blank line, streamed; ``problem`` is None if good."""
     row = 0
     with open(path, "rb") as f:
+        head = f.read(4)
+        f.seek(0)
+        if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            encoding = "UTF-32" if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)) else "UTF-16"
+            yield 0, 1, None, RowProblem(0, None, f"the file is {encoding}, not UTF-8; re-save it as UTF-8", line=1)
+            return
         for number, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue

@@ -231,15 +231,19 @@ def suggest_column(expected: str, columns: Iterable[str]) -> str | None:
 
 
 def detect_format(columns: Iterable[str]) -> str | None:
-    """Which of :data:`FORMATS` a set of columns is, or ``None``. Paired wins over the others when both fit."""
+    """Which of :data:`FORMATS` a set of columns is meant to be, or ``None``.
+
+    Decided by the columns that only one format has (``chosen``/``rejected``; ``response_a``/``response_b``;
+    ``completion``/``score``), so a row missing one of its columns is still recognised and reported as missing it.
+    """
     columns = set(columns)
-    if {"chosen", "rejected"} <= columns:
+    if {"chosen", "rejected"} & columns:
         return "preference"
-    if {"response_a", "response_b", "label"} <= columns:
+    if {"response_a", "response_b"} & columns:
         return "labeled"
-    if {"prompt", "completion"} <= columns and ({"score", "label"} & columns):
+    if {"completion", "score"} & columns:
         return "pointwise"
-    if "prompt" in columns and "completion" not in columns and "label" not in columns:
+    if "prompt" in columns and "label" not in columns:
         return "prompts"
     return None
 
@@ -416,15 +420,21 @@ def validate_dataset(
     problems (missing columns, no rows) raise either way.
     """
     columns = getattr(dataset, "column_names", None)
-    if isinstance(dataset, (list, tuple)) and columns is None:
+    is_datasets_object = hasattr(dataset, "column_names")
+    if not is_datasets_object and not isinstance(dataset, (list, tuple)):
+        dataset = list(dataset)  # a generator: read it once, keep the rows for drop_invalid
+    if isinstance(dataset, (list, tuple)):
         columns = list(dict.fromkeys(k for row in dataset[:1000] if isinstance(row, Mapping) for k in row))
+    elif columns is None:  # a streamed dataset whose features are not known yet: look at its first row
+        first = next(iter(dataset), None)
+        columns = list(first) if isinstance(first, Mapping) else None
     if format == "auto":
         detected = detect_format(columns) if columns is not None else None
         if detected is None:
             raise PreferenceDataError(
                 name,
                 [RowProblem(None, None, f"has columns {sorted(columns or [])}, which match no known format")],
-                hint=_format_hint(columns or []),
+                hint=format_hint(columns or []),
             )
         format = detected
     elif format not in FORMATS:
@@ -432,7 +442,7 @@ def validate_dataset(
     if columns is not None:
         missing = missing_columns_problems(columns, format)
         if missing:
-            raise PreferenceDataError(name, missing, hint=_format_hint(columns))
+            raise PreferenceDataError(name, missing, hint=format_hint(columns))
 
     problems: list[RowProblem] = []
     seen_ids: dict[Any, int] = {}
@@ -471,7 +481,7 @@ def _without_rows(dataset: Any, bad: set[int]) -> Any:
     return [row for i, row in enumerate(dataset) if i not in bad]
 
 
-def _format_hint(columns: Iterable[str]) -> str:
+def format_hint(columns: Iterable[str]) -> str:
     columns = set(columns)
     lines = ["prefkit reads these shapes of data:"]
     for format, required in FORMAT_COLUMNS.items():
