@@ -266,6 +266,8 @@ def ensure_pad_token(tokenizer, model=None) -> None:
                 model.resize_token_embeddings(len(tokenizer))
     if model is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
+        if hasattr(model.config, "get_text_config"):  # multimodal configs keep the text model's ids in a sub-config
+            model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
 
