@@ -1,0 +1,225 @@
+"""Best-of-N from the command line: prompts in (a file or arguments), ranked candidates out as JSONL.
+
+    prefkit bon --prompt "Suggest a new activity I could do with my teddy bear." --n 8
+    prefkit bon --prompts_file prompts.txt --reward_model my-reward-model --n 16 --output bon.jsonl
+    prefkit bon --prompts_file eval.jsonl --implicit_reward_model smollm2-dpo --beta 0.1
+    accelerate launch scripts/bon.py --prompts_file prompts.txt
+
+Each output line is :meth:`prefkit.bon.BestOfNResult.to_dict` (prompt, best, every candidate with its reward and
+rank, tokens, seconds, KL bound). Lines are written batch by batch, so an interrupted run keeps what it finished.
+A PNG next to the output compares the reward of one sample with the reward of the best of N.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..models import DEFAULT_POLICY
+
+
+@dataclass
+class BestOfNArguments:
+    """Best-of-N sampling: which policy, which reward, which prompts, how many samples."""
+
+    model_name_or_path: str = field(
+        default=DEFAULT_POLICY, metadata={"help": "Policy to sample from: Hub id or local folder (default: SmolLM2-135M-Instruct)."}
+    )
+    reward_model: str = field(
+        default="demo",
+        metadata={
+            "help": "Reward model folder or Hub id (a sequence classifier trained with prefkit reward), or 'demo' for "
+            "prefkit's demo reward model (trained on first use). Ignored when --implicit_reward_model or "
+            "--reward_function is given."
+        },
+    )
+    implicit_reward_model: str | None = field(
+        default=None,
+        metadata={"help": "Rank by DPO's implicit reward beta*log(pi/pi_ref) of this DPO-trained adapter folder or model."},
+    )
+    implicit_reward_ref: str | None = field(
+        default=None, metadata={"help": "Reference model for --implicit_reward_model when it is a full model (not an adapter)."}
+    )
+    beta: float = field(default=0.1, metadata={"help": "The beta the DPO model was trained with (scales the implicit reward)."})
+    reward_function: str | None = field(
+        default=None,
+        metadata={"help": "A Python reward function 'package.module:function' called as function(prompts, responses)."},
+    )
+    prompt: list[str] | None = field(default=None, metadata={"help": "One or more prompts given on the command line."})
+    prompts_file: str | None = field(
+        default=None,
+        metadata={"help": "Prompts: a .txt file (one per line) or a .jsonl/.json/.parquet/.csv file or dataset with a prompt column."},
+    )
+    prompt_column: str = field(default="prompt", metadata={"help": "Column holding the prompt in --prompts_file."})
+    max_prompts: int | None = field(default=None, metadata={"help": "Use only the first this many prompts."})
+    output: str = field(default="bon.jsonl", metadata={"help": "JSONL file to write, one line per prompt."})
+    n: int = field(default=8, metadata={"help": "Samples per prompt (N)."})
+    batch_size: int = field(default=4, metadata={"help": "Prompts per generate call (each call samples batch_size * n)."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Longest answer, in tokens."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (> 0)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold in (0, 1]."})
+    seed: int | None = field(default=None, metadata={"help": "Seed for reproducible samples."})
+    truncation: str = field(
+        default="error",
+        metadata={"help": "Prompts longer than the context: 'error' or 'left' (keep their end, warn).", "choices": ["error", "left"]},
+    )
+    device: str = field(default="auto", metadata={"help": "'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1' ..."})
+    dtype: str = field(default="auto", metadata={"help": "Weight dtype of the policy: auto, bfloat16, float16 or float32."})
+    plot: bool = field(default=True, metadata={"help": "Write <output>.png: reward of one sample vs the best of N."})
+
+
+def make_parser(prog: str | None = None):
+    from trl import TrlParser
+
+    return TrlParser((BestOfNArguments,), prog=prog)
+
+
+def read_prompts(args: BestOfNArguments) -> list:
+    """The prompts of ``--prompt`` then ``--prompts_file``; errors name the file, line or column at fault."""
+    prompts: list = list(args.prompt or [])
+    if args.prompts_file:
+        path = Path(args.prompts_file)
+        if path.suffix.lower() == ".txt":
+            if not path.is_file():
+                raise SystemExit(f"error: --prompts_file {path}: no such file.")
+            prompts += [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        else:
+            from ..data.io import load_dataset_any
+
+            dataset = load_dataset_any(args.prompts_file, split="train")
+            if args.prompt_column not in dataset.column_names:
+                raise SystemExit(
+                    f"error: {args.prompts_file} has no column {args.prompt_column!r} (it has {dataset.column_names}). "
+                    "Pass --prompt_column."
+                )
+            prompts += list(dataset[args.prompt_column])
+    if args.max_prompts is not None:
+        prompts = prompts[: args.max_prompts]
+    if not prompts:
+        raise SystemExit("error: no prompts: pass --prompt \"...\" or --prompts_file prompts.txt.")
+    return prompts
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_reward(args: BestOfNArguments, device: str):
+    """The reward the flags ask for, on ``device``."""
+    if args.reward_function:
+        import importlib
+
+        module_name, _, attribute = args.reward_function.partition(":")
+        if not attribute:
+            raise SystemExit(f"error: --reward_function {args.reward_function!r} must look like 'package.module:function'.")
+        return getattr(importlib.import_module(module_name), attribute)
+    if args.implicit_reward_model:
+        from ..trainers.dpo import ImplicitReward
+
+        reward = ImplicitReward.from_pretrained(args.implicit_reward_model, ref_model=args.implicit_reward_ref, beta=args.beta)
+        reward.model.to(device)
+        if reward.ref_model is not None:
+            reward.ref_model.to(device)
+        return reward
+    from ..reward_model import RewardModel, load_demo_reward_model
+
+    if args.reward_model == "demo":
+        reward = load_demo_reward_model(train_if_missing=True)
+    else:
+        reward = RewardModel.from_pretrained(args.reward_model)
+    reward.model.to(device)
+    return reward
+
+
+def plot_rewards(results, path: Path) -> Path:
+    """Histogram of the reward of every sample against the reward of the best of N."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samples = [candidate.reward for result in results for candidate in result.candidates]
+    best = [result.best.reward for result in results]
+    n = results[0].n
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    bins = 30 if len(samples) > 60 else 12
+    axis.hist(samples, bins=bins, alpha=0.6, density=True, label=f"one sample (mean {sum(samples) / len(samples):.3f})")
+    axis.hist(best, bins=bins, alpha=0.6, density=True, label=f"best of {n} (mean {sum(best) / len(best):.3f})")
+    axis.set_xlabel("reward")
+    axis.set_ylabel("density")
+    axis.set_title(f"Best-of-{n} over {len(results)} prompts (KL to base <= {results[0].kl_to_base:.3f} nats)")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    (args,) = make_parser(prog).parse_args_and_config(args=argv)
+    prompts = read_prompts(args)  # bad input fails before any model loads
+    if args.truncation not in ("error", "left"):
+        raise SystemExit(f"error: --truncation must be 'error' or 'left', got {args.truncation!r}.")
+
+    from tqdm.auto import tqdm
+
+    from ..bon import best_of_n
+    from ..models import load_model
+
+    device = resolve_device(args.device)
+    policy, tokenizer = load_model(args.model_name_or_path, dtype=args.dtype)
+    policy.to(device).eval()
+    reward = load_reward(args, device)
+
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    results = []
+    with open(output, "w", encoding="utf-8") as file, tqdm(total=len(prompts), desc=f"best-of-{args.n}", unit="prompt") as bar:
+        for start in range(0, len(prompts), args.batch_size):
+            batch = best_of_n(
+                policy,
+                tokenizer,
+                reward,
+                prompts[start : start + args.batch_size],
+                n=args.n,
+                batch_size=args.batch_size,
+                max_new_tokens=args.max_new_tokens,
+                temperature=args.temperature,
+                top_p=args.top_p,
+                seed=None if args.seed is None else args.seed + start,
+                truncation=args.truncation,
+                progress=False,
+            )
+            for result in batch:
+                file.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+            file.flush()
+            results += batch
+            bar.update(len(batch))
+
+    mean_sample = sum(r.mean_reward for r in results) / len(results)
+    mean_best = sum(r.best.reward for r in results) / len(results)
+    tokens = sum(r.tokens_generated for r in results)
+    generate_seconds = sum(r.generate_seconds for r in results)
+    score_seconds = sum(r.score_seconds for r in results)
+    print(
+        f"prefkit bon: {len(results)} prompts x {args.n} samples -> {output}\n"
+        f"  mean reward of one sample {mean_sample:.4f}, of the best of {args.n} {mean_best:.4f} "
+        f"(+{mean_best - mean_sample:.4f})\n"
+        f"  KL(best-of-{args.n} || policy) <= log N - (N-1)/N = {results[0].kl_to_base:.4f} nats\n"
+        f"  {tokens} tokens generated in {generate_seconds:.1f} s ({tokens / max(generate_seconds, 1e-9):.0f} tokens/s), "
+        f"scored in {score_seconds:.1f} s"
+    )
+    if args.plot:
+        png = plot_rewards(results, output.with_suffix(".png"))
+        print(f"  plot: {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""`prefkit bon` / scripts/bon.py: prompts from a file or arguments in, one JSONL line per prompt out."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prefkit.commands.bon import main
+
+REWARD_MODULE = '''
+def vowels(prompts, responses):
+    return [sum(r.count(v) for v in "aeiou") + len(r) / 1000 for r in responses]
+'''
+
+
+@pytest.fixture
+def reward_module(tmp_path, monkeypatch):
+    (tmp_path / "bon_test_rewards.py").write_text(REWARD_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "bon_test_rewards:vowels"
+
+
+def vowels(text):
+    return sum(text.count(v) for v in "aeiou") + len(text) / 1000
+
+
+def test_prompts_from_a_text_file_give_one_ranked_jsonl_line_each_and_a_plot(tmp_path, tiny_model_dir, reward_module):
+    prompts_file = tmp_path / "prompts.txt"
+    prompts_file.write_text("Tell me about tea.\n\nWhat is the capital of France?\nWrite a poem.\n")
+    output = tmp_path / "out" / "bon.jsonl"
+
+    code = main([
+        "--model_name_or_path", tiny_model_dir, "--reward_function", reward_module, "--prompts_file", str(prompts_file),
+        "--output", str(output), "--n", "3", "--batch_size", "2", "--max_new_tokens", "6", "--seed", "0", "--device", "cpu",
+    ])
+
+    assert code == 0
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [r["prompt"] for r in records] == ["Tell me about tea.", "What is the capital of France?", "Write a poem."]
+    for record in records:
+        assert len(record["candidates"]) == 3
+        assert record["best"] == max((c["text"] for c in record["candidates"]), key=vowels)
+    assert output.with_suffix(".png").stat().st_size > 0
+
+
+def test_prompts_given_as_arguments_and_a_jsonl_prompt_column_are_concatenated(tmp_path, tiny_model_dir, reward_module):
+    prompts_file = tmp_path / "eval.jsonl"
+    prompts_file.write_text(json.dumps({"question": "Tell me about tea."}) + "\n")
+    output = tmp_path / "bon.jsonl"
+
+    main([
+        "--model_name_or_path", tiny_model_dir, "--reward_function", reward_module, "--prompt", "Hello there",
+        "--prompts_file", str(prompts_file), "--prompt_column", "question", "--output", str(output), "--n", "2",
+        "--max_new_tokens", "4", "--no_plot", "--device", "cpu",
+    ])
+
+    assert [json.loads(line)["prompt"] for line in output.read_text().splitlines()] == ["Hello there", "Tell me about tea."]
+    assert not output.with_suffix(".png").exists()
+
+
+def test_a_missing_prompt_column_is_named_before_any_model_loads(tmp_path):
+    prompts_file = tmp_path / "eval.jsonl"
+    prompts_file.write_text(json.dumps({"question": "Tell me about tea."}) + "\n")
+
+    with pytest.raises(SystemExit, match=r"no column 'prompt' \(it has \['question'\]\)"):
+        main(["--model_name_or_path", str(tmp_path / "no-such-model"), "--prompts_file", str(prompts_file)])
+
+
+def test_no_prompts_at_all_is_an_error(tmp_path):
+    with pytest.raises(SystemExit, match="no prompts"):
+        main(["--model_name_or_path", str(tmp_path / "no-such-model")])
+
+
+def test_the_script_is_the_same_program(tmp_path, tiny_model_dir):
+    (tmp_path / "bon_test_rewards.py").write_text(REWARD_MODULE)
+    output = tmp_path / "bon.jsonl"
+    root = Path(__file__).resolve().parents[1]
+
+    completed = subprocess.run(
+        [sys.executable, str(root / "scripts" / "bon.py"), "--model_name_or_path", tiny_model_dir,
+         "--reward_function", "bon_test_rewards:vowels", "--prompt", "Tell me about tea.", "--n", "2",
+         "--max_new_tokens", "4", "--output", str(output), "--no_plot", "--device", "cpu"],
+        capture_output=True, text=True, env={**__import__("os").environ, "PYTHONPATH": f"{tmp_path}:{root}"}, timeout=300,
+    )
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "KL(best-of-2 || policy)" in completed.stdout
+    assert len(output.read_text().splitlines()) == 1
