@@ -24,9 +24,10 @@ The reward can be
 - a **callable** ``reward(prompts, responses) -> list[float] | Tensor`` (one score per pair);
 - an object with ``.score(prompts, responses)``: :class:`prefkit.RewardModel`, DPO's
   :class:`prefkit.ImplicitReward` (β·log πθ/πref), a reward-model judge;
-- a **pairwise judge**, an object with ``.judge(prompts, completions)`` where ``completions`` is a list of
-  ``[first, second]`` pairs and the answer is one index per pair (0: first is better, 1: second is better, anything
-  else: a tie). The N candidates of a prompt then play a round robin, all :math:`N(N-1)/2` pairs in one judge call,
+- a **pairwise judge**, an object with ``.judge(prompts, pairs)`` where ``pairs`` is a list of ``[first, second]``
+  responses and the answer has one verdict per pair: a :class:`prefkit.data.judges.Judgement` or label ("A", "B",
+  graded "A slightly better" ..., "tie", "both bad") or TRL's index (0: first is better, 1: second is better);
+  anything else counts as a tie. The N candidates of a prompt then play a round robin, all :math:`N(N-1)/2` pairs in one judge call,
   and each candidate's reward is its number of wins (a tie counts half). This costs quadratically many judgements,
   so keep N small with an LLM judge.
 
@@ -53,7 +54,15 @@ import torch
 from .logprobs import Prompt, render_prompt
 from .losses import best_of_n_kl
 
-__all__ = ["BestOfNResult", "Candidate", "PromptTooLongError", "best_of_n", "context_length", "score_responses"]
+__all__ = [
+    "BestOfNResult",
+    "Candidate",
+    "PromptTooLongError",
+    "best_of_n",
+    "context_length",
+    "load_reward",
+    "score_responses",
+]
 
 
 class PromptTooLongError(ValueError):
@@ -251,14 +260,34 @@ def _round_robin(judge, prompts: Sequence[Prompt], responses: Sequence[str], n: 
     if len(verdicts) != len(pair_prompts):
         raise ValueError(f"The judge returned {len(verdicts)} verdicts for {len(pair_prompts)} pairs.")
     for (i, j), verdict in zip(pair_index, verdicts):
-        if verdict == 0:
+        winner = _pairwise_winner(verdict)
+        if winner == 0:
             wins[i] += 1.0
-        elif verdict == 1:
+        elif winner == 1:
             wins[j] += 1.0
         else:
             wins[i] += 0.5
             wins[j] += 0.5
     return wins
+
+
+def _pairwise_winner(verdict: Any) -> int | None:
+    """0 (first better), 1 (second better) or None (tie, both bad, no verdict) from a judge's answer: TRL's index,
+    or a prefkit ``Judgement`` / label ("A", "B", "A slightly better", "tie", "both bad" ...)."""
+    label = getattr(verdict, "label", verdict)
+    if isinstance(label, bool) or label is None:
+        return None
+    if isinstance(label, (int, float)):
+        return int(label) if label in (0, 1) else None
+    if isinstance(label, str):
+        from .data.scales import DEFAULT_SCALE
+
+        try:
+            point = DEFAULT_SCALE.parse(label)
+        except ValueError:
+            return None
+        return {"A": 0, "B": 1}.get(point.winner) if point.kind == "preference" else None
+    return None
 
 
 def score_responses(reward: RewardLike, prompts: Sequence[Prompt], responses: Sequence[str], n: int = 1) -> list[float]:
@@ -525,3 +554,51 @@ def best_of_n(
         if bar is not None:
             bar.close()
     return results
+
+
+def load_reward(
+    reward_model: str | None = "demo",
+    *,
+    reward_function: str | None = None,
+    implicit_reward_model: str | None = None,
+    implicit_reward_ref: str | None = None,
+    beta: float = 0.1,
+    device: str | torch.device = "cpu",
+    progress: Callable[[float, str], None] | None = None,
+):
+    """The reward a command line or app setting names, placed on ``device``.
+
+    In order of precedence: ``reward_function`` (``"package.module:function"``, called as ``function(prompts,
+    responses)``), ``implicit_reward_model`` (a DPO-trained adapter folder, or a full model with
+    ``implicit_reward_ref``; scored by :class:`prefkit.ImplicitReward`), ``reward_model`` (a folder or Hub id
+    loaded with :meth:`prefkit.RewardModel.from_pretrained`, or ``"demo"`` for prefkit's demo reward model, trained
+    on the bundled data the first time with ``progress(fraction, message)`` reports).
+    """
+    if reward_function:
+        import importlib
+
+        module_name, _, attribute = reward_function.partition(":")
+        if not module_name or not attribute:
+            raise ValueError(f"reward_function={reward_function!r} must look like 'package.module:function'.")
+        function = getattr(importlib.import_module(module_name), attribute, None)
+        if function is None or not callable(function):
+            raise ValueError(f"reward_function={reward_function!r}: {module_name} has no callable {attribute!r}.")
+        return function
+    if implicit_reward_model:
+        from .trainers.dpo import ImplicitReward
+
+        reward = ImplicitReward.from_pretrained(implicit_reward_model, ref_model=implicit_reward_ref, beta=beta)
+        reward.model.to(device)
+        if reward.ref_model is not None:
+            reward.ref_model.to(device)
+        return reward
+    if not reward_model:
+        raise ValueError("No reward given: pass a reward model, 'demo', a reward function or an implicit reward model.")
+    from .reward_model import RewardModel, load_demo_reward_model
+
+    if reward_model == "demo":
+        reward = load_demo_reward_model(train_if_missing=True, progress=progress)
+    else:
+        reward = RewardModel.from_pretrained(reward_model)
+    reward.model.to(device)
+    return reward

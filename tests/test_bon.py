@@ -134,6 +134,26 @@ def test_pairwise_judge_ranks_candidates_by_round_robin_wins(policy, tiny_tokeni
         assert len(prompt_result.best.text) == max(len(t) for t in texts)
 
 
+class LabelJudge:
+    """A judge in prefkit's interface: verdicts are labels ("A", "B slightly better", "tie", "both bad")."""
+
+    def judge(self, prompts, response_pairs):
+        labels = []
+        for first, second in response_pairs:
+            if len(first) == len(second):
+                labels.append("both bad")
+            else:
+                labels.append("A" if len(first) > len(second) else "B slightly better")
+        return labels
+
+
+def test_a_judge_answering_with_labels_ranks_like_one_answering_with_indices(policy, tiny_tokenizer):
+    by_label = best_of_n(policy, tiny_tokenizer, LabelJudge(), PROMPTS[:1], n=4, max_new_tokens=12, seed=2)[0]
+    by_index = best_of_n(policy, tiny_tokenizer, LongerIsBetterJudge(), PROMPTS[:1], n=4, max_new_tokens=12, seed=2)[0]
+
+    assert [c.reward for c in by_label.candidates] == [c.reward for c in by_index.candidates]
+
+
 def test_dpo_implicit_reward_ranks_by_beta_times_the_log_ratio_to_the_reference(tiny_model_dir, tiny_tokenizer):
     from transformers import AutoModelForCausalLM
 

@@ -13,7 +13,6 @@ A PNG next to the output compares the reward of one sample with the reward of th
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,29 +111,19 @@ def resolve_device(device: str) -> str:
 
 def load_reward(args: BestOfNArguments, device: str):
     """The reward the flags ask for, on ``device``."""
-    if args.reward_function:
-        import importlib
+    from ..bon import load_reward as load
 
-        module_name, _, attribute = args.reward_function.partition(":")
-        if not attribute:
-            raise SystemExit(f"error: --reward_function {args.reward_function!r} must look like 'package.module:function'.")
-        return getattr(importlib.import_module(module_name), attribute)
-    if args.implicit_reward_model:
-        from ..trainers.dpo import ImplicitReward
-
-        reward = ImplicitReward.from_pretrained(args.implicit_reward_model, ref_model=args.implicit_reward_ref, beta=args.beta)
-        reward.model.to(device)
-        if reward.ref_model is not None:
-            reward.ref_model.to(device)
-        return reward
-    from ..reward_model import RewardModel, load_demo_reward_model
-
-    if args.reward_model == "demo":
-        reward = load_demo_reward_model(train_if_missing=True)
-    else:
-        reward = RewardModel.from_pretrained(args.reward_model)
-    reward.model.to(device)
-    return reward
+    try:
+        return load(
+            args.reward_model,
+            reward_function=args.reward_function,
+            implicit_reward_model=args.implicit_reward_model,
+            implicit_reward_ref=args.implicit_reward_ref,
+            beta=args.beta,
+            device=device,
+        )
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 def plot_rewards(results, path: Path) -> Path:
