@@ -278,3 +278,66 @@ def test_hub_sync_that_cannot_start_keeps_votes_local_and_never_shows_the_token(
 
 def test_without_a_repo_the_status_says_how_to_turn_sync_on(tmp_path):
     assert "Hub sync off" in VoteStore(tmp_path).sync_status()
+
+
+# ------------------------------------------------------------------------------------------------ votes -> TRL rows
+
+
+def test_a_graded_vote_becomes_a_pair_with_the_scale_margin_and_the_winner_chosen():
+    from prefkit.data.votes import votes_to_rows
+
+    much_b = make_vote(verdict="b", strength="much")
+    clearly_a = make_vote(verdict="a", strength="clearly")
+
+    rows = votes_to_rows([much_b, clearly_a], kind="dpo")
+
+    assert rows[0]["chosen"] == much_b.response_b and rows[0]["rejected"] == much_b.response_a
+    assert rows[0]["margin"] == pytest.approx(1.0)
+    assert rows[1]["chosen"] == clearly_a.response_a and rows[1]["margin"] == pytest.approx(2 / 3)
+    assert [row["vote_id"] for row in rows] == [much_b.vote_id, clearly_a.vote_id]
+
+
+def test_ungraded_wins_have_no_margin_for_dpo_and_zero_margin_for_a_reward_model():
+    from prefkit.data.votes import votes_to_rows
+
+    votes = [make_vote(verdict="a", strength=None)]
+
+    assert "margin" not in votes_to_rows(votes, kind="dpo")[0]
+    assert votes_to_rows(votes, kind="reward")[0]["margin"] == 0.0
+
+
+def test_ties_and_both_bad_make_no_pair_but_both_bad_makes_two_undesirable_kto_rows():
+    from prefkit.data.votes import votes_to_rows
+
+    votes = [make_vote(verdict="tie", strength=None), make_vote(verdict="both_bad", strength=None)]
+
+    assert votes_to_rows(votes, kind="dpo") == []
+    kto = votes_to_rows(votes, kind="kto")
+    assert [(row["completion"], row["label"]) for row in kto] == [(votes[1].response_a, False), (votes[1].response_b, False)]
+
+
+def test_a_rewrite_is_chosen_over_both_original_responses():
+    from prefkit.data.votes import votes_to_rows
+
+    vote = make_vote(verdict="both_bad", strength=None, rewrite="Tea is an infusion of Camellia sinensis leaves.")
+
+    rows = votes_to_rows([vote], kind="dpo")
+
+    assert [(row["chosen"], row["rejected"]) for row in rows] == [
+        (vote.rewrite, vote.response_a), (vote.rewrite, vote.response_b)
+    ]
+    assert all(row["margin"] == pytest.approx(2 / 3) for row in rows)
+
+
+def test_exported_votes_pass_the_exporters_validation_and_load_as_a_dataset(tmp_path):
+    from prefkit.data.export import export_pairs
+    from prefkit.data.io import load_dataset_any
+    from prefkit.data.votes import votes_to_rows
+
+    votes = [make_vote(verdict="a", strength="slightly"), make_vote(verdict="b", strength=None)]
+
+    path = export_pairs(votes_to_rows(votes, kind="reward"), tmp_path / "pairs.parquet")
+
+    dataset = load_dataset_any(path, split="train")
+    assert dataset.column_names[:4] == ["prompt", "chosen", "rejected", "margin"]
+    assert dataset["margin"] == pytest.approx([1 / 3, 0.0])

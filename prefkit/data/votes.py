@@ -423,3 +423,74 @@ def double_labeled(votes: Iterable[Vote]) -> list[tuple[str, str]]:
         if vote.annotator not in by_annotator and len(by_annotator) < 2:
             by_annotator[vote.annotator] = oriented_verdict(vote)
     return [tuple(verdicts.values()) for verdicts in first_votes.values() if len(verdicts) == 2]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Votes as labels and training rows (through the data exporter)
+# --------------------------------------------------------------------------------------------------------------------
+
+_GRADED = {"slightly": "{side} slightly better", "clearly": "{side} better", "much": "{side} much better"}
+#: The label a rewrite gets against each of the two original responses ("clearly better").
+REWRITE_LABEL = "A better"
+
+
+def vote_label(vote: Vote) -> str:
+    """The vote as a label of :data:`prefkit.data.scales.DEFAULT_SCALE`: a win without a strength is binary ("A" /
+    "B", no margin); "slightly" / "clearly" / "much" are "A slightly better" / "A better" / "A much better"."""
+    from .scales import BOTH_BAD, TIE
+
+    if vote.verdict == "tie":
+        return TIE
+    if vote.verdict == "both_bad":
+        return BOTH_BAD
+    side = vote.verdict.upper()
+    return side if vote.strength is None else _GRADED[vote.strength].format(side=side)
+
+
+def votes_to_label_records(votes: Iterable[Vote], rewrites: bool = True) -> list[dict[str, Any]]:
+    """Labeled records (``prompt``, ``response_a``, ``response_b``, ``label`` + ids) for
+    :func:`prefkit.data.labels.labels_to_pairs`.
+
+    A rewrite makes new pairs: the rewrite (as response A) is "clearly better" (:data:`REWRITE_LABEL`) than each
+    original response it differs from, whatever the verdict on the originals was.
+    """
+    records = []
+    for vote in votes:
+        common = {"vote_id": vote.vote_id, "annotator": vote.annotator}
+        records.append(
+            {"prompt": vote.prompt, "response_a": vote.response_a, "response_b": vote.response_b, "label": vote_label(vote),
+             "source": "vote", **common}
+        )
+        if rewrites and vote.rewrite:
+            for original in (vote.response_a, vote.response_b):
+                if original.strip() != vote.rewrite.strip():
+                    records.append(
+                        {"prompt": vote.prompt, "response_a": vote.rewrite, "response_b": original,
+                         "label": REWRITE_LABEL, "source": "rewrite", **common}
+                    )
+    return records
+
+
+EXPORT_KINDS = ("dpo", "reward", "kto")
+
+
+def votes_to_rows(votes: Iterable[Vote], kind: str = "dpo", rewrites: bool = True) -> list[dict[str, Any]]:
+    """TRL training rows from votes, through the data exporter's label conversion.
+
+    ``kind``: ``"dpo"`` (``prompt`` / ``chosen`` / ``rejected``, plus ``margin`` when any vote was graded),
+    ``"reward"`` (the same pairs, always with ``margin``: 0 for an ungraded win, which is "no margin" to the
+    Bradley-Terry loss) or ``"kto"`` (unpaired ``prompt`` / ``completion`` / ``label``; "both bad" gives two
+    undesirable rows). Ties make no pair.
+    """
+    from .labels import labels_to_pairs, labels_to_unpaired
+
+    if kind not in EXPORT_KINDS:
+        raise ValueError(f"kind must be one of {EXPORT_KINDS}, got {kind!r}.")
+    records = votes_to_label_records(votes, rewrites=rewrites)
+    if kind == "kto":
+        return labels_to_unpaired(records, keep_columns=("vote_id",))
+    rows = labels_to_pairs(records, keep_columns=("vote_id",))
+    if kind == "reward":
+        for row in rows:
+            row.setdefault("margin", 0.0)
+    return rows
