@@ -335,11 +335,13 @@ def build_app(
 
             with gr.Tab("Compare & label", id="label"):
                 with gr.Row():
-                    label_prompt = gr.Textbox(label="Prompt (type one, or leave empty to draw from the prompt list)", lines=2, scale=4, elem_id="label-prompt")
+                    label_prompt = gr.Textbox(label="Prompt (type one, or leave empty to draw from the prompt list)", lines=2, scale=3, elem_id="label-prompt")
                     with gr.Column(scale=1):
+                        annotator = gr.Textbox(label="Your name or handle (optional; stored as a pseudonym)", max_length=64, elem_id="annotator")
                         draw = gr.Button("Next prompt from the list")
-                        prompt_file = gr.File(label="Load a prompt list (.txt / .jsonl)", file_types=[".txt", ".jsonl", ".json"], height=90)
-                prompt_info = gr.Markdown(f"Prompt list: {len(prompts)} prompts.")
+                with gr.Accordion("Prompt list", open=False):
+                    prompt_info = gr.Markdown(f"Prompt list: {len(prompts)} prompts.")
+                    prompt_file = gr.File(label="Load a prompt list (.txt: one per line; .jsonl: a 'prompt' field)", file_types=[".txt", ".jsonl", ".json"])
                 with gr.Row():
                     mode = gr.Radio(
                         [m for m in modes if m != MODE_TWO_MODELS or models.compare is not None or settings.compare_policy],
@@ -350,13 +352,13 @@ def build_app(
                     left = gr.Textbox(label="Response A", interactive=False, lines=8, elem_id="response-left")
                     right = gr.Textbox(label="Response B", interactive=False, lines=8, elem_id="response-right")
                 with gr.Row():
-                    left_better = gr.Button("A is better", elem_id="vote-left")
-                    right_better = gr.Button("B is better", elem_id="vote-right")
+                    strength = gr.Radio(STRENGTH_CHOICES, value=STRENGTH_CHOICES[0], label="How much better? (optional)", scale=2)
+                    rewrite = gr.Textbox(label="Write a better answer (optional; it becomes a chosen answer)", lines=2, max_length=settings.max_answer_chars, scale=3)
+                with gr.Row():
+                    left_better = gr.Button("A is better", elem_id="vote-left", variant="secondary")
+                    right_better = gr.Button("B is better", elem_id="vote-right", variant="secondary")
                     tie = gr.Button("Tie", elem_id="vote-tie")
                     both_bad = gr.Button("Both bad", elem_id="vote-both-bad")
-                strength = gr.Radio(STRENGTH_CHOICES, value=STRENGTH_CHOICES[0], label="How much better? (optional)")
-                rewrite = gr.Textbox(label="Write a better answer (optional; it becomes the chosen answer)", lines=3, max_length=settings.max_answer_chars)
-                annotator = gr.Textbox(label="Your name or handle (optional; stored only as a pseudonym)", max_length=64)
                 reveal = gr.Markdown(elem_id="vote-reveal")
 
             with gr.Tab("Data", id="data") as data_tab:
