@@ -63,12 +63,15 @@ def write_jsonl(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike, appe
     return count
 
 
-def export_pairs(rows_or_dataset: Any, path: str | os.PathLike, *, validate: bool = True) -> Path:
+def export_pairs(rows_or_dataset: Any, path: str | os.PathLike, *, validate: bool = True, progress: bool = False) -> Path:
     """Write TRL rows to ``path``; the format follows the extension (``.jsonl`` or ``.parquet``). Returns the path.
 
-    The file is written next to its final name and renamed into place, so an interrupted export never leaves a
-    half-written file behind.
+    Rows are validated first (a bad row raises :class:`PreferenceDataError` and nothing is written). The file is
+    written as ``<path>.partial`` and renamed into place at the end, so ``path`` is never half-written. A JSONL
+    export that was interrupted resumes: rows whose ``id`` is already in the ``.partial`` file are not written again.
     """
+    from tqdm.auto import tqdm
+
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in EXPORT_SUFFIXES:
@@ -79,7 +82,14 @@ def export_pairs(rows_or_dataset: Any, path: str | os.PathLike, *, validate: boo
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     if suffix == ".jsonl":
-        write_jsonl(dataset, partial)
+        from .labeling import done_ids
+
+        done = done_ids(partial) if "id" in dataset.column_names else set()
+        if partial.exists() and not done:
+            partial.unlink()  # nothing to resume from
+        todo = (row for row in dataset if str(row.get("id")) not in done)
+        bar = tqdm(todo, total=len(dataset) - len(done), desc=f"writing {path.name}", unit="row", disable=not progress)
+        write_jsonl(bar, partial, append=True)
     else:
         dataset.to_parquet(str(partial))
     os.replace(partial, path)
@@ -139,7 +149,7 @@ def build_dataset_card(
             margins = [float(m) for m in dataset["margin"]]
             lines.append(
                 f"`margin` says how much better `chosen` is (used by TRL's `RewardTrainer` in "
-                f"`-log σ(r_chosen - r_rejected - margin)`); here it ranges from {min(margins):g} to {max(margins):g}, "
+                f"`-log σ(r_chosen - r_rejected - margin)`); here it ranges from {min(margins):.3g} to {max(margins):.3g}, "
                 f"mean {sum(margins) / len(margins):.3g}."
             )
         if "margin" in columns:

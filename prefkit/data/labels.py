@@ -127,7 +127,8 @@ def labels_to_unpaired(
     """TRL unpaired rows for KTO: ``prompt``, ``completion``, ``label`` (True = desirable).
 
     A preference gives the winner ``True`` and the loser ``False``; "both bad" gives two ``False`` rows (unless
-    ``both_bad=False``); a tie gives nothing (it says neither response is good or bad in absolute terms).
+    ``both_bad=False``); a tie gives nothing (it says neither response is good or bad in absolute terms). An ``id``
+    kept through ``keep_columns`` becomes ``<id>/a`` or ``<id>/b`` (which response the row holds), so ids stay unique.
     """
     good = _collect(records, check_labeled_record, errors, "labeled records", scale=scale)
     rows: list[dict[str, Any]] = []
@@ -151,6 +152,8 @@ def labels_to_unpaired(
             for extra in keep_columns:
                 if extra in record:
                     row[extra] = record[extra]
+            if "id" in keep_columns and record.get("id") is not None:  # one record, two rows: keep ids unique
+                row["id"] = f"{record['id']}/{column[-1]}"
             rows.append(row)
     return rows
 
@@ -172,7 +175,7 @@ def pointwise_to_pairs(
     among equal scores). ``all_pairs``: every two completions of a prompt whose scores differ, higher one chosen.
     Numeric scores give ``margin = score_chosen - score_rejected``; boolean labels give no margin. Equal scores and
     identical completions make no pair. Prompts keep the order in which they first appear; ``keep_columns`` values
-    come from the chosen row.
+    come from the chosen row, except ``id``, which becomes ``<chosen id>|<rejected id>``.
     """
     if mode not in ("best_vs_worst", "all_pairs"):
         raise ValueError(f"mode must be 'best_vs_worst' or 'all_pairs', not {mode!r}")
@@ -213,5 +216,7 @@ def pointwise_to_pairs(
             for column in keep_columns:
                 if column in better:
                     row[column] = better[column]
+            if "id" in keep_columns and better.get("id") is not None and worse.get("id") is not None:
+                row["id"] = f"{better['id']}|{worse['id']}"  # a row may be in several pairs: name the pair
             out.append(row)
     return out

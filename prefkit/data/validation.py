@@ -24,11 +24,14 @@ class RowProblem:
     row: int | None  # None for dataset-level problems
     column: str | None
     reason: str
+    line: int | None = None  # 1-based line in the file, when the row was read from a JSONL file
 
     def __str__(self) -> str:
         where = []
         if self.row is not None:
             where.append(f"row {self.row}")
+        if self.line is not None:
+            where.append(f"line {self.line}")
         if self.column is not None:
             where.append(f"column {self.column!r}")
         return (", ".join(where) + ": " if where else "") + self.reason
@@ -228,15 +231,19 @@ def suggest_column(expected: str, columns: Iterable[str]) -> str | None:
 
 
 def detect_format(columns: Iterable[str]) -> str | None:
-    """Which of :data:`FORMATS` a set of columns is, or ``None``. Paired wins over the others when both fit."""
+    """Which of :data:`FORMATS` a set of columns is meant to be, or ``None``.
+
+    Decided by the columns that only one format has (``chosen``/``rejected``; ``response_a``/``response_b``;
+    ``completion``/``score``), so a row missing one of its columns is still recognised and reported as missing it.
+    """
     columns = set(columns)
-    if {"chosen", "rejected"} <= columns:
+    if {"chosen", "rejected"} & columns:
         return "preference"
-    if {"response_a", "response_b", "label"} <= columns:
+    if {"response_a", "response_b"} & columns:
         return "labeled"
-    if {"prompt", "completion"} <= columns and ({"score", "label"} & columns):
+    if {"completion", "score"} & columns:
         return "pointwise"
-    if "prompt" in columns and "completion" not in columns and "label" not in columns:
+    if "prompt" in columns and "label" not in columns:
         return "prompts"
     return None
 
@@ -421,7 +428,7 @@ def validate_dataset(
             raise PreferenceDataError(
                 name,
                 [RowProblem(None, None, f"has columns {sorted(columns or [])}, which match no known format")],
-                hint=_format_hint(columns or []),
+                hint=format_hint(columns or []),
             )
         format = detected
     elif format not in FORMATS:
@@ -429,7 +436,7 @@ def validate_dataset(
     if columns is not None:
         missing = missing_columns_problems(columns, format)
         if missing:
-            raise PreferenceDataError(name, missing, hint=_format_hint(columns))
+            raise PreferenceDataError(name, missing, hint=format_hint(columns))
 
     problems: list[RowProblem] = []
     seen_ids: dict[Any, int] = {}
@@ -468,7 +475,7 @@ def _without_rows(dataset: Any, bad: set[int]) -> Any:
     return [row for i, row in enumerate(dataset) if i not in bad]
 
 
-def _format_hint(columns: Iterable[str]) -> str:
+def format_hint(columns: Iterable[str]) -> str:
     columns = set(columns)
     lines = ["prefkit reads these shapes of data:"]
     for format, required in FORMAT_COLUMNS.items():
