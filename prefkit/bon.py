@@ -597,8 +597,5 @@ def load_reward(
     from .reward_model import RewardModel, load_demo_reward_model
 
     if reward_model == "demo":
-        reward = load_demo_reward_model(train_if_missing=True, progress=progress)
-    else:
-        reward = RewardModel.from_pretrained(reward_model)
-    reward.model.to(device)
-    return reward
+        return load_demo_reward_model(train_if_missing=True, progress=progress, device=str(device))
+    return RewardModel.from_pretrained(reward_model, device=device)

@@ -350,3 +350,25 @@ def test_eight_concurrent_clients_casting_fifty_votes_each_store_exactly_four_hu
     assert len({vote.pair_id for vote in votes}) == 400
     assert sorted(vote.vote_id[:8] for vote in votes) == sorted(confirmed)
     assert sum(1 for line in store.path.read_text().splitlines() if line) == 400
+
+
+def test_pairs_reshown_to_a_second_annotator_give_an_agreement_figure(tiny_policy, tmp_path):
+    demo, store = make_app(tiny_policy, tmp_path, relabel_fraction=1.0)
+    url = launch(demo)
+    try:
+        alice, bob = Client(url, verbose=False), Client(url, verbose=False)
+        alice.predict("Tell me about tea.", MODE_TWO_SAMPLES, "alice", api_name="/new_pair")  # typed: never a re-show
+        alice.predict("not graded", "", "alice", api_name="/vote_left")
+        _, left, right, _ = _new_pair(bob, "", MODE_TWO_SAMPLES, annotator="bob")  # empty: from the list, re-shown
+        first = store.read()[0]
+        assert {left, right} == {first.response_a, first.response_b}
+        # Bob picks the same response as Alice whichever side it is shown on now.
+        alice_winner = first.response_a if first.verdict == "a" else first.response_b
+        bob.predict("not graded", "", "bob", api_name="/vote_left" if left == alice_winner else "/vote_right")
+
+        summary = bob.predict(api_name="/data_summary")[0]
+        votes = store.read()
+        assert votes[1].item_id == votes[0].item_id and votes[1].generation["relabel_of"] == first.vote_id
+        assert "Agreement** on 1 pairs labeled by two annotators: raw 100%" in summary
+    finally:
+        demo.close()
