@@ -351,3 +351,28 @@ def test_left_truncation_keeps_the_end_of_a_long_prompt_and_warns(policy, tiny_t
 def test_max_new_tokens_filling_the_whole_context_is_an_error(policy, tiny_tokenizer):
     with pytest.raises(ValueError, match="leaves no room for a prompt"):
         best_of_n(policy, tiny_tokenizer, vowel_reward, PROMPTS, n=2, max_new_tokens=512)
+
+
+@pytest.fixture(scope="module")
+def tiny_reward_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model's folder saved as a one-label sequence classifier: a (random) reward model checkpoint."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-reward")
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    return str(folder)
+
+
+def test_a_reward_model_scores_every_candidate_as_it_would_on_its_own(policy, tiny_tokenizer, tiny_reward_model_dir):
+    from prefkit.reward_model import RewardModel
+
+    reward_model = RewardModel.from_pretrained(tiny_reward_model_dir, device="cpu")
+
+    result = best_of_n(policy, tiny_tokenizer, reward_model, PROMPTS[:1], n=4, max_new_tokens=8, seed=0)[0]
+
+    texts = [c.text for c in result.candidates]
+    alone = [reward_model.score([PROMPTS[0]], [text])[0] for text in texts]
+    assert [c.reward for c in result.candidates] == pytest.approx(alone, abs=1e-5)
+    assert result.best.text == texts[max(range(4), key=lambda k: alone[k])]

@@ -90,3 +90,26 @@ def test_the_script_is_the_same_program(tmp_path, tiny_model_dir):
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "KL(best-of-2 || policy)" in completed.stdout
     assert len(output.read_text().splitlines()) == 1
+
+
+def test_a_reward_model_folder_ranks_the_candidates(tmp_path, tiny_model_dir):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from prefkit.reward_model import RewardModel
+
+    reward_dir = tmp_path / "reward"
+    AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1).save_pretrained(reward_dir)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(reward_dir)
+    output = tmp_path / "bon.jsonl"
+
+    main([
+        "--model_name_or_path", tiny_model_dir, "--reward_model", str(reward_dir), "--prompt", "Tell me about tea.",
+        "--n", "3", "--max_new_tokens", "6", "--output", str(output), "--no_plot", "--device", "cpu", "--seed", "0",
+    ])
+
+    (record,) = [json.loads(line) for line in output.read_text().splitlines()]
+    reward_model = RewardModel.from_pretrained(reward_dir, device="cpu")
+    texts = [c["text"] for c in record["candidates"]]
+    scores = reward_model.score(["Tell me about tea."] * 3, texts)
+    assert [c["reward"] for c in record["candidates"]] == pytest.approx(scores, abs=1e-5)
+    assert record["best"] == texts[max(range(3), key=lambda k: scores[k])]

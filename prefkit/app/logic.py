@@ -111,8 +111,8 @@ def read_prompt_list(path: str | Path, limit_chars: int | None = None) -> list[s
 
 
 def bundled_prompts() -> list[str]:
-    """The default prompt list: the held-out (``split == "test"``) requests of prefkit's bundled preference set, which
-    the demo reward model never trains on (synthetic, CC0-1.0; see ``prefkit/data/bundled/README.md``)."""
+    """The default prompt list: the 20 requests of the test split (``split == "test"``) of prefkit's bundled
+    preference set (synthetic, CC0-1.0; see ``prefkit/data/bundled/README.md``)."""
     from ..data import bundled_preferences_path
 
     prompts: list[str] = []
