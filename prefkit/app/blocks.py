@@ -324,7 +324,10 @@ def build_app(
                 best_box = gr.Textbox(label="Best answer", interactive=False, lines=4, elem_classes="prefkit-best-box", buttons=["copy"])
                 cost = gr.Markdown()
                 with gr.Row():
-                    chart = gr.BarPlot(x="candidate", y="reward", color="best", sort="-y", label="Reward of each candidate", height=260)
+                    chart = gr.BarPlot(
+                        x="candidate", y="reward", color="best", sort="-y", label="Reward of each candidate", height=260,
+                        color_map={"best": "#22c55e", "other": "#94a3b8"},
+                    )
                 table = gr.HTML(elem_id="bon-table")
                 with gr.Accordion("Full result (JSON)", open=False):
                     details = gr.JSON()
@@ -372,7 +375,7 @@ def build_app(
                     export_format = gr.Radio(["JSONL", "Parquet"], value="JSONL", label="File")
                 with gr.Row():
                     export_button = gr.Button("Export for download")
-                    export_file = gr.File(label="Dataset", interactive=False)
+                    export_file = gr.File(label="Dataset", interactive=False, height=120)
                 export_info = gr.Markdown()
                 with gr.Row():
                     repo = gr.Textbox(label="Push to Hub dataset repo (user/name)", value=(settings.hub_dataset or "") + ("-pairs" if settings.hub_dataset else ""))

@@ -362,7 +362,7 @@ def reveal_markdown(pair: Pair, vote: Vote, saved_count: int) -> str:
         rewards = f" Reward model: left {left_reward:.3f}, right {right_reward:.3f}."
     rewrite = " Your rewrite was saved as a new chosen answer." if vote.rewrite else ""
     return (
-        f"✅ **Vote saved** ({saved_count} this session, id `{vote.vote_id[:8]}`): {verdict}{strength}.  \n"
+        f"**Vote saved** ({saved_count} this session, id `{vote.vote_id[:8]}`): {verdict}{strength}.  \n"
         f"**Left** was *{escape(left_source)}*, **right** was *{escape(right_source)}*.{rewards}{rewrite}"
     )
 
