@@ -372,3 +372,31 @@ def test_pairs_reshown_to_a_second_annotator_give_an_agreement_figure(tiny_polic
         assert "Agreement** on 1 pairs labeled by two annotators: raw 100%" in summary
     finally:
         demo.close()
+
+
+# ---------------------------------------------------------------------------------------------------- model loading
+
+
+def test_models_named_in_the_settings_load_in_the_background_and_report_ready(tiny_model_dir, tmp_path, monkeypatch):
+    (tmp_path / "app_rewards.py").write_text("def length(prompts, responses):\n    return [len(r) for r in responses]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings = AppSettings(policy=tiny_model_dir, reward_function="app_rewards:length", data_dir=str(tmp_path), device="cpu")
+
+    models = AppModels.load_in_background(settings)
+
+    assert models.wait(timeout=120)
+    assert models.status().startswith("Ready: policy **") and "app_rewards:length" in models.status()
+    models.require()  # does not raise
+
+
+def test_a_model_that_cannot_load_is_reported_in_the_page_not_raised(tmp_path):
+    from prefkit.app import ModelsNotReady
+
+    settings = AppSettings(policy=str(tmp_path / "no-such-model"), data_dir=str(tmp_path), device="cpu")
+
+    models = AppModels.load_in_background(settings)
+    models._thread.join(timeout=120)
+
+    assert models.status().startswith("Loading failed:")
+    with pytest.raises(ModelsNotReady, match="Loading failed"):
+        models.require()

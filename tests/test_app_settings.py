@@ -89,7 +89,7 @@ def requirement_names() -> set[str]:
     names = set()
     for line in (ROOT / "spaces" / "requirements.txt").read_text().splitlines():
         line = line.split("#")[0].strip()
-        if line:
+        if line and not line.startswith("-"):  # pip options such as --extra-index-url
             names.add(line.split(">")[0].split("<")[0].split("=")[0].strip().lower().replace("_", "-"))
     return names
 
