@@ -103,7 +103,8 @@ def plot_reward_distributions(
     left.set_ylabel("pairs")
     left.set_title("Reward of chosen and rejected responses")
     left.legend(loc="best", fontsize=8)
-    right.hist(margins, bins=_bins(min(margins), max(margins), len(margins)), color="#1f77b4", alpha=0.8)
+    # The range always includes 0, so the dashed line (where a pair flips from right to wrong) is on the axis.
+    right.hist(margins, bins=_bins(min(min(margins), 0.0), max(max(margins), 0.0), len(margins)), color="#1f77b4", alpha=0.8)
     right.axvline(0.0, color="black", linestyle="--", linewidth=1)
     right.set_xlabel("margin r(x, y_chosen) − r(x, y_rejected)")
     right.set_ylabel("pairs")

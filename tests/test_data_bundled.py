@@ -23,8 +23,11 @@ def rows():
 
 def test_the_committed_file_is_byte_identical_to_a_fresh_generation(tmp_path):
     fresh = tmp_path / "preferences.jsonl"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_preference_data.py"), "--output", str(fresh)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_preference_data.py"), "--output", str(fresh)],
+        check=True,
+        capture_output=True,
+    )
     assert fresh.read_bytes() == bundled_preferences_path().read_bytes()
 
 
@@ -76,7 +79,9 @@ def test_a_bag_of_words_reward_trained_on_train_ranks_unseen_topics_correctly(ro
 
     train = [r for r in rows if r["split"] == "train"]
     test = [r for r in rows if r["split"] == "test"]
-    words = sorted({w for r in train for t in (r["chosen"], r["rejected"]) for w in re.findall(r"[a-z']+|[!?.]", t.lower())})
+    words = sorted(
+        {w for r in train for t in (r["chosen"], r["rejected"]) for w in re.findall(r"[a-z']+|[!?.]", t.lower())}
+    )
     vocabulary = {w: i for i, w in enumerate(words)}
     torch.manual_seed(0)
     weights = torch.zeros(len(vocabulary), requires_grad=True)
@@ -84,11 +89,17 @@ def test_a_bag_of_words_reward_trained_on_train_ranks_unseen_topics_correctly(ro
     chosen, rejected = (_bag_of_words([r[c] for r in train], vocabulary) for c in ("chosen", "rejected"))
     for _ in range(200):
         optimizer.zero_grad()
-        loss = -torch.nn.functional.logsigmoid(chosen @ weights - rejected @ weights).mean() + 1e-3 * weights.square().sum()
+        loss = (
+            -torch.nn.functional.logsigmoid(chosen @ weights - rejected @ weights).mean()
+            + 1e-3 * weights.square().sum()
+        )
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        margin = (_bag_of_words([r["chosen"] for r in test], vocabulary) - _bag_of_words([r["rejected"] for r in test], vocabulary)) @ weights
+        margin = (
+            _bag_of_words([r["chosen"] for r in test], vocabulary)
+            - _bag_of_words([r["rejected"] for r in test], vocabulary)
+        ) @ weights
     assert (margin > 0).float().mean().item() >= 0.9
 
 

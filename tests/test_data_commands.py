@@ -35,8 +35,21 @@ PROMPTS = [
 def test_generate_pairs_writes_pairs_and_a_rerun_generates_nothing_new(tmp_path, tiny_model_dir, capsys):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
     output = tmp_path / "pairs.jsonl"
-    argv = ["generate-pairs", "--prompts", str(prompts), "--output", str(output), "--model_name_or_path", tiny_model_dir,
-            "--n", "3", "--max_new_tokens", "6", "--batch_size", "2"]
+    argv = [
+        "generate-pairs",
+        "--prompts",
+        str(prompts),
+        "--output",
+        str(output),
+        "--model_name_or_path",
+        tiny_model_dir,
+        "--n",
+        "3",
+        "--max_new_tokens",
+        "6",
+        "--batch_size",
+        "2",
+    ]
     assert prefkit(argv) == 0
     first = output.read_text()
     rows = read_jsonl(output)
@@ -48,8 +61,21 @@ def test_generate_pairs_writes_pairs_and_a_rerun_generates_nothing_new(tmp_path,
 def test_generate_pairs_resumes_with_the_prompts_that_are_missing(tmp_path, tiny_model_dir):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
     output = tmp_path / "pairs.jsonl"
-    argv = ["generate-pairs", "--prompts", str(prompts), "--output", str(output), "--model_name_or_path", tiny_model_dir,
-            "--n", "2", "--max_new_tokens", "6", "--batch_size", "1"]
+    argv = [
+        "generate-pairs",
+        "--prompts",
+        str(prompts),
+        "--output",
+        str(output),
+        "--model_name_or_path",
+        tiny_model_dir,
+        "--n",
+        "2",
+        "--max_new_tokens",
+        "6",
+        "--batch_size",
+        "1",
+    ]
     assert prefkit(argv) == 0
     complete = read_jsonl(output)
     write_jsonl(output, [r for r in complete if r["prompt_id"] != "paris"])  # as if killed before the last batch
@@ -61,27 +87,57 @@ def test_generate_pairs_reads_a_text_file_of_prompts(tmp_path, tiny_model_dir):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("How do I make tea?\n\nWhat is the capital of France?\n")
     output = tmp_path / "pairs.jsonl"
-    assert prefkit(["generate-pairs", "--prompts", str(prompts), "--output", str(output), "--model_name_or_path",
-                    tiny_model_dir, "--max_new_tokens", "4"]) == 0
+    assert (
+        prefkit(
+            [
+                "generate-pairs",
+                "--prompts",
+                str(prompts),
+                "--output",
+                str(output),
+                "--model_name_or_path",
+                tiny_model_dir,
+                "--max_new_tokens",
+                "4",
+            ]
+        )
+        == 0
+    )
     assert [r["prompt"] for r in read_jsonl(output)] == ["How do I make tea?", "What is the capital of France?"]
 
 
 def test_generate_pairs_reports_bad_prompts_before_loading_a_model(tmp_path, capsys):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "ok"}, {"prompt": ""}])
-    code = prefkit(["generate-pairs", "--prompts", str(prompts), "--model_name_or_path", "no/such-model",
-                    "--output", str(tmp_path / "out.jsonl")])
+    code = prefkit(
+        [
+            "generate-pairs",
+            "--prompts",
+            str(prompts),
+            "--model_name_or_path",
+            "no/such-model",
+            "--output",
+            str(tmp_path / "out.jsonl"),
+        ]
+    )
     assert code == 2 and "row 1, column 'prompt': is empty" in capsys.readouterr().err
 
 
 PAIRS = [
-    {"id": f"p{i}", "prompt": "How do I make tea?", "reference": "Boil water and steep the tea for three minutes.",
-     "response_a": a, "response_b": b}
-    for i, (a, b) in enumerate([
-        ("Boil water and steep the tea for three minutes.", "Tea is nice."),
-        ("No idea.", "Boil the water, then steep the tea for three minutes."),
-        ("Steep the tea in boiled water for three minutes.", "Ask someone else."),
-        ("Whatever.", "Boil water and steep the tea."),
-    ])
+    {
+        "id": f"p{i}",
+        "prompt": "How do I make tea?",
+        "reference": "Boil water and steep the tea for three minutes.",
+        "response_a": a,
+        "response_b": b,
+    }
+    for i, (a, b) in enumerate(
+        [
+            ("Boil water and steep the tea for three minutes.", "Tea is nice."),
+            ("No idea.", "Boil the water, then steep the tea for three minutes."),
+            ("Steep the tea in boiled water for three minutes.", "Ask someone else."),
+            ("Whatever.", "Boil water and steep the tea."),
+        ]
+    )
 ]
 
 
@@ -105,8 +161,24 @@ def test_label_with_bleu_needs_the_reference_column(tmp_path, capsys):
 def test_label_with_the_tiny_llm_judge_reports_unparseable_answers(tmp_path, tiny_model_dir, capsys):
     pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIRS[:2])
     output = tmp_path / "labeled.jsonl"
-    assert prefkit(["label", "--input", str(pairs), "--output", str(output), "--judge", "llm", "--judge_model",
-                    tiny_model_dir, "--max_new_tokens", "4"]) == 0
+    assert (
+        prefkit(
+            [
+                "label",
+                "--input",
+                str(pairs),
+                "--output",
+                str(output),
+                "--judge",
+                "llm",
+                "--judge_model",
+                tiny_model_dir,
+                "--max_new_tokens",
+                "4",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     rows = read_jsonl(output)
     unparseable = sum(parse_verdict(answer) is None for r in rows for answer in r["judge_raw"])
@@ -128,17 +200,40 @@ def test_label_with_a_reward_model_loads_it_with_reward_model_from_pretrained(tm
         def score(self, prompts, responses):
             return [float(len(r)) for r in responses]
 
-    monkeypatch.setitem(prefkit.__dict__, "RewardModel", FakeRewardModel)  # what `from prefkit import RewardModel` finds
+    monkeypatch.setitem(
+        prefkit.__dict__, "RewardModel", FakeRewardModel
+    )  # what `from prefkit import RewardModel` finds
     output = tmp_path / "labeled.jsonl"
     pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
-    assert prefkit.cli.main(["label", "--input", str(pairs), "--output", str(output), "--judge", "reward",
-                             "--reward_model", "my/reward"]) == 0
+    assert (
+        prefkit.cli.main(
+            [
+                "label",
+                "--input",
+                str(pairs),
+                "--output",
+                str(output),
+                "--judge",
+                "reward",
+                "--reward_model",
+                "my/reward",
+            ]
+        )
+        == 0
+    )
     assert FakeRewardModel.loaded == ["my/reward"]
     assert [r["label"] for r in read_jsonl(output)] == ["A", "B", "A", "B"]
 
 
 LABELED = [
-    {"id": "r1", "prompt": "Tea?", "response_a": "Boil water.", "response_b": "No.", "label": "A better", "confidence": 0.9},
+    {
+        "id": "r1",
+        "prompt": "Tea?",
+        "response_a": "Boil water.",
+        "response_b": "No.",
+        "label": "A better",
+        "confidence": 0.9,
+    },
     {"id": "r2", "prompt": "Tea?", "response_a": "Ugh.", "response_b": "Steep it.", "label": "B", "confidence": 0.4},
     {"id": "r3", "prompt": "Tea?", "response_a": "Hm.", "response_b": "Meh.", "label": "both bad"},
     {"id": "r4", "prompt": "Tea?", "response_a": "Sure.", "response_b": "Fine.", "label": None},
@@ -170,21 +265,47 @@ def test_export_unpaired_turns_both_bad_into_two_negatives(tmp_path):
     output = tmp_path / "kto.jsonl"
     assert prefkit(["export", "--input", str(labeled), "--output", str(output), "--format", "unpaired"]) == 0
     assert [(r["id"], r["label"]) for r in read_jsonl(output)] == [
-        ("r1/a", True), ("r1/b", False), ("r2/b", True), ("r2/a", False), ("r3/a", False), ("r3/b", False)]
+        ("r1/a", True),
+        ("r1/b", False),
+        ("r2/b", True),
+        ("r2/a", False),
+        ("r3/a", False),
+        ("r3/b", False),
+    ]
 
 
 def test_export_pairs_pointwise_scores_within_each_prompt(tmp_path):
-    rows = [{"id": i, "prompt": "Tea?", "completion": c, "score": s} for i, (c, s) in enumerate([("a", 1), ("b", 5), ("c", 3)])]
+    rows = [
+        {"id": i, "prompt": "Tea?", "completion": c, "score": s}
+        for i, (c, s) in enumerate([("a", 1), ("b", 5), ("c", 3)])
+    ]
     output = tmp_path / "pairs.jsonl"
-    assert prefkit(["export", "--input", str(write_jsonl(tmp_path / "points.jsonl", rows)), "--output", str(output),
-                    "--pointwise_mode", "all_pairs"]) == 0
+    assert (
+        prefkit(
+            [
+                "export",
+                "--input",
+                str(write_jsonl(tmp_path / "points.jsonl", rows)),
+                "--output",
+                str(output),
+                "--pointwise_mode",
+                "all_pairs",
+            ]
+        )
+        == 0
+    )
     assert [(r["chosen"], r["rejected"], r["margin"], r["id"]) for r in read_jsonl(output)] == [
-        ("b", "c", 2.0, "1|2"), ("b", "a", 4.0, "1|0"), ("c", "a", 2.0, "2|0")]
+        ("b", "c", 2.0, "1|2"),
+        ("b", "a", 4.0, "1|0"),
+        ("c", "a", 2.0, "2|0"),
+    ]
 
 
 def test_export_with_a_custom_scale_file(tmp_path):
     scale = tmp_path / "scale.json"
-    scale.write_text(json.dumps({"labels": ["A clearly", "A a bit", "same", "B a bit", "B clearly"], "margins": [2, 1, 0, 1, 2]}))
+    scale.write_text(
+        json.dumps({"labels": ["A clearly", "A a bit", "same", "B a bit", "B clearly"], "margins": [2, 1, 0, 1, 2]})
+    )
     labeled = write_jsonl(tmp_path / "labeled.jsonl", [{**LABELED[0], "label": "B clearly"}])
     output = tmp_path / "pairs.jsonl"
     assert prefkit(["export", "--input", str(labeled), "--output", str(output), "--scale", str(scale)]) == 0
@@ -196,8 +317,13 @@ def test_export_push_to_hub_goes_through_the_hub_client(tmp_path, monkeypatch):
 
     uploaded = {}
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: uploaded.setdefault("repo", (repo_id, kw)))
-    monkeypatch.setattr(HfApi, "create_commit", lambda self, repo_id, operations, **kw: uploaded.setdefault(
-        "files", {op.path_in_repo: op.path_or_fileobj for op in operations}))
+    monkeypatch.setattr(
+        HfApi,
+        "create_commit",
+        lambda self, repo_id, operations, **kw: uploaded.setdefault(
+            "files", {op.path_in_repo: op.path_or_fileobj for op in operations}
+        ),
+    )
     labeled = write_jsonl(tmp_path / "labeled.jsonl", LABELED)
     assert prefkit(["export", "--input", str(labeled), "--push_to_hub", "me/tea", "--license", "cc-by-4.0"]) == 0
     assert uploaded["repo"][0] == "me/tea" and uploaded["repo"][1]["repo_type"] == "dataset"
@@ -213,7 +339,12 @@ def test_export_says_what_to_rename_when_columns_are_unknown(tmp_path, capsys):
 @pytest.mark.parametrize("script", ["generate_pairs", "label", "export"])
 def test_scripts_are_the_same_commands(script):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's prefkit, whatever the environment installed
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / f"{script}.py"), "--help"], capture_output=True,
-                            text=True, cwd=ROOT, env=env)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / f"{script}.py"), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
     assert result.returncode == 0
     assert ("--prompts" if script == "generate_pairs" else "--input") in result.stdout

@@ -11,8 +11,20 @@ from prefkit.data import PreferenceDataError, labels_to_pairs, labels_to_unpaire
 from prefkit.data.export import build_dataset_card, export_pairs, push_dataset_to_hub, to_dataset
 
 LABELED = [
-    {"id": "r1", "prompt": "How do I make tea?", "response_a": "Boil water and steep.", "response_b": "No.", "label": "A better"},
-    {"id": "r2", "prompt": "Capital of France?", "response_a": "Look it up.", "response_b": "Paris.", "label": "B much better"},
+    {
+        "id": "r1",
+        "prompt": "How do I make tea?",
+        "response_a": "Boil water and steep.",
+        "response_b": "No.",
+        "label": "A better",
+    },
+    {
+        "id": "r2",
+        "prompt": "Capital of France?",
+        "response_a": "Look it up.",
+        "response_b": "Paris.",
+        "label": "B much better",
+    },
     {"id": "r3", "prompt": "Hi!", "response_a": "Hello!", "response_b": "Hey!", "label": "tie"},
 ]
 PAIRS = labels_to_pairs(LABELED, keep_columns=["id"])
@@ -33,7 +45,11 @@ def test_unpaired_rows_export_for_kto(tmp_path):
     path = export_pairs(labels_to_unpaired(LABELED), tmp_path / "kto.jsonl")
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert [(r["completion"], r["label"]) for r in rows] == [
-        ("Boil water and steep.", True), ("No.", False), ("Paris.", True), ("Look it up.", False)]
+        ("Boil water and steep.", True),
+        ("No.", False),
+        ("Paris.", True),
+        ("Look it up.", False),
+    ]
 
 
 def test_bad_rows_are_refused_before_anything_is_written(tmp_path):
@@ -98,8 +114,13 @@ def test_push_uploads_parquet_and_card_in_one_dataset_commit(hub):
 
     result = push_dataset_to_hub(PAIRS, "me/teddy-prefs", token="hf_secret", private=True, license="cc-by-4.0")
     assert result == "commit-info"
-    assert hub["create_repo"] == {"repo_id": "me/teddy-prefs", "token": "hf_secret", "repo_type": "dataset",
-                                  "private": True, "exist_ok": True}
+    assert hub["create_repo"] == {
+        "repo_id": "me/teddy-prefs",
+        "token": "hf_secret",
+        "repo_type": "dataset",
+        "private": True,
+        "exist_ok": True,
+    }
     assert hub["create_commit"]["repo_type"] == "dataset"
     assert set(hub["files"]) == {"data/train-00000-of-00001.parquet", "README.md"}
     table = pq.read_table(io.BytesIO(hub["files"]["data/train-00000-of-00001.parquet"]))
@@ -107,7 +128,9 @@ def test_push_uploads_parquet_and_card_in_one_dataset_commit(hub):
 
 
 def test_the_pushed_card_describes_the_data(hub):
-    push_dataset_to_hub(PAIRS, "me/teddy-prefs", token="hf_secret", license="cc-by-4.0", description="Tea and capitals.")
+    push_dataset_to_hub(
+        PAIRS, "me/teddy-prefs", token="hf_secret", license="cc-by-4.0", description="Tea and capitals."
+    )
     card = hub["files"]["README.md"].decode()
     assert card.startswith("---\nlicense: cc-by-4.0\n")
     assert "path: data/train-*.parquet" in card and "- n<1K" in card

@@ -99,18 +99,34 @@ def test_answers_stop_at_eos_and_truncation_is_recorded(tiny_model, tiny_tokeniz
 
 
 def test_disjoint_pairing_uses_each_answer_once(tiny_model, tiny_tokenizer):
-    words = [tiny_tokenizer.encode(w, add_special_tokens=False) + [tiny_tokenizer.eos_token_id] for w in ("a", "b", "c", "d")]
+    words = [
+        tiny_tokenizer.encode(w, add_special_tokens=False) + [tiny_tokenizer.eos_token_id] for w in ("a", "b", "c", "d")
+    ]
     tiny_model.generate = scripted_generate(tiny_tokenizer, words)
     rows = generate_pairs(tiny_model, tiny_tokenizer, ["q"], n=4, pairing="disjoint", progress=False)
     assert [(r["response_a"], r["response_b"]) for r in rows] == [("a", "b"), ("c", "d")]
 
 
 def test_each_row_records_the_generation_settings_and_stable_ids(tiny_model, tiny_tokenizer):
-    rows = generate_pairs(tiny_model, tiny_tokenizer, PROMPTS[:1], n=2, temperature=0.7, top_p=0.9, max_new_tokens=5,
-                          seed=3, progress=False)
+    rows = generate_pairs(
+        tiny_model,
+        tiny_tokenizer,
+        PROMPTS[:1],
+        n=2,
+        temperature=0.7,
+        top_p=0.9,
+        max_new_tokens=5,
+        seed=3,
+        progress=False,
+    )
     settings = rows[0]["generation"]
     assert {k: settings[k] for k in ("temperature", "top_p", "max_new_tokens", "num_return_sequences", "seed")} == {
-        "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 5, "num_return_sequences": 2, "seed": 3}
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "max_new_tokens": 5,
+        "num_return_sequences": 2,
+        "seed": 3,
+    }
     assert rows[0]["prompt_id"] == prompt_id(PROMPTS[0]) and rows[0]["id"] == f"{prompt_id(PROMPTS[0])}-0-1"
 
 
@@ -121,7 +137,9 @@ def test_the_same_call_gives_the_same_rows(tiny_model, tiny_tokenizer):
     assert run() == run()
 
 
-@pytest.mark.parametrize("kwargs, message", [({"temperature": 0.0}, "temperature must be > 0"), ({"n": 1}, "at least 2")])
+@pytest.mark.parametrize(
+    "kwargs, message", [({"temperature": 0.0}, "temperature must be > 0"), ({"n": 1}, "at least 2")]
+)
 def test_settings_that_cannot_make_pairs_are_refused(tiny_model, tiny_tokenizer, kwargs, message):
     with pytest.raises(ValueError, match=message):
         generate_pairs(tiny_model, tiny_tokenizer, PROMPTS, **kwargs)
@@ -129,8 +147,14 @@ def test_settings_that_cannot_make_pairs_are_refused(tiny_model, tiny_tokenizer,
 
 def test_rewrite_pairs_asks_for_a_worse_answer_and_labels_the_original_better(tiny_model, tiny_tokenizer):
     spy = GenerateSpy(tiny_model)
-    rows = rewrite_pairs(tiny_model, tiny_tokenizer, ["How do I make tea?"], ["Boil water, then steep the tea."],
-                         max_new_tokens=8, progress=False)
+    rows = rewrite_pairs(
+        tiny_model,
+        tiny_tokenizer,
+        ["How do I make tea?"],
+        ["Boil water, then steep the tea."],
+        max_new_tokens=8,
+        progress=False,
+    )
     prompt_text = tiny_tokenizer.decode(spy.calls[0]["input_ids"][0])
     assert "clearly worse" in prompt_text and "Boil water, then steep the tea." in prompt_text
     assert [(r["response_a"], r["label"]) for r in rows] == [("Boil water, then steep the tea.", "A")]

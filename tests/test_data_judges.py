@@ -23,8 +23,16 @@ from prefkit.data.judges import (
     parse_verdict,
 )
 
-PROMPTS = ["Suggest a new activity I could do with my teddy bear.", "How do I make tea?", "What is the capital of France?"]
-KIND = ["Have a picnic with it in the garden, how kind!", "Boil water and steep the tea, kind regards.", "Paris, kindly."]
+PROMPTS = [
+    "Suggest a new activity I could do with my teddy bear.",
+    "How do I make tea?",
+    "What is the capital of France?",
+]
+KIND = [
+    "Have a picnic with it in the garden, how kind!",
+    "Boil water and steep the tea, kind regards.",
+    "Paris, kindly.",
+]
 RUDE = ["Do not bother.", "Figure it out yourself.", "Look it up."]
 
 
@@ -102,8 +110,10 @@ def test_the_judging_prompt_holds_the_request_and_both_responses_in_order():
     judge = LLMJudge(backend=kind_backend)
     messages = judge.conversation("How do I make tea?", "Boil water.", "No.")
     assert messages[0]["role"] == "system"
-    assert messages[1] == {"role": "user", "content": JUDGE_TEMPLATE.format(
-        prompt="How do I make tea?", response_a="Boil water.", response_b="No.")}
+    assert messages[1] == {
+        "role": "user",
+        "content": JUDGE_TEMPLATE.format(prompt="How do I make tea?", response_a="Boil water.", response_b="No."),
+    }
     assert messages[1]["content"].index("Boil water.") < messages[1]["content"].index("No.")
 
 
@@ -126,11 +136,26 @@ def test_llm_judge_needs_exactly_one_model_source():
 @pytest.mark.parametrize(
     "reply, verdict",
     [
-        ("A", "A"), ("b.", "B"), ("(A)", "A"), ("**B**", "B"), ("[[A]]", "A"), ("Verdict: B", "B"),
-        ("**Verdict:** A", "A"), ("Response B is clearly better than Response A.", "B"), ("I prefer B", "B"),
-        ("The better response is B.", "B"), ("A. It is kinder.", "A"), ("Both are equally good.", "tie"),
-        ("tie", "tie"), ("A good answer would be kinder.", None), ("A or B", None), ("", None),
-        ("Response A is better. Response B is better.", None), ("I think a lot about tea.", None),
+        ("A", "A"),
+        ("b.", "B"),
+        ("(A)", "A"),
+        ("**B**", "B"),
+        ("[[A]]", "A"),
+        ("Verdict: B", "B"),
+        ("**Verdict:** A", "A"),
+        ("Response B is clearly better than Response A.", "B"),
+        ("I prefer B", "B"),
+        ("The better response is B.", "B"),
+        ("A. It is kinder.", "A"),
+        ("Both are equally good.", "tie"),
+        ("tie", "tie"),
+        ("A good answer would be kinder.", None),
+        ("A or B", None),
+        ("", None),
+        ("Response A is better. Response B is better.", None),
+        ("A is better. B is better.", None),
+        ("A is indeed better.", "A"),
+        ("I think a lot about tea.", None),
     ],
 )
 def test_parse_verdict(reply, verdict):
@@ -205,8 +230,15 @@ def test_http_judge_that_always_answers_a_gives_ties():
 
 
 def test_http_judge_reads_the_verdict_probability_from_logprobs():
-    logprobs = {"content": [{"token": "A", "logprob": math.log(0.8),
-                             "top_logprobs": [{"token": "A", "logprob": math.log(0.8)}, {"token": "B", "logprob": math.log(0.2)}]}]}
+    logprobs = {
+        "content": [
+            {
+                "token": "A",
+                "logprob": math.log(0.8),
+                "top_logprobs": [{"token": "A", "logprob": math.log(0.8)}, {"token": "B", "logprob": math.log(0.2)}],
+            }
+        ]
+    }
     with FakeEndpoint(lambda messages: "A", logprobs=logprobs) as endpoint:
         judge = LLMJudge(base_url=endpoint.base_url, api_model="judge", logprobs=True, both_orders=False)
         (judgement,) = judge.judge(PROMPTS[:1], [(KIND[0], RUDE[0])])
@@ -287,7 +319,9 @@ def length_reward(prompts, responses):
 
 
 def test_reward_judge_prefers_the_higher_reward_with_bradley_terry_confidence():
-    judgements = RewardModelJudge(length_reward).judge(["q", "q"], [("long answer", "short"), ("tiny", "much longer one")])
+    judgements = RewardModelJudge(length_reward).judge(
+        ["q", "q"], [("long answer", "short"), ("tiny", "much longer one")]
+    )
     assert [j.label for j in judgements] == ["A", "B"]
     assert judgements[0].confidence == pytest.approx(1 / (1 + math.exp(-(11 - 5))))
     assert judgements[1].scores == (4.0, 15.0)

@@ -30,7 +30,13 @@ def record(label, a=KIND, b=RUDE, prompt=PROMPT, **extra):
 
 def test_default_scale_has_the_seven_documented_labels_in_order():
     assert DEFAULT_SCALE.labels == (
-        "A much better", "A better", "A slightly better", "tie", "B slightly better", "B better", "B much better",
+        "A much better",
+        "A better",
+        "A slightly better",
+        "tie",
+        "B slightly better",
+        "B better",
+        "B much better",
     )
 
 
@@ -122,17 +128,21 @@ def test_ties_and_both_bad_are_left_out_of_pairs():
 def test_extra_keys_stay_out_of_the_trl_columns_unless_kept():
     records = [record("A", id="r1", annotator="ann-7")]
     assert labels_to_pairs(records) == [{"prompt": PROMPT, "chosen": KIND, "rejected": RUDE}]
-    assert labels_to_pairs(records, keep_columns=["id"]) == [{"prompt": PROMPT, "chosen": KIND, "rejected": RUDE, "id": "r1"}]
+    assert labels_to_pairs(records, keep_columns=["id"]) == [
+        {"prompt": PROMPT, "chosen": KIND, "rejected": RUDE, "id": "r1"}
+    ]
 
 
 def test_conversational_prompt_gives_assistant_message_responses():
     messages = [{"role": "user", "content": PROMPT}]
     rows = labels_to_pairs([record("B", prompt=messages)])
-    assert rows == [{
-        "prompt": messages,
-        "chosen": [{"role": "assistant", "content": RUDE}],
-        "rejected": [{"role": "assistant", "content": KIND}],
-    }]
+    assert rows == [
+        {
+            "prompt": messages,
+            "chosen": [{"role": "assistant", "content": RUDE}],
+            "rejected": [{"role": "assistant", "content": KIND}],
+        }
+    ]
 
 
 def test_custom_scale_margins_are_used():
@@ -220,7 +230,10 @@ def test_boolean_labels_pair_desirable_with_undesirable_without_margin():
 
 
 def test_pointwise_pair_ids_name_both_rows():
-    rows = [{"prompt": "p", "completion": "x", "score": 0, "id": 1}, {"prompt": "p", "completion": "y", "score": 2, "id": 2}]
+    rows = [
+        {"prompt": "p", "completion": "x", "score": 0, "id": 1},
+        {"prompt": "p", "completion": "y", "score": 2, "id": 2},
+    ]
     assert pointwise_to_pairs(rows, keep_columns=["id"])[0]["id"] == "2|1"
 
 

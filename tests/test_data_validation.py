@@ -11,14 +11,24 @@ import pytest
 from prefkit.data import PreferenceDataError, validate_dataset, validate_preference_dataset
 from prefkit.data.io import iter_jsonl, load_dataset_any, read_jsonl
 
-GOOD = {"prompt": "How do I make tea?", "chosen": "Boil water, then steep the tea for three minutes.", "rejected": "No."}
+GOOD = {
+    "prompt": "How do I make tea?",
+    "chosen": "Boil water, then steep the tea for three minutes.",
+    "rejected": "No.",
+}
 GOOD_CONV = {
     "prompt": [{"role": "user", "content": "How do I make tea?"}],
     "chosen": [{"role": "assistant", "content": "Boil water, then steep it."}],
     "rejected": [{"role": "assistant", "content": "No."}],
 }
 GOOD_POINT = {"prompt": "How do I make tea?", "completion": "Boil water.", "score": 0.8}
-GOOD_LABELED = {"id": "a", "prompt": "How do I make tea?", "response_a": "Boil water.", "response_b": "No.", "label": "A better"}
+GOOD_LABELED = {
+    "id": "a",
+    "prompt": "How do I make tea?",
+    "response_a": "Boil water.",
+    "response_b": "No.",
+    "label": "A better",
+}
 
 
 def with_(base: dict, **changes) -> dict:
@@ -34,35 +44,83 @@ def with_(base: dict, **changes) -> dict:
 # (kind, rows, expected row or None for a dataset-level problem, column, words of the reason)
 CORPUS = [
     ("missing column", [with_(GOOD, chosen=...)] * 2, None, "chosen", "is missing"),
-    ("misnamed column", [{"prompt": "p", "chosen_response": "x", "rejected": "y"}], None, "chosen",
-     "Did you mean 'chosen_response'? Rename it"),
+    (
+        "misnamed column",
+        [{"prompt": "p", "chosen_response": "x", "rejected": "y"}],
+        None,
+        "chosen",
+        "Did you mean 'chosen_response'? Rename it",
+    ),
     ("None value", [GOOD, with_(GOOD, chosen=None)], 1, "chosen", "is missing (None)"),
     ("non-string prompt", [GOOD, with_(GOOD, prompt=42)], 1, "prompt", "is a int"),
     ("empty string", [GOOD, GOOD, with_(GOOD, rejected="")], 2, "rejected", "is empty"),
     ("whitespace only", [with_(GOOD, chosen="   \n")], 0, "chosen", "is empty"),
     ("identical responses", [GOOD, with_(GOOD, rejected=GOOD["chosen"])], 1, "rejected", "identical"),
-    ("prompt ends with assistant",
-     [with_(GOOD_CONV, prompt=GOOD_CONV["prompt"] + [{"role": "assistant", "content": "hm"}])], 0, "prompt",
-     "ends with an assistant turn"),
-    ("mismatched role in answer",
-     [GOOD_CONV, with_(GOOD_CONV, chosen=[{"role": "user", "content": "Boil water."}])], 1, "chosen", "has role 'user'"),
-    ("message without content", [with_(GOOD_CONV, rejected=[{"role": "assistant"}])], 0, "rejected", "expected {'role'"),
+    (
+        "prompt ends with assistant",
+        [with_(GOOD_CONV, prompt=GOOD_CONV["prompt"] + [{"role": "assistant", "content": "hm"}])],
+        0,
+        "prompt",
+        "ends with an assistant turn",
+    ),
+    (
+        "mismatched role in answer",
+        [GOOD_CONV, with_(GOOD_CONV, chosen=[{"role": "user", "content": "Boil water."}])],
+        1,
+        "chosen",
+        "has role 'user'",
+    ),
+    (
+        "message without content",
+        [with_(GOOD_CONV, rejected=[{"role": "assistant"}])],
+        0,
+        "rejected",
+        "expected {'role'",
+    ),
     ("unknown role", [with_(GOOD_CONV, prompt=[{"role": "bot", "content": "hi"}])], 0, "prompt", "has role 'bot'"),
-    ("conversation prompt, text answer", [with_(GOOD_CONV, chosen="Boil water.")], 0, "chosen", "needs assistant messages"),
+    (
+        "conversation prompt, text answer",
+        [with_(GOOD_CONV, chosen="Boil water.")],
+        0,
+        "chosen",
+        "needs assistant messages",
+    ),
     ("text prompt, conversation answer", [with_(GOOD, rejected=GOOD_CONV["rejected"])], 0, "rejected", "plain text"),
     ("margin not a number", [with_(GOOD, margin=1.0), with_(GOOD, margin="big")], 1, "margin", "finite number"),
     ("margin not finite", [with_(GOOD, margin=math.inf)], 0, "margin", "finite number"),
-    ("score not a number", [GOOD_POINT, with_(GOOD_POINT, score="high")], 1, "score", "is a str ('high'); expected a number"),
+    (
+        "score not a number",
+        [GOOD_POINT, with_(GOOD_POINT, score="high")],
+        1,
+        "score",
+        "is a str ('high'); expected a number",
+    ),
     ("score NaN", [with_(GOOD_POINT, score=math.nan)], 0, "score", "finite number"),
     ("score is a boolean", [with_(GOOD_POINT, score=True)], 0, "score", "is a boolean"),
     ("label not a boolean", [with_(GOOD_POINT, score=..., label="yes")], 0, "label", "expected true or false"),
-    ("neither score nor label", [GOOD_POINT, with_(GOOD_POINT, score=None)], 1, "score", "expected a number in 'score'"),
-    ("unknown scale label", [GOOD_LABELED, with_(GOOD_LABELED, id="b", label="A way better")], 1, "label",
-     "not a label of the 7-point scale"),
+    (
+        "neither score nor label",
+        [GOOD_POINT, with_(GOOD_POINT, score=None)],
+        1,
+        "score",
+        "expected a number in 'score'",
+    ),
+    (
+        "unknown scale label",
+        [GOOD_LABELED, with_(GOOD_LABELED, id="b", label="A way better")],
+        1,
+        "label",
+        "not a label of the 7-point scale",
+    ),
     ("label missing", [with_(GOOD_LABELED, label=None)], 0, "label", "is None"),
     ("label is a number", [with_(GOOD_LABELED, label=3)], 0, "label", "is 3 (int)"),
-    ("preference between identical responses", [with_(GOOD_LABELED, response_b="Boil water.")], 0, "response_b",
-     "identical"),
+    (
+        "preference between identical responses",
+        [with_(GOOD_LABELED, response_b="Boil water.")],
+        0,
+        "response_b",
+        "identical",
+    ),
     ("duplicate ids", [GOOD_LABELED, GOOD_LABELED], 1, "id", "duplicates id 'a' of row 0"),
     ("row is not an object", [GOOD_LABELED, ["x", "y"]], 1, None, "expected an object"),
     ("no known columns", [{"question": "q", "answer": "a"}], None, None, "match no known format"),
@@ -94,10 +152,31 @@ def good_line(row=GOOD) -> bytes:
 
 
 FILE_CORPUS = [
-    ("truncated last line", [good_line(), good_line(), b'{"prompt": "How do I', ], 2, 3, "cut off"),
-    ("wrong encoding (Latin-1)", [good_line(), '{"prompt": "caf\u00e9", "chosen": "x", "rejected": "y"}\n'.encode("latin-1")],
-     1, 2, "not valid UTF-8"),
-    ("UTF-16 file", [(json.dumps(GOOD) + "\n" + json.dumps(GOOD) + "\n").encode("utf-16")], 0, 1, "is UTF-16, not UTF-8"),
+    (
+        "truncated last line",
+        [
+            good_line(),
+            good_line(),
+            b'{"prompt": "How do I',
+        ],
+        2,
+        3,
+        "cut off",
+    ),
+    (
+        "wrong encoding (Latin-1)",
+        [good_line(), '{"prompt": "caf\u00e9", "chosen": "x", "rejected": "y"}\n'.encode("latin-1")],
+        1,
+        2,
+        "not valid UTF-8",
+    ),
+    (
+        "UTF-16 file",
+        [(json.dumps(GOOD) + "\n" + json.dumps(GOOD) + "\n").encode("utf-16")],
+        0,
+        1,
+        "is UTF-16, not UTF-8",
+    ),
     ("JSON array instead of an object", [good_line(), b"[1, 2, 3]\n"], 1, 2, "not an object"),
     ("not JSON at all", [b"prompt,chosen,rejected\n", good_line()], 0, 1, "not valid JSON"),
 ]
@@ -137,7 +216,9 @@ ROW_CORPUS = [c for c in CORPUS if c[2] is not None and c[0] != "label missing"]
 
 
 @pytest.mark.parametrize("kind, rows, row, column, reason", ROW_CORPUS, ids=[c[0] for c in ROW_CORPUS])
-def test_export_command_prints_the_problem_and_exits_2_without_a_traceback(tmp_path, capsys, kind, rows, row, column, reason):
+def test_export_command_prints_the_problem_and_exits_2_without_a_traceback(
+    tmp_path, capsys, kind, rows, row, column, reason
+):
     from prefkit.commands.export import main
 
     path = tmp_path / "data.jsonl"
@@ -165,12 +246,28 @@ def test_drop_invalid_on_a_datasets_dataset_returns_a_dataset_of_the_good_rows()
 
 def test_a_streamed_dataset_is_validated_row_by_row(tmp_path):
     path = tmp_path / "big.jsonl"
-    path.write_text("".join(json.dumps(with_(GOOD, chosen=f"answer {i}")) + "\n" for i in range(50))
-                    + json.dumps(with_(GOOD, chosen="")) + "\n")
+    path.write_text(
+        "".join(json.dumps(with_(GOOD, chosen=f"answer {i}")) + "\n" for i in range(50))
+        + json.dumps(with_(GOOD, chosen=""))
+        + "\n"
+    )
     streamed = load_dataset_any(path, split="train", streaming=True)
     assert not hasattr(streamed, "__len__")
     with pytest.raises(PreferenceDataError, match="row 50, column 'chosen': is empty"):
         validate_dataset(streamed, format="preference")
+
+
+def test_a_streamed_dataset_of_unknown_features_is_recognised_from_its_first_row(tmp_path):
+    path = tmp_path / "points.jsonl"
+    path.write_text(json.dumps(GOOD_POINT) + "\n" + json.dumps(with_(GOOD_POINT, score="high")) + "\n")
+    streamed = load_dataset_any(path, split="train", streaming=True)
+    with pytest.raises(PreferenceDataError, match="row 1, column 'score'"):
+        validate_dataset(streamed)
+
+
+def test_a_generator_of_rows_can_be_validated_and_filtered():
+    report = validate_dataset((row for row in [GOOD, with_(GOOD, chosen=None)]), drop_invalid=True)
+    assert report.dataset == [GOOD]
 
 
 def test_the_trainer_entry_point_names_a_misnamed_column():

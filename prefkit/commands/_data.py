@@ -15,7 +15,9 @@ def read_rows(name_or_path: str, *, split: str = "train", drop_invalid: bool = F
 
     from ..data.io import load_records
 
-    return list(tqdm(load_records(name_or_path, split=split, drop_invalid=drop_invalid), desc=f"reading {what}", unit="row"))
+    return list(
+        tqdm(load_records(name_or_path, split=split, drop_invalid=drop_invalid), desc=f"reading {what}", unit="row")
+    )
 
 
 def data_errors(main: Callable[..., int]) -> Callable[..., int]:

@@ -18,19 +18,49 @@ from dataclasses import dataclass, field
 
 @dataclass
 class ExportArguments:
-    input: str = field(metadata={"help": "Labeled pairs, pointwise rows or TRL pairs: .jsonl/.parquet/.csv file or dataset."})
+    input: str = field(
+        metadata={"help": "Labeled pairs, pointwise rows or TRL pairs: .jsonl/.parquet/.csv file or dataset."}
+    )
     output: str | None = field(default=None, metadata={"help": "Where to write: a .jsonl or .parquet file."})
-    push_to_hub: str | None = field(default=None, metadata={"help": "Also upload to this Hub dataset repo (user/name), with a dataset card."})
-    format: str = field(default="pairs", metadata={"help": "'pairs' (prompt/chosen/rejected[/margin]) or 'unpaired' (KTO: prompt/completion/label).", "choices": ["pairs", "unpaired"]})
-    scale: str = field(default="7-point", metadata={"help": "Label scale: 7-point, 5-point, 3-point, or a JSON file {\"labels\": [...], \"margins\": [...]}."})
-    pointwise_mode: str = field(default="best_vs_worst", metadata={"help": "Pointwise input: pairs per prompt.", "choices": ["best_vs_worst", "all_pairs"]})
-    both_bad: bool = field(default=True, metadata={"help": "--format unpaired: 'both bad' labels give two undesirable rows."})
-    min_confidence: float = field(default=0.0, metadata={"help": "Leave out judge labels whose confidence is below this."})
-    keep_columns: list[str] = field(default_factory=lambda: ["id"], metadata={"help": "Extra columns to carry into the export."})
-    split: str = field(default="train", metadata={"help": "Split to read when --input is a dataset; also the split name on the Hub."})
-    drop_invalid: bool = field(default=False, metadata={"help": "Skip bad rows (reported with a count) instead of stopping."})
+    push_to_hub: str | None = field(
+        default=None, metadata={"help": "Also upload to this Hub dataset repo (user/name), with a dataset card."}
+    )
+    format: str = field(
+        default="pairs",
+        metadata={
+            "help": "'pairs' (prompt/chosen/rejected[/margin]) or 'unpaired' (KTO: prompt/completion/label).",
+            "choices": ["pairs", "unpaired"],
+        },
+    )
+    scale: str = field(
+        default="7-point",
+        metadata={
+            "help": 'Label scale: 7-point, 5-point, 3-point, or a JSON file {"labels": [...], "margins": [...]}.'
+        },
+    )
+    pointwise_mode: str = field(
+        default="best_vs_worst",
+        metadata={"help": "Pointwise input: pairs per prompt.", "choices": ["best_vs_worst", "all_pairs"]},
+    )
+    both_bad: bool = field(
+        default=True, metadata={"help": "--format unpaired: 'both bad' labels give two undesirable rows."}
+    )
+    min_confidence: float = field(
+        default=0.0, metadata={"help": "Leave out judge labels whose confidence is below this."}
+    )
+    keep_columns: list[str] = field(
+        default_factory=lambda: ["id"], metadata={"help": "Extra columns to carry into the export."}
+    )
+    split: str = field(
+        default="train", metadata={"help": "Split to read when --input is a dataset; also the split name on the Hub."}
+    )
+    drop_invalid: bool = field(
+        default=False, metadata={"help": "Skip bad rows (reported with a count) instead of stopping."}
+    )
     private: bool | None = field(default=None, metadata={"help": "--push_to_hub: create the repo private."})
-    license: str | None = field(default=None, metadata={"help": "--push_to_hub: licence for the dataset card, e.g. cc-by-4.0."})
+    license: str | None = field(
+        default=None, metadata={"help": "--push_to_hub: licence for the dataset card, e.g. cc-by-4.0."}
+    )
     description: str | None = field(default=None, metadata={"help": "--push_to_hub: a paragraph for the dataset card."})
 
 
@@ -66,6 +96,7 @@ def build_rows(records: list[dict], args: ExportArguments, scale) -> tuple[list[
     errors = "drop" if args.drop_invalid else "raise"
     keep = tuple(args.keep_columns)
     if kind == "labeled":
+
         def confident(record: dict) -> bool:  # rows without a confidence (people's labels) always pass
             return record.get("confidence") is None or record["confidence"] >= args.min_confidence
 
@@ -81,16 +112,28 @@ def build_rows(records: list[dict], args: ExportArguments, scale) -> tuple[list[
             report = validate_dataset(records, args.input, format="pointwise", drop_invalid=args.drop_invalid)
             rows = list(report.dataset)
             if any(not isinstance(r.get("label"), bool) for r in rows):
-                raise SystemExit("error: --format unpaired needs boolean 'label' columns; numeric scores pair up with --format pairs.")
-            return [{k: r[k] for k in ("prompt", "completion", "label", *keep) if k in r} for r in rows], f"{report.num_dropped} bad rows dropped"
-        return pointwise_to_pairs(records, args.pointwise_mode, keep_columns=keep, errors=errors), "pointwise rows paired within each prompt"
+                raise SystemExit(
+                    "error: --format unpaired needs boolean 'label' columns; numeric scores pair up with --format pairs."
+                )
+            return [
+                {k: r[k] for k in ("prompt", "completion", "label", *keep) if k in r} for r in rows
+            ], f"{report.num_dropped} bad rows dropped"
+        return pointwise_to_pairs(
+            records, args.pointwise_mode, keep_columns=keep, errors=errors
+        ), "pointwise rows paired within each prompt"
     if kind == "preference":
         report = validate_dataset(records, args.input, format="preference", drop_invalid=args.drop_invalid)
         trl = ("prompt", "chosen", "rejected", "margin")
-        return [{k: r[k] for k in (*trl, *keep) if k in r} for r in report.dataset], f"{report.num_dropped} bad rows dropped"
+        return [
+            {k: r[k] for k in (*trl, *keep) if k in r} for r in report.dataset
+        ], f"{report.num_dropped} bad rows dropped"
     raise PreferenceDataError(
         args.input,
-        [RowProblem(None, None, f"has columns {sorted(columns)}; export needs labeled pairs, pointwise rows or TRL pairs")],
+        [
+            RowProblem(
+                None, None, f"has columns {sorted(columns)}; export needs labeled pairs, pointwise rows or TRL pairs"
+            )
+        ],
         hint=format_hint(columns),
     )
 
@@ -121,8 +164,14 @@ def _run(args: ExportArguments) -> int:
         path = export_pairs(dataset, args.output, progress=True)
         print(f"prefkit export: wrote {path}")
     if args.push_to_hub:
-        push_dataset_to_hub(dataset, args.push_to_hub, private=args.private, license=args.license,
-                            description=args.description, split=args.split)
+        push_dataset_to_hub(
+            dataset,
+            args.push_to_hub,
+            private=args.private,
+            license=args.license,
+            description=args.description,
+            split=args.split,
+        )
         print(f"prefkit export: pushed to https://huggingface.co/datasets/{args.push_to_hub}")
     return 0
 

@@ -15,10 +15,18 @@ from dataclasses import dataclass, field
 
 @dataclass
 class GeneratePairsArguments:
-    prompts: str = field(metadata={"help": "Prompts: .jsonl/.parquet/.csv file or dataset with a 'prompt' column, or a .txt file (one per line)."})
-    output: str = field(default="pairs.jsonl", metadata={"help": "JSONL file the pairs are appended to (resumed if it exists)."})
+    prompts: str = field(
+        metadata={
+            "help": "Prompts: .jsonl/.parquet/.csv file or dataset with a 'prompt' column, or a .txt file (one per line)."
+        }
+    )
+    output: str = field(
+        default="pairs.jsonl", metadata={"help": "JSONL file the pairs are appended to (resumed if it exists)."}
+    )
     prompt_column: str = field(default="prompt", metadata={"help": "Column holding the prompt."})
-    id_column: str = field(default="id", metadata={"help": "Column with a stable prompt id (a hash of the prompt when absent)."})
+    id_column: str = field(
+        default="id", metadata={"help": "Column with a stable prompt id (a hash of the prompt when absent)."}
+    )
     split: str = field(default="train", metadata={"help": "Split to read when --prompts is a dataset."})
     n: int = field(default=2, metadata={"help": "Answers sampled per prompt (num_return_sequences)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature; must be > 0."})
@@ -28,10 +36,21 @@ class GeneratePairsArguments:
     repetition_penalty: float = field(default=1.0, metadata={"help": "Repetition penalty (1.0 = off)."})
     batch_size: int = field(default=8, metadata={"help": "Prompts per generate call."})
     seed: int = field(default=0, metadata={"help": "Sampling seed (combined with each batch's prompt ids)."})
-    pairing: str = field(default="all", metadata={"help": "'all': every two distinct answers; 'disjoint': 1-2, 3-4, ...", "choices": ["all", "disjoint"]})
+    pairing: str = field(
+        default="all",
+        metadata={
+            "help": "'all': every two distinct answers; 'disjoint': 1-2, 3-4, ...",
+            "choices": ["all", "disjoint"],
+        },
+    )
     max_prompts: int | None = field(default=None, metadata={"help": "Use only the first N prompts."})
-    quantization: str | None = field(default=None, metadata={"help": "Load the model in 4bit or 8bit (bitsandbytes).", "choices": ["4bit", "8bit", None]})
-    drop_invalid: bool = field(default=False, metadata={"help": "Skip bad prompt rows (reported with a count) instead of stopping."})
+    quantization: str | None = field(
+        default=None,
+        metadata={"help": "Load the model in 4bit or 8bit (bitsandbytes).", "choices": ["4bit", "8bit", None]},
+    )
+    drop_invalid: bool = field(
+        default=False, metadata={"help": "Skip bad prompt rows (reported with a count) instead of stopping."}
+    )
 
 
 def make_parser(prog: str | None = None):
@@ -61,10 +80,15 @@ def _run(args: GeneratePairsArguments, model_args) -> int:
 
     rows = read_rows(args.prompts, split=args.split, drop_invalid=args.drop_invalid, what="prompts")
     if args.prompt_column != "prompt":
-        rows = [{**{k: v for k, v in r.items() if k != args.prompt_column}, "prompt": r.get(args.prompt_column)} for r in rows]
+        rows = [
+            {**{k: v for k, v in r.items() if k != args.prompt_column}, "prompt": r.get(args.prompt_column)}
+            for r in rows
+        ]
     if args.max_prompts is not None:
         rows = rows[: args.max_prompts]
-    report = validate_dataset(rows, args.prompts, format="prompts", id_column=args.id_column, drop_invalid=args.drop_invalid)
+    report = validate_dataset(
+        rows, args.prompts, format="prompts", id_column=args.id_column, drop_invalid=args.drop_invalid
+    )
     if report.num_dropped:
         print(f"prefkit generate-pairs: {report.summary()}")
     rows = list(report.dataset)
@@ -84,13 +108,25 @@ def _run(args: GeneratePairsArguments, model_args) -> int:
     from ..models import load_model
 
     model, tokenizer = load_model(
-        model_args.model_name_or_path, quantization=args.quantization, dtype=model_args.dtype or "auto",
+        model_args.model_name_or_path,
+        quantization=args.quantization,
+        dtype=model_args.dtype or "auto",
         revision=model_args.model_revision,
     )
     batches = iter_generate_pairs(
-        model, tokenizer, [p for p, _ in todo], args.n, ids=[i for _, i in todo], temperature=args.temperature,
-        top_p=args.top_p, top_k=args.top_k, max_new_tokens=args.max_new_tokens,
-        repetition_penalty=args.repetition_penalty, batch_size=args.batch_size, seed=args.seed, pairing=args.pairing,
+        model,
+        tokenizer,
+        [p for p, _ in todo],
+        args.n,
+        ids=[i for _, i in todo],
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        max_new_tokens=args.max_new_tokens,
+        repetition_penalty=args.repetition_penalty,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        pairing=args.pairing,
     )
     written = 0
     with tqdm(total=len(todo), desc="generating pairs", unit="prompt") as bar:

@@ -64,6 +64,7 @@ def run_preset(argv: list[str], prog: str | None = None) -> int:
         print(f"prefkit reward: training the demo reward model into {target}")
         metrics = build_demo_reward_model(target, force=args.force, dataset=args.dataset_name)
     summary = {k: v for k, v in metrics.items() if not k.endswith("_rewards")}
+    print(f"prefkit reward: demo reward model in {target} (with reward_eval.json and reward_distributions.png)")
     print(json.dumps(summary, indent=2))
     return 0
 

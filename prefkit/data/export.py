@@ -41,7 +41,11 @@ def export_format(dataset: Any) -> str:
         return "unpaired"
     raise PreferenceDataError(
         "rows",
-        [RowProblem(None, None, f"has columns {sorted(columns)}; expected prompt/chosen/rejected or prompt/completion/label")],
+        [
+            RowProblem(
+                None, None, f"has columns {sorted(columns)}; expected prompt/chosen/rejected or prompt/completion/label"
+            )
+        ],
         hint="Turn labels into rows first: prefkit.data.labels_to_pairs / labels_to_unpaired / pointwise_to_pairs.",
     )
 
@@ -63,7 +67,9 @@ def write_jsonl(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike, appe
     return count
 
 
-def export_pairs(rows_or_dataset: Any, path: str | os.PathLike, *, validate: bool = True, progress: bool = False) -> Path:
+def export_pairs(
+    rows_or_dataset: Any, path: str | os.PathLike, *, validate: bool = True, progress: bool = False
+) -> Path:
     """Write TRL rows to ``path``; the format follows the extension (``.jsonl`` or ``.parquet``). Returns the path.
 
     Rows are validated first (a bad row raises :class:`PreferenceDataError` and nothing is written). The file is

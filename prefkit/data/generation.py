@@ -53,8 +53,11 @@ class SamplingSettings:
     repetition_penalty: float = 1.0
 
     def generate_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"do_sample": self.do_sample, "max_new_tokens": self.max_new_tokens,
-                                  "num_return_sequences": self.num_return_sequences}
+        kwargs: dict[str, Any] = {
+            "do_sample": self.do_sample,
+            "max_new_tokens": self.max_new_tokens,
+            "num_return_sequences": self.num_return_sequences,
+        }
         if self.do_sample:
             kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
         if self.repetition_penalty != 1.0:
@@ -99,12 +102,12 @@ def sample_completions(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     with torch.no_grad():
         sequences = model.generate(**batch, eos_token_id=eos, pad_token_id=pad, **settings.generate_kwargs())
-    new_tokens = sequences[:, batch["input_ids"].shape[1]:].tolist()
+    new_tokens = sequences[:, batch["input_ids"].shape[1] :].tolist()
     k = settings.num_return_sequences
     out: list[list[tuple[str, bool]]] = []
     for i in range(len(prompts)):
         answers = []
-        for ids in new_tokens[i * k:(i + 1) * k]:
+        for ids in new_tokens[i * k : (i + 1) * k]:
             stop = next((j for j, t in enumerate(ids) if t in eos), None)
             text = tokenizer.decode(ids if stop is None else ids[:stop], skip_special_tokens=True).strip()
             answers.append((text, stop is None))
@@ -158,13 +161,21 @@ def iter_generate_pairs(
         raise ValueError(f"{len(prompts)} prompts but {len(ids)} ids.")
     from ..models import model_id
 
-    settings = SamplingSettings(model_id(model), float(temperature), float(top_p), int(top_k), int(max_new_tokens), n,
-                                int(seed), repetition_penalty=float(repetition_penalty))
+    settings = SamplingSettings(
+        model_id(model),
+        float(temperature),
+        float(top_p),
+        int(top_k),
+        int(max_new_tokens),
+        n,
+        int(seed),
+        repetition_penalty=float(repetition_penalty),
+    )
     recorded = asdict(settings)
     import torch
 
     for start in range(0, len(prompts), batch_size):
-        batch_prompts, batch_ids = list(prompts[start:start + batch_size]), ids[start:start + batch_size]
+        batch_prompts, batch_ids = list(prompts[start : start + batch_size]), ids[start : start + batch_size]
         torch.manual_seed(_batch_seed(seed, batch_ids))
         completions = sample_completions(model, tokenizer, batch_prompts, settings, chat_template)
         rows = []
@@ -173,15 +184,17 @@ def iter_generate_pairs(
             if len(kept) < 2:
                 logger.info("prompt %s: %d distinct non-empty answers of %d, no pair", pid, len(kept), n)
             for i, j in _pairs(len(kept), pairing):
-                rows.append({
-                    "id": f"{pid}-{i}-{j}",
-                    "prompt_id": pid,
-                    "prompt": prompt,
-                    "response_a": kept[i][0],
-                    "response_b": kept[j][0],
-                    "truncated": [kept[i][1], kept[j][1]],
-                    "generation": recorded,
-                })
+                rows.append(
+                    {
+                        "id": f"{pid}-{i}-{j}",
+                        "prompt_id": pid,
+                        "prompt": prompt,
+                        "response_a": kept[i][0],
+                        "response_b": kept[j][0],
+                        "truncated": [kept[i][1], kept[j][1]],
+                        "generation": recorded,
+                    }
+                )
         yield batch_ids, rows
 
 
@@ -218,9 +231,20 @@ def generate_pairs(
 
     rows: list[dict[str, Any]] = []
     batches = iter_generate_pairs(
-        model, tokenizer, prompts, n, ids=ids, temperature=temperature, top_p=top_p, top_k=top_k,
-        max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty, batch_size=batch_size, seed=seed,
-        pairing=pairing, chat_template=chat_template,
+        model,
+        tokenizer,
+        prompts,
+        n,
+        ids=ids,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        max_new_tokens=max_new_tokens,
+        repetition_penalty=repetition_penalty,
+        batch_size=batch_size,
+        seed=seed,
+        pairing=pairing,
+        chat_template=chat_template,
     )
     with tqdm(total=len(prompts), desc="generating pairs", unit="prompt", disable=not progress) as bar:
         for batch_ids, batch_rows in batches:
@@ -241,8 +265,11 @@ REWRITE_INSTRUCTIONS = {
         "with the rewritten answer only.\n\nRequest: {prompt}\n\nAnswer: {response}"
     ),
 }
-_PREAMBLE = re.compile(r"^\s*(?:sure[,!.]?\s*)?(?:here(?:'s| is) )?(?:the |a |my )?(?:rewritten|revised|new) "
-                       r"(?:answer|version|response)[^\n:]*:\s*", re.I)
+_PREAMBLE = re.compile(
+    r"^\s*(?:sure[,!.]?\s*)?(?:here(?:'s| is) )?(?:the |a |my )?(?:rewritten|revised|new) "
+    r"(?:answer|version|response)[^\n:]*:\s*",
+    re.I,
+)
 
 
 def _clean_rewrite(text: str) -> str:
@@ -283,21 +310,30 @@ def rewrite_pairs(
     for key in ("{prompt}", "{response}"):
         if key not in template:
             raise ValueError(f"the rewrite instruction must contain {key}.")
-    ids = [f"{prompt_id(p)}-{prompt_id(r)}" for p, r in zip(prompts, responses)] if ids is None else [str(i) for i in ids]
+    ids = (
+        [f"{prompt_id(p)}-{prompt_id(r)}" for p, r in zip(prompts, responses)] if ids is None else [str(i) for i in ids]
+    )
     from tqdm.auto import tqdm
 
     from ..models import model_id
     from .judges import as_text
 
     do_sample = temperature > 0
-    settings = SamplingSettings(model_id(model), float(temperature), float(top_p), 0, int(max_new_tokens), 1, int(seed),
-                                do_sample=do_sample)
+    settings = SamplingSettings(
+        model_id(model), float(temperature), float(top_p), 0, int(max_new_tokens), 1, int(seed), do_sample=do_sample
+    )
     recorded = {**asdict(settings), "direction": direction, "instruction": template}
     import torch
 
     rows, dropped = [], 0
     for start in tqdm(range(0, len(prompts), batch_size), desc=f"rewriting ({direction})", disable=not progress):
-        batch = list(zip(prompts[start:start + batch_size], responses[start:start + batch_size], ids[start:start + batch_size]))
+        batch = list(
+            zip(
+                prompts[start : start + batch_size],
+                responses[start : start + batch_size],
+                ids[start : start + batch_size],
+            )
+        )
         torch.manual_seed(_batch_seed(seed, [i for _, _, i in batch]))
         texts = [template.format(prompt=as_text(p), response=r) for p, r, _ in batch]
         templated = getattr(tokenizer, "chat_template", None) is not None
@@ -308,15 +344,19 @@ def rewrite_pairs(
             if not rewrite or rewrite == response.strip():
                 dropped += 1
                 continue
-            rows.append({
-                "id": row_id,
-                "prompt": prompt,
-                "response_a": response,
-                "response_b": rewrite,
-                "label": "A" if direction == "worse" else "B",
-                "truncated": [False, answers[0][1]],
-                "generation": recorded,
-            })
+            rows.append(
+                {
+                    "id": row_id,
+                    "prompt": prompt,
+                    "response_a": response,
+                    "response_b": rewrite,
+                    "label": "A" if direction == "worse" else "B",
+                    "truncated": [False, answers[0][1]],
+                    "generation": recorded,
+                }
+            )
     if dropped:
-        logger.warning("rewrite_pairs: dropped %d of %d rewrites that came back empty or unchanged", dropped, len(prompts))
+        logger.warning(
+            "rewrite_pairs: dropped %d of %d rewrites that came back empty or unchanged", dropped, len(prompts)
+        )
     return rows

@@ -149,7 +149,9 @@ class _ReferenceJudge(_ScoreJudge):
         if isinstance(source, Mapping):
             missing = [i for i, p in enumerate(prompts) if as_text(p) not in source]
             if missing:
-                raise ValueError(f"no reference for prompts at positions {missing[:10]}; add them to the references dict.")
+                raise ValueError(
+                    f"no reference for prompts at positions {missing[:10]}; add them to the references dict."
+                )
             source = [source[as_text(p)] for p in prompts]
         if len(source) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(source)} references; give one reference per prompt.")
@@ -178,8 +180,15 @@ class BleuJudge(_ReferenceJudge):
 
     name = "bleu"
 
-    def __init__(self, references=None, *, tokenize: str = "13a", lowercase: bool = False, smooth_method: str = "exp",
-                 tie_threshold: float = 0.0):
+    def __init__(
+        self,
+        references=None,
+        *,
+        tokenize: str = "13a",
+        lowercase: bool = False,
+        smooth_method: str = "exp",
+        tie_threshold: float = 0.0,
+    ):
         super().__init__(references, tie_threshold)
         self.tokenize, self.lowercase, self.smooth_method = tokenize, lowercase, smooth_method
 
@@ -193,7 +202,12 @@ class BleuJudge(_ReferenceJudge):
         )
 
     def describe(self) -> dict[str, Any]:
-        return {"judge": self.name, "tokenize": self.tokenize, "lowercase": self.lowercase, "smooth_method": self.smooth_method}
+        return {
+            "judge": self.name,
+            "tokenize": self.tokenize,
+            "lowercase": self.lowercase,
+            "smooth_method": self.smooth_method,
+        }
 
 
 class RougeJudge(_ReferenceJudge):
@@ -201,7 +215,9 @@ class RougeJudge(_ReferenceJudge):
 
     name = "rouge"
 
-    def __init__(self, references=None, *, rouge_type: str = "rougeL", use_stemmer: bool = True, tie_threshold: float = 0.0):
+    def __init__(
+        self, references=None, *, rouge_type: str = "rougeL", use_stemmer: bool = True, tie_threshold: float = 0.0
+    ):
         from rouge_score import rouge_scorer
 
         super().__init__(references, tie_threshold)
@@ -244,7 +260,7 @@ class RewardModelJudge(_ScoreJudge):
         size = self.batch_size or len(prompts) or 1
         values: list[float] = []
         for start in range(0, len(prompts), size):
-            chunk = self._score(prompts[start:start + size], responses[start:start + size])
+            chunk = self._score(prompts[start : start + size], responses[start : start + size])
             chunk = chunk.tolist() if hasattr(chunk, "tolist") else list(chunk)
             values += [float(v) for v in chunk]
         if len(values) != len(prompts):
@@ -265,7 +281,9 @@ class RewardModelJudge(_ScoreJudge):
         return out
 
     def describe(self) -> dict[str, Any]:
-        source = getattr(self.reward, "name_or_path", None) or getattr(self.reward, "__name__", type(self.reward).__name__)
+        source = getattr(self.reward, "name_or_path", None) or getattr(
+            self.reward, "__name__", type(self.reward).__name__
+        )
         return {"judge": self.name, "reward": str(source)}
 
 
@@ -291,21 +309,42 @@ _LETTER = r"\(?\**(?-i:([AB]))\**\)?"  # capital A or B, maybe in (parentheses) 
 _BRACKETS = re.compile(r"\[\[\s*([AB]|tie)\s*\]\]", re.I)  # MT-Bench style [[A]]: decides on its own
 _BARE = re.compile(r"^\W*([AaBb])\W*$")  # the whole reply is the letter
 _PATTERNS = (
-    re.compile(r"\b(?:verdict|final answer|answer|winner|choice|decision|preferred|preference)[\s*]*(?:is|:|=|-)[\s*]*"
-               r"(?:" + _OPTION + r"\s*)?" + _LETTER + r"(?![\w'])", re.I),
+    re.compile(
+        r"\b(?:verdict|final answer|answer|winner|choice|decision|preferred|preference)[\s*]*(?:is|:|=|-)[\s*]*"
+        r"(?:" + _OPTION + r"\s*)?" + _LETTER + r"(?![\w'])",
+        re.I,
+    ),
     re.compile(r"^\W*(?:" + _OPTION + r"\s*)?" + _LETTER + r"(?:[.:,!\])]|\s*\n|\s+(?:is|was|wins|because|-))", re.I),
-    re.compile(r"\b" + _OPTION + r"\s*" + _LETTER + r"\s+(?:is|was|seems|wins)\s+(?:clearly\s+|much\s+|slightly\s+)?"
-               r"(?:the\s+)?(?:better|best|preferred|superior|stronger|more\s+helpful)", re.I),
-    re.compile(r"\b(?:better|best|preferred|stronger)\s+(?:response|answer|option|one)\s+is\s+(?:" + _OPTION + r"\s*)?"
-               + _LETTER + r"(?![\w'])", re.I),
-    re.compile(r"\b(?:prefer|choose|pick|select|think|would say|i'd say|go with)\s+(?:" + _OPTION + r"\s*)?"
-               + _LETTER + r"(?![\w'])", re.I),
+    re.compile(
+        r"(?:\b" + _OPTION + r"\s*|(?:^|[.!?\n])\W*)" + _LETTER + r"\s+(?:is|was|seems|wins)\s+"
+        r"(?:indeed\s+|clearly\s+|much\s+|slightly\s+|definitely\s+)?(?:the\s+)?"
+        r"(?:better|best|preferred|superior|stronger|more\s+helpful)",
+        re.I,
+    ),
+    re.compile(
+        r"\b(?:better|best|preferred|stronger)\s+(?:response|answer|option|one)\s+is\s+(?:"
+        + _OPTION
+        + r"\s*)?"
+        + _LETTER
+        + r"(?![\w'])",
+        re.I,
+    ),
+    re.compile(
+        r"\b(?:prefer|choose|pick|select|think|would say|i'd say|go with)\s+(?:"
+        + _OPTION
+        + r"\s*)?"
+        + _LETTER
+        + r"(?![\w'])",
+        re.I,
+    ),
 )
-_TIE = re.compile(r"^\W*(?:tie|draw)\W*$|\b(?:it'?s a tie|both (?:are )?(?:equally )?(?:good|bad|fine)|equally (?:good|bad))\b", re.I)
+_TIE = re.compile(
+    r"^\W*(?:tie|draw)\W*$|\b(?:it'?s a tie|both (?:are )?(?:equally )?(?:good|bad|fine)|equally (?:good|bad))\b", re.I
+)
 
 
 def parse_verdict(text: str) -> str | None:
-    """"A", "B", "tie" or ``None`` from a judge model's reply.
+    """ "A", "B", "tie" or ``None`` from a judge model's reply.
 
     Understands a bare letter ("A", "b.", "(B)", "**A**"), "[[A]]", "Verdict: B", "Response A is better", "The
     better response is B", "I prefer B", a reply that starts with the letter ("A. It is kinder"), and ties ("tie",
@@ -345,7 +384,9 @@ class JudgeBackendError(RuntimeError):
 
 
 def _messages(system_prompt: str | None, user: str) -> list[dict[str, str]]:
-    return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": user}]
+    return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+        {"role": "user", "content": user}
+    ]
 
 
 class HFJudgeBackend:
@@ -391,9 +432,11 @@ class HFJudgeBackend:
         self.tokenizer.padding_side = "left"
         try:
             for start in range(0, len(conversations), self.batch_size):
-                texts = [self._render(c) for c in conversations[start:start + self.batch_size]]
+                texts = [self._render(c) for c in conversations[start : start + self.batch_size]]
                 templated = bool(getattr(self.tokenizer, "chat_template", None))
-                batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not templated).to(device)
+                batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not templated).to(
+                    device
+                )
                 with torch.no_grad():
                     generated = self.model.generate(
                         **batch,
@@ -403,7 +446,7 @@ class HFJudgeBackend:
                         output_logits=True,
                         return_dict_in_generate=True,
                     )
-                new_tokens = generated.sequences[:, batch["input_ids"].shape[1]:]
+                new_tokens = generated.sequences[:, batch["input_ids"].shape[1] :]
                 logits = torch.stack(generated.logits, dim=1).float().cpu()  # [batch, steps, vocab]
                 for row in range(new_tokens.shape[0]):
                     ids = new_tokens[row].tolist()
@@ -424,9 +467,19 @@ class OpenAIJudgeBackend:
     verdict token. Retries 429 / 5xx / connection errors with exponential backoff; never logs the API key.
     """
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, *, max_new_tokens: int = 16,
-                 logprobs: bool = False, timeout: float = 60.0, max_retries: int = 3, concurrency: int = 4,
-                 backoff: float = 1.0):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        *,
+        max_new_tokens: int = 16,
+        logprobs: bool = False,
+        timeout: float = 60.0,
+        max_retries: int = 3,
+        concurrency: int = 4,
+        backoff: float = 1.0,
+    ):
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self._api_key = model, api_key
         self.max_new_tokens, self.logprobs = max_new_tokens, logprobs
@@ -436,7 +489,12 @@ class OpenAIJudgeBackend:
         return f"OpenAIJudgeBackend(url={self.url!r}, model={self.model!r})"
 
     def _post(self, messages: list[dict[str, str]]) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": 0, "max_tokens": self.max_new_tokens}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": 0,
+            "max_tokens": self.max_new_tokens,
+        }
         if self.logprobs:
             body.update(logprobs=True, top_logprobs=5)
         headers = {"Content-Type": "application/json"}
@@ -485,7 +543,9 @@ class OpenAIJudgeBackend:
             choice = payload["choices"][0]
             text = choice["message"]["content"] or ""
         except (KeyError, IndexError, TypeError):
-            raise JudgeBackendError(f"{self.url} answered without choices[0].message.content: {str(payload)[:300]}") from None
+            raise JudgeBackendError(
+                f"{self.url} answered without choices[0].message.content: {str(payload)[:300]}"
+            ) from None
         return text.strip(), self._letter_prob(choice) if self.logprobs else None
 
     def __call__(self, conversations: list[list[dict[str, str]]]) -> list[tuple[str, float | None]]:
@@ -532,7 +592,9 @@ class LLMJudge(Judge):
     ):
         given = [x is not None for x in (model, base_url, backend)]
         if sum(given) != 1:
-            raise ValueError("Give exactly one of: model (a causal LM or its name), base_url (+ api_model), or backend.")
+            raise ValueError(
+                "Give exactly one of: model (a causal LM or its name), base_url (+ api_model), or backend."
+            )
         for key in ("{prompt}", "{response_a}", "{response_b}"):
             if key not in template:
                 raise ValueError(f"the judging template must contain {key}.")
@@ -543,9 +605,16 @@ class LLMJudge(Judge):
         elif base_url is not None:
             if not api_model:
                 raise ValueError("base_url needs api_model, the model name the endpoint serves.")
-            self.backend = OpenAIJudgeBackend(base_url, api_model, api_key, max_new_tokens=max_new_tokens,
-                                              logprobs=logprobs, timeout=timeout, max_retries=max_retries,
-                                              concurrency=concurrency)
+            self.backend = OpenAIJudgeBackend(
+                base_url,
+                api_model,
+                api_key,
+                max_new_tokens=max_new_tokens,
+                logprobs=logprobs,
+                timeout=timeout,
+                max_retries=max_retries,
+                concurrency=concurrency,
+            )
             self.model_name = api_model
         else:
             if isinstance(model, str):
@@ -573,7 +642,9 @@ class LLMJudge(Judge):
     def _answers(self, conversations) -> list[tuple[str, float | None]]:
         answers = self.backend(conversations)
         if len(answers) != len(conversations):
-            raise JudgeBackendError(f"the judge backend returned {len(answers)} answers for {len(conversations)} questions.")
+            raise JudgeBackendError(
+                f"the judge backend returned {len(answers)} answers for {len(conversations)} questions."
+            )
         return [(a, None) if isinstance(a, str) else (str(a[0]), a[1]) for a in answers]
 
     def judge(self, prompts, response_pairs, references=None) -> list[Judgement]:
@@ -643,7 +714,9 @@ def agreement(labels_a: Sequence[Any], labels_b: Sequence[Any], *, scale=None) -
     so a 7-point annotator can be compared with a binary judge.
     """
     if len(labels_a) != len(labels_b):
-        raise ValueError(f"the two label lists differ in length ({len(labels_a)} vs {len(labels_b)}); they must label the same items.")
+        raise ValueError(
+            f"the two label lists differ in length ({len(labels_a)} vs {len(labels_b)}); they must label the same items."
+        )
     pairs, skipped = [], 0
     for a, b in zip(labels_a, labels_b):
         ca, cb = _category(a, scale), _category(b, scale)

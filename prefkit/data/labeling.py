@@ -64,7 +64,8 @@ def done_ids(path: str | os.PathLike, id_column: str = "id") -> set[str]:
             ids.add(str(value[id_column]))
     if problems:
         raise PreferenceDataError(
-            str(path), problems,
+            str(path),
+            problems,
             hint="The output file is damaged in the middle, so it cannot be resumed safely; fix those lines or move it away.",
         )
     return ids
@@ -85,8 +86,12 @@ class LabelingSummary:
     labels: Counter = field(default_factory=Counter)  # this run's labels; None = unparseable
 
     def __str__(self) -> str:
-        counts = ", ".join(f"{k if k is not None else 'no label'}: {v}" for k, v in sorted(self.labels.items(), key=str))
-        return f"labeled {self.labeled} pairs ({counts or 'none'}), skipped {self.skipped} already done -> {self.output}"
+        counts = ", ".join(
+            f"{k if k is not None else 'no label'}: {v}" for k, v in sorted(self.labels.items(), key=str)
+        )
+        return (
+            f"labeled {self.labeled} pairs ({counts or 'none'}), skipped {self.skipped} already done -> {self.output}"
+        )
 
 
 def _check_pair(record: Mapping[str, Any], row: int, reference_column: str | None) -> list[RowProblem]:
@@ -102,12 +107,17 @@ def _check_pair(record: Mapping[str, Any], row: int, reference_column: str | Non
         if not (isinstance(reference, str) and reference.strip()) and not (
             isinstance(reference, list) and reference and all(isinstance(r, str) and r.strip() for r in reference)
         ):
-            problems.append(RowProblem(row, reference_column, f"is {reference!r:.60}; expected the reference answer text"))
+            problems.append(
+                RowProblem(row, reference_column, f"is {reference!r:.60}; expected the reference answer text")
+            )
     return problems
 
 
 def validate_pairs_to_label(
-    records: Iterable[Mapping[str, Any]], *, id_column: str = "id", reference_column: str | None = None,
+    records: Iterable[Mapping[str, Any]],
+    *,
+    id_column: str = "id",
+    reference_column: str | None = None,
     name: str = "pairs to label",
 ) -> int:
     """Check every pair (prompt, response_a, response_b, unique ids, the reference when a judge needs one) before a
@@ -117,25 +127,40 @@ def validate_pairs_to_label(
     count = 0
     for index, record in enumerate(records):
         count += 1
-        if index == 0 and reference_column is not None and isinstance(record, Mapping) and reference_column not in record:
-            raise PreferenceDataError(name, [RowProblem(
-                None, reference_column,
-                f"is missing; reference-based judges (BLEU, ROUGE) compare each response with a reference answer, "
-                f"and the rows have columns {sorted(record)}. Name the column with --reference_column.",
-            )])
+        if (
+            index == 0
+            and reference_column is not None
+            and isinstance(record, Mapping)
+            and reference_column not in record
+        ):
+            raise PreferenceDataError(
+                name,
+                [
+                    RowProblem(
+                        None,
+                        reference_column,
+                        f"is missing; reference-based judges (BLEU, ROUGE) compare each response with a reference answer, "
+                        f"and the rows have columns {sorted(record)}. Name the column with --reference_column.",
+                    )
+                ],
+            )
         if not isinstance(record, Mapping):
             problems.append(RowProblem(index, None, f"is a {type(record).__name__}; expected a dict of columns"))
             continue
         problems += _check_pair(record, index, reference_column)
         key = record_id(record, id_column)
         if key in seen:
-            problems.append(RowProblem(index, id_column, f"duplicates id {key!r} of row {seen[key]}; ids must be unique"))
+            problems.append(
+                RowProblem(index, id_column, f"duplicates id {key!r} of row {seen[key]}; ids must be unique")
+            )
         else:
             seen[key] = index
     if count == 0:
         raise PreferenceDataError(name, [RowProblem(None, None, "is empty; there are no pairs to label")])
     if problems:
-        raise PreferenceDataError(name, problems, total_rows=count, hint="Fix these rows, or pass --drop_invalid to skip them.")
+        raise PreferenceDataError(
+            name, problems, total_rows=count, hint="Fix these rows, or pass --drop_invalid to skip them."
+        )
     return count
 
 
@@ -190,16 +215,18 @@ def label_records(
     try:
         for batch in _batches(pending(), batch_size):
             references = [r[reference_column] for r in batch] if reference_column else None
-            judgements = judge.judge([r["prompt"] for r in batch], [(r["response_a"], r["response_b"]) for r in batch],
-                                     references)
+            judgements = judge.judge(
+                [r["prompt"] for r in batch], [(r["response_a"], r["response_b"]) for r in batch], references
+            )
             rows = []
             for record, judgement in zip(batch, judgements):
                 row = dict(record)
                 row["id"] = record_id(record, id_column)
                 if "label" in row:
                     row["previous_label"] = row.pop("label")
-                row.update(label=judgement.label, confidence=judgement.confidence, prob_a=judgement.prob_a,
-                           judge=description)
+                row.update(
+                    label=judgement.label, confidence=judgement.confidence, prob_a=judgement.prob_a, judge=description
+                )
                 if judgement.scores is not None:
                     row["judge_scores"] = list(judgement.scores)
                 if judgement.raw:

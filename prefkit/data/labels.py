@@ -42,7 +42,9 @@ def _as_assistant(response: Any, conversational: bool) -> Any:
     return response
 
 
-def _collect(records: Iterable[Mapping[str, Any]], check, errors: Errors, name: str, **kwargs) -> list[tuple[int, Mapping]]:
+def _collect(
+    records: Iterable[Mapping[str, Any]], check, errors: Errors, name: str, **kwargs
+) -> list[tuple[int, Mapping]]:
     """``(index, record)`` for the good records; bad ones raise (all listed) or are dropped with a logged count."""
     if errors not in ("raise", "drop"):
         raise ValueError(f"errors must be 'raise' or 'drop', not {errors!r}")
@@ -58,7 +60,9 @@ def _collect(records: Iterable[Mapping[str, Any]], check, errors: Errors, name: 
         else:
             good.append((index, record))
     if problems and errors == "raise":
-        raise PreferenceDataError(name, problems, total_rows=total, hint="Fix these rows, or pass errors='drop' to skip them.")
+        raise PreferenceDataError(
+            name, problems, total_rows=total, hint="Fix these rows, or pass errors='drop' to skip them."
+        )
     if problems:
         dropped = len({p.row for p in problems})
         logger.warning("%s: dropped %d bad rows of %d (first: %s)", name, dropped, total, problems[0])
@@ -186,7 +190,13 @@ def pointwise_to_pairs(
         first_label = next(index for index, record in good if record.get("score") is None)
         raise PreferenceDataError(
             "pointwise rows",
-            [RowProblem(first_label, "score", "is missing while other rows have scores; use 'score' on every row or 'label' on every row")],
+            [
+                RowProblem(
+                    first_label,
+                    "score",
+                    "is missing while other rows have scores; use 'score' on every row or 'label' on every row",
+                )
+            ],
         )
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for _, record in good:

@@ -82,7 +82,9 @@ class GradedScale:
         if len(margins) != len(labels):
             raise ValueError(f"Give one margin per label: {len(labels)} labels but {len(margins)} margins.")
         if margins[side] != 0:
-            raise ValueError(f"The middle label {labels[side]!r} is the tie; its margin must be 0, not {margins[side]}.")
+            raise ValueError(
+                f"The middle label {labels[side]!r} is the tie; its margin must be 0, not {margins[side]}."
+            )
         bad = [(label, m) for i, (label, m) in enumerate(zip(labels, margins)) if i != side and not m > 0]
         if bad:
             raise ValueError(f"Margins away from the tie must be > 0 (they are magnitudes); got {bad}.")

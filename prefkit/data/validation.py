@@ -420,8 +420,14 @@ def validate_dataset(
     problems (missing columns, no rows) raise either way.
     """
     columns = getattr(dataset, "column_names", None)
-    if isinstance(dataset, (list, tuple)) and columns is None:
+    is_datasets_object = hasattr(dataset, "column_names")
+    if not is_datasets_object and not isinstance(dataset, (list, tuple)):
+        dataset = list(dataset)  # a generator: read it once, keep the rows for drop_invalid
+    if isinstance(dataset, (list, tuple)):
         columns = list(dict.fromkeys(k for row in dataset[:1000] if isinstance(row, Mapping) for k in row))
+    elif columns is None:  # a streamed dataset whose features are not known yet: look at its first row
+        first = next(iter(dataset), None)
+        columns = list(first) if isinstance(first, Mapping) else None
     if format == "auto":
         detected = detect_format(columns) if columns is not None else None
         if detected is None:

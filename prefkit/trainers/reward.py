@@ -27,6 +27,7 @@ What it adds:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -284,9 +285,7 @@ class RewardTrainer(ModelCardMixin, trl.RewardTrainer):
                 continue
             result = evaluate_reward_model(scorer, dataset, batch_size=self.args.per_device_eval_batch_size)
             suffix = "" if split_name == "eval" else "_" + split_name.split("[")[-1].strip("'\"]")
-            json_path, png_path = write_reward_evaluation(
-                result, output_dir, name=f"reward{suffix}", title=f"{output_dir.name}: held-out pairs{suffix}"
-            )
+            json_path, png_path = write_reward_evaluation(result, output_dir, name=f"reward{suffix}")
             self.accelerator.print(
                 f"Reward model {split_name}: {format_summary(result)}\n  wrote {json_path} and {png_path}"
             )
@@ -358,8 +357,6 @@ def _tokenize_pairs(dataset, tokenizer, args, dataset_name: str):
     def tokenize(example):
         tools = example.get("tools")
         if isinstance(tools, str):
-            import json
-
             tools = json.loads(tools)
         kwargs = dict(tools=tools, chat_template_kwargs=example.get("chat_template_kwargs"))
         prompt = example.get("prompt")
@@ -408,16 +405,19 @@ def _save_head_with_adapter(peft_config, model) -> None:
 
 @dataclass(frozen=True)
 class DemoRewardPreset:
-    """Settings of ``prefkit reward --preset demo``: full fine-tuning of a 22M-parameter encoder."""
+    """Settings of ``prefkit reward --preset demo``: MiniLM (22M parameters) fine-tuned, word embeddings frozen."""
 
-    test_fraction: float = 0.15  # of prompts, held out (unseen prompts measure generalisation)
-    learning_rate: float = 5e-5
-    num_train_epochs: float = 3.0
+    test_fraction: float = 0.15  # of prompts held out when the data has no train/test `split` column
+    learning_rate: float = 1e-4
+    num_train_epochs: float = 2.0
     per_device_train_batch_size: int = 16
     max_length: int = 256
     warmup_ratio: float = 0.1
     seed: int = 42
     max_steps: int = -1
+    # The 30k x 384 word embeddings are half of MiniLM's weights; a few hundred pairs cannot improve them, and not
+    # training them saves their gradients and optimizer state.
+    freeze_embeddings: bool = True
 
 
 DEMO_PRESET = DemoRewardPreset()
@@ -436,15 +436,23 @@ class _ProgressCallback(TrainerCallback):
 
 
 def demo_preference_data():
-    """The preference pairs the demo model trains on: prefkit's bundled data set."""
-    try:
-        from ..data import bundled_preferences_path
-    except ImportError:
-        raise FileNotFoundError(
-            "This prefkit has no bundled preference data; pass a pairs file: "
-            "prefkit reward --preset demo --dataset_name pairs.jsonl"
-        ) from None
+    """The preference pairs the demo model trains on: prefkit's bundled data set (synthetic, CC0)."""
+    from ..data import bundled_preferences_path
+
     return bundled_preferences_path()
+
+
+def demo_splits(dataset, preset: DemoRewardPreset):
+    """The data's own ``split`` column when it has train and test rows (the bundled set holds out whole topics),
+    else a share of the prompts."""
+    from ..evaluation import split_pairs_by_prompt
+
+    if "split" in dataset.column_names and {"train", "test"} <= set(dataset["split"]):
+        return (
+            dataset.filter(lambda row: row["split"] == "train"),
+            dataset.filter(lambda row: row["split"] == "test"),
+        )
+    return split_pairs_by_prompt(dataset, preset.test_fraction, seed=preset.seed)
 
 
 def train_demo_reward_model(
@@ -456,12 +464,12 @@ def train_demo_reward_model(
 ) -> dict[str, Any]:
     """Train the demo reward model (MiniLM, :data:`prefkit.models.DEFAULT_ENCODER`) into ``output_dir``.
 
-    ``dataset`` (default: the bundled pairs) is a pairs file or ``datasets.Dataset``; a share of its prompts is held
-    out and the model's accuracy on them is returned and saved as ``reward_eval.json`` with the PNG of both reward
-    distributions. Use :func:`prefkit.reward_model.load_demo_reward_model` to get the cached model instead.
+    ``dataset`` (default: the bundled pairs) is a pairs file or ``datasets.Dataset``. Its ``test`` rows (the
+    bundled set holds out whole topics), or a share of its prompts when it has no ``split`` column, are held out; the
+    model's accuracy on them is returned and saved as ``reward_eval.json`` next to ``reward_distributions.png``.
+    Use :func:`prefkit.reward_model.load_demo_reward_model` to get the cached model instead.
     """
     from ..data.io import load_dataset_any
-    from ..evaluation import split_pairs_by_prompt
     from ..models import DEFAULT_ENCODER
 
     preset = preset or DEMO_PRESET
@@ -471,7 +479,7 @@ def train_demo_reward_model(
         dataset = demo_preference_data()
     if isinstance(dataset, (str, os.PathLike)):
         dataset = load_dataset_any(dataset, split="train")
-    train_pairs, test_pairs = split_pairs_by_prompt(dataset, preset.test_fraction, seed=preset.seed)
+    train_pairs, test_pairs = demo_splits(dataset, preset)
     args = RewardConfig(
         output_dir=os.fspath(output_dir),
         learning_rate=preset.learning_rate,
@@ -490,9 +498,12 @@ def train_demo_reward_model(
         report_to="none",
         bf16=False,
         dataloader_num_workers=0,
+        dataloader_pin_memory=False,
     )
     report(0.02, "Loading MiniLM")
     trainer = RewardTrainer(DEFAULT_ENCODER, args=args, train_dataset=train_pairs, eval_dataset=test_pairs)
+    if preset.freeze_embeddings:
+        trainer.model.get_input_embeddings().weight.requires_grad_(False)
     if progress is not None:
         trainer.add_callback(_ProgressCallback(progress, 0.05, 0.95))
     started = time.perf_counter()
@@ -500,6 +511,7 @@ def train_demo_reward_model(
     train_seconds = time.perf_counter() - started
     report(0.96, "Saving the demo reward model")
     trainer.save_model(os.fspath(output_dir))
+    trainer.create_model_card(model_name="prefkit-demo-reward-model")
     result = dict(trainer.reward_evaluation.get("eval", {}))
     result.update(
         train_seconds=round(train_seconds, 1),
@@ -507,8 +519,6 @@ def train_demo_reward_model(
         base_model=DEFAULT_ENCODER,
         preset={k: getattr(preset, k) for k in preset.__dataclass_fields__},
     )
-    import json
-
     with open(Path(output_dir) / "reward_eval.json", "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
     return result
