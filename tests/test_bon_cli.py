@@ -113,3 +113,34 @@ def test_a_reward_model_folder_ranks_the_candidates(tmp_path, tiny_model_dir):
     scores = reward_model.score(["Tell me about tea."] * 3, texts)
     assert [c["reward"] for c in record["candidates"]] == pytest.approx(scores, abs=1e-5)
     assert record["best"] == texts[max(range(3), key=lambda k: scores[k])]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_split_the_prompts_and_the_output_keeps_prompt_order(tmp_path, tiny_model_dir):
+    (tmp_path / "bon_test_rewards.py").write_text(REWARD_MODULE)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"Question number {k}?\n" for k in range(5)))
+    output = tmp_path / "bon.jsonl"
+    root = Path(__file__).resolve().parents[1]
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+         str(root / "scripts" / "bon.py"), "--model_name_or_path", tiny_model_dir, "--reward_function",
+         "bon_test_rewards:vowels", "--prompts_file", str(prompts), "--n", "2", "--max_new_tokens", "4",
+         "--output", str(output), "--no_plot", "--device", "cpu"],
+        capture_output=True, text=True, timeout=300,
+        env={**__import__("os").environ, "PYTHONPATH": f"{tmp_path}:{root}", "OMP_NUM_THREADS": "1"},
+    )
+
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "(2 processes)" in completed.stdout
+    assert [json.loads(line)["prompt"] for line in output.read_text().splitlines()] == [f"Question number {k}?" for k in range(5)]
+    assert sorted(p.name for p in tmp_path.glob("bon*.jsonl")) == ["bon.jsonl"]  # shards merged and removed

@@ -126,28 +126,63 @@ def load_reward(args: BestOfNArguments, device: str):
         raise SystemExit(f"error: {error}") from None
 
 
-def plot_rewards(results, path: Path) -> Path:
-    """Histogram of the reward of every sample against the reward of the best of N."""
+def plot_rewards(records: list[dict], path: Path) -> Path:
+    """Histogram of the reward of every sample against the reward of the best of N (records: JSONL lines)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    samples = [candidate.reward for result in results for candidate in result.candidates]
-    best = [result.best.reward for result in results]
-    n = results[0].n
+    samples = [candidate["reward"] for record in records for candidate in record["candidates"]]
+    best = [record["best_reward"] for record in records]
+    n = records[0]["n"]
     figure, axis = plt.subplots(figsize=(6, 3.5))
     bins = 30 if len(samples) > 60 else 12
     axis.hist(samples, bins=bins, alpha=0.6, density=True, label=f"one sample (mean {sum(samples) / len(samples):.3f})")
     axis.hist(best, bins=bins, alpha=0.6, density=True, label=f"best of {n} (mean {sum(best) / len(best):.3f})")
     axis.set_xlabel("reward")
     axis.set_ylabel("density")
-    axis.set_title(f"Best-of-{n} over {len(results)} prompts (KL to base <= {results[0].kl_to_base:.3f} nats)")
+    axis.set_title(f"Best-of-{n} over {len(records)} prompts (KL to base <= {records[0]['kl_to_base']:.3f} nats)")
     axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def summarize(records: list[dict], output: Path) -> str:
+    n = records[0]["n"]
+    mean_sample = sum(r["mean_reward"] for r in records) / len(records)
+    mean_best = sum(r["best_reward"] for r in records) / len(records)
+    tokens = sum(r["tokens_generated"] for r in records)
+    generate_seconds = sum(r["generate_seconds"] for r in records)
+    score_seconds = sum(r["score_seconds"] for r in records)
+    return (
+        f"prefkit bon: {len(records)} prompts x {n} samples -> {output}\n"
+        f"  mean reward of one sample {mean_sample:.4f}, of the best of {n} {mean_best:.4f} "
+        f"(+{mean_best - mean_sample:.4f})\n"
+        f"  KL(best-of-{n} || policy) <= log N - (N-1)/N = {records[0]['kl_to_base']:.4f} nats\n"
+        f"  {tokens} tokens generated in {generate_seconds:.1f} s ({tokens / max(generate_seconds, 1e-9):.0f} tokens/s), "
+        f"scored in {score_seconds:.1f} s"
+    )
+
+
+def shard_path(output: Path, rank: int) -> Path:
+    return output.with_name(f"{output.stem}.rank{rank}{output.suffix}")
+
+
+def merge_shards(output: Path, world_size: int) -> list[dict]:
+    """Rank k sampled prompts k, k + W, k + 2W...: interleave the shards back into prompt order, then remove them."""
+    shards = [[json.loads(line) for line in shard_path(output, rank).read_text(encoding="utf-8").splitlines()] for rank in range(world_size)]
+    records = []
+    for index in range(sum(len(shard) for shard in shards)):
+        records.append(shards[index % world_size][index // world_size])
+    with open(output, "w", encoding="utf-8") as file:
+        for record in records:
+            file.write(json.dumps(record, ensure_ascii=False) + "\n")
+    for rank in range(world_size):
+        shard_path(output, rank).unlink()
+    return records
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
@@ -156,56 +191,61 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if args.truncation not in ("error", "left"):
         raise SystemExit(f"error: --truncation must be 'error' or 'left', got {args.truncation!r}.")
 
+    from accelerate import PartialState
     from tqdm.auto import tqdm
 
     from ..bon import best_of_n
     from ..models import load_model
 
-    device = resolve_device(args.device)
+    # Under `accelerate launch`, each process samples every W-th prompt on its own device.
+    import torch
+
+    # Several CPU processes form a gloo group only when told they run on the CPU.
+    state = PartialState(cpu=args.device == "cpu" or not torch.cuda.is_available())
+    rank, world_size = state.process_index, state.num_processes
+    device = str(state.device) if args.device == "auto" else args.device
     policy, tokenizer = load_model(args.model_name_or_path, dtype=args.dtype)
     policy.to(device).eval()
     reward = load_reward(args, device)
 
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    results = []
-    with open(output, "w", encoding="utf-8") as file, tqdm(total=len(prompts), desc=f"best-of-{args.n}", unit="prompt") as bar:
-        for start in range(0, len(prompts), args.batch_size):
+    mine = list(range(rank, len(prompts), world_size))
+    target = output if world_size == 1 else shard_path(output, rank)
+    with open(target, "w", encoding="utf-8") as file, tqdm(
+        total=len(mine), desc=f"best-of-{args.n}", unit="prompt", disable=not state.is_local_main_process
+    ) as bar:
+        for start in range(0, len(mine), args.batch_size):
+            indices = mine[start : start + args.batch_size]
             batch = best_of_n(
                 policy,
                 tokenizer,
                 reward,
-                prompts[start : start + args.batch_size],
+                [prompts[i] for i in indices],
                 n=args.n,
                 batch_size=args.batch_size,
                 max_new_tokens=args.max_new_tokens,
                 temperature=args.temperature,
                 top_p=args.top_p,
-                seed=None if args.seed is None else args.seed + start,
+                seed=None if args.seed is None else args.seed + indices[0],
                 truncation=args.truncation,
                 progress=False,
             )
             for result in batch:
                 file.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
             file.flush()
-            results += batch
             bar.update(len(batch))
 
-    mean_sample = sum(r.mean_reward for r in results) / len(results)
-    mean_best = sum(r.best.reward for r in results) / len(results)
-    tokens = sum(r.tokens_generated for r in results)
-    generate_seconds = sum(r.generate_seconds for r in results)
-    score_seconds = sum(r.score_seconds for r in results)
-    print(
-        f"prefkit bon: {len(results)} prompts x {args.n} samples -> {output}\n"
-        f"  mean reward of one sample {mean_sample:.4f}, of the best of {args.n} {mean_best:.4f} "
-        f"(+{mean_best - mean_sample:.4f})\n"
-        f"  KL(best-of-{args.n} || policy) <= log N - (N-1)/N = {results[0].kl_to_base:.4f} nats\n"
-        f"  {tokens} tokens generated in {generate_seconds:.1f} s ({tokens / max(generate_seconds, 1e-9):.0f} tokens/s), "
-        f"scored in {score_seconds:.1f} s"
-    )
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return 0
+    if world_size > 1:
+        records = merge_shards(output, world_size)
+    else:
+        records = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    print(summarize(records, output) + (f"\n  ({world_size} processes)" if world_size > 1 else ""))
     if args.plot:
-        png = plot_rewards(results, output.with_suffix(".png"))
+        png = plot_rewards(records, output.with_suffix(".png"))
         print(f"  plot: {png}")
     return 0
 
