@@ -144,3 +144,24 @@ def test_two_processes_split_the_prompts_and_the_output_keeps_prompt_order(tmp_p
     assert "(2 processes)" in completed.stdout
     assert [json.loads(line)["prompt"] for line in output.read_text().splitlines()] == [f"Question number {k}?" for k in range(5)]
     assert sorted(p.name for p in tmp_path.glob("bon*.jsonl")) == ["bon.jsonl"]  # shards merged and removed
+
+
+def test_the_benchmark_times_both_modes_on_the_same_prompts_and_reports_their_ratio(tmp_path, tiny_model_dir):
+    (tmp_path / "bon_test_rewards.py").write_text(REWARD_MODULE)
+    root = Path(__file__).resolve().parents[1]
+
+    completed = subprocess.run(
+        [sys.executable, str(root / "scripts" / "bench_bon.py"), "--model_name_or_path", tiny_model_dir,
+         "--reward_function", "bon_test_rewards:vowels", "--n", "2", "3", "--max_new_tokens", "4", "--device", "cpu",
+         "--output_dir", str(tmp_path / "bench")],
+        capture_output=True, text=True, timeout=300,
+        env={**__import__("os").environ, "PYTHONPATH": f"{tmp_path}:{root}", "OMP_NUM_THREADS": "1"},
+    )
+
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads((tmp_path / "bench" / "bench_bon.json").read_text())
+    assert [row["n"] for row in report["rows"]] == [2, 3]
+    for row in report["rows"]:
+        assert row["speedup"] == pytest.approx(row["loop_seconds"] / row["batched_seconds"])
+        assert row["batched_tokens"] > 0 and row["loop_tokens"] > 0
+    assert (tmp_path / "bench" / "bench_bon.png").stat().st_size > 0
