@@ -400,3 +400,33 @@ def test_a_model_that_cannot_load_is_reported_in_the_page_not_raised(tmp_path):
     assert models.status().startswith("Loading failed:")
     with pytest.raises(ModelsNotReady, match="Loading failed"):
         models.require()
+
+
+def test_pushing_the_export_uses_the_servers_token_and_never_shows_it(tiny_policy, tmp_path, monkeypatch):
+    import prefkit.data.export as export_module
+
+    pushed = []
+
+    def fake_push(rows, repo_id, token=None, private=None, **kwargs):
+        pushed.append((len(rows), repo_id, token, private))
+        return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/datasets/{repo_id}/commit/abc"})()
+
+    monkeypatch.setattr(export_module, "push_dataset_to_hub", fake_push)
+    demo, _ = make_app(tiny_policy, tmp_path, hub_token="hf_server_secret")
+    url = launch(demo)
+    try:
+        client = Client(url, verbose=False)
+        _new_pair(client, "Tell me about tea.", MODE_TWO_SAMPLES)
+        client.predict("clearly", "", "gina", api_name="/vote_left")
+
+        message = client.predict(DPO_EXPORT, "me/pairs", api_name="/push_export")
+
+        assert pushed == [(1, "me/pairs", "hf_server_secret", True)]
+        assert "Pushed 1 rows" in message and "hf_server_secret" not in message
+    finally:
+        demo.close()
+
+
+def test_pushing_without_a_server_token_says_how_to_set_one(client):
+    with pytest.raises(Exception, match="start the app with HF_TOKEN"):
+        client.predict(DPO_EXPORT, "me/pairs", api_name="/push_export")

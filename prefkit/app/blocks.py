@@ -67,7 +67,8 @@ def _user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except _USER_ERRORS as error:
-            raise gr.Error(html.escape(str(error)), print_exception=False) from None
+            expected = isinstance(error, (AppError, ModelsNotReady, VoteError, PromptTooLongError, PreferenceDataError))
+            raise gr.Error(html.escape(str(error)), print_exception=not expected) from None
 
     return wrapper
 
@@ -115,6 +116,7 @@ def build_app(
     generation_limit = RateLimiter(settings.generations_per_minute, what="generations")
     vote_limit = RateLimiter(settings.votes_per_minute, what="votes")
     modes = [MODE_BEST_VS_SAMPLE, MODE_TWO_SAMPLES, MODE_TWO_MODELS]
+    token_cap = max(settings.max_new_tokens, 512)
 
     def session_of(request: gr.Request | None) -> str:
         return getattr(request, "session_hash", None) or "local"
@@ -130,8 +132,8 @@ def build_app(
         n, max_new_tokens = int(n), int(max_new_tokens)
         if not 1 <= n <= settings.max_n:
             raise AppError(f"N must be between 1 and {settings.max_n}.")
-        if not 1 <= max_new_tokens <= max(settings.max_new_tokens, 1024):
-            raise AppError("max_new_tokens is out of range.")
+        if not 1 <= max_new_tokens <= token_cap:
+            raise AppError(f"Max new tokens must be between 1 and {token_cap}.")
         generation_limit.check(session_of(request))
         from ..bon import best_of_n
 
@@ -318,7 +320,7 @@ def build_app(
                 with gr.Row():
                     n_slider = gr.Slider(1, settings.max_n, value=settings.n, step=1, label="N (samples)")
                     temperature = gr.Slider(0.05, 1.5, value=settings.temperature, step=0.05, label="Temperature")
-                    max_tokens = gr.Slider(8, max(settings.max_new_tokens, 512), value=settings.max_new_tokens, step=8, label="Max new tokens")
+                    max_tokens = gr.Slider(8, token_cap, value=settings.max_new_tokens, step=8, label="Max new tokens")
                 run = gr.Button("Sample N and rank", variant="primary", elem_id="bon-run")
                 gr.Examples([[p] for p in prompts[:5]], inputs=[bon_prompt], label="Examples")
                 best_box = gr.Textbox(label="Best answer", interactive=False, lines=4, elem_classes="prefkit-best-box", buttons=["copy"])
