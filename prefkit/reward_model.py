@@ -35,7 +35,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -167,7 +167,7 @@ def _check_inputs(prompts: Any, responses: Any) -> tuple[list | None, list]:
     for what, value in (("responses", responses), ("prompts", prompts)):
         if what == "prompts" and value is None:
             continue
-        if isinstance(value, (str, bytes, dict)) or not isinstance(value, Sequence):
+        if isinstance(value, (str, bytes, Mapping)) or not (hasattr(value, "__len__") and hasattr(value, "__iter__")):
             raise TypeError(
                 f"{what} must be a list (one entry per pair), got a {type(value).__name__}. "
                 f"To score one pair, wrap it: score([prompt], [response])."
