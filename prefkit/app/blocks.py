@@ -1,0 +1,427 @@
+"""The Gradio Blocks: wiring only. Each event calls a function of :mod:`prefkit.app.logic` or the library.
+
+Every event has a stable ``api_name`` so ``gradio_client`` and scripts can drive the app like a person would:
+
+=================== ===========================================================================================
+``/best_of_n``      prompt, n, temperature, max_new_tokens -> best answer, cost, chart data, table, full result
+``/send_to_label``  rank_a, rank_b -> puts two Best-of-N candidates up for a vote (same session)
+``/draw_prompt``    -> the next prompt of the session's prompt list
+``/load_prompts``   file -> replaces the session's prompt list
+``/new_pair``       prompt, mode, annotator -> two responses, order hidden
+``/vote_left``      strength, rewrite, annotator -> stores the vote (left better), reveals the sources
+``/vote_right``     idem, right better;  ``/vote_tie``, ``/vote_both_bad`` likewise
+``/data_summary``   -> counts, agreement, per-annotator table, leaderboard
+``/export``         kind, file format -> a training dataset file of all votes
+``/push_export``    kind, repo id -> pushes that dataset to the Hub (needs the server's token)
+``/status``         -> model loading status
+=================== ===========================================================================================
+"""
+
+import functools
+import html
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from ..bon import PromptTooLongError
+from ..data.validation import PreferenceDataError
+from ..data.votes import EXPORT_KINDS, VoteError, VoteStore, votes_to_rows
+from . import logic
+from .logic import (
+    MODE_BEST_VS_SAMPLE,
+    MODE_TWO_MODELS,
+    MODE_TWO_SAMPLES,
+    STRENGTH_CHOICES,
+    AppError,
+    Pair,
+    RateLimiter,
+)
+from .models import AppModels, ModelsNotReady
+from .settings import AppSettings
+
+CSS = """
+.prefkit-candidates { width: 100%; border-collapse: collapse; font-size: 0.92em; }
+.prefkit-candidates th, .prefkit-candidates td { border-bottom: 1px solid var(--border-color-primary); padding: 6px; vertical-align: top; text-align: left; }
+.prefkit-candidates td.prefkit-text { white-space: pre-wrap; }
+.prefkit-candidates tr.prefkit-best { background: rgba(34, 197, 94, 0.15); font-weight: 600; }
+.prefkit-best-box textarea { border: 2px solid rgb(34, 197, 94) !important; }
+"""
+
+EXPORT_KIND_LABELS = {
+    "DPO pairs (prompt / chosen / rejected / margin when graded)": "dpo",
+    "Reward-model pairs (prompt / chosen / rejected / margin)": "reward",
+    "KTO unpaired (prompt / completion / label)": "kto",
+}
+
+_USER_ERRORS = (AppError, ModelsNotReady, VoteError, PreferenceDataError, PromptTooLongError, ValueError)
+
+
+def _user_errors(fn):
+    """Problems the user can fix become a readable (escaped) message in the page instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except _USER_ERRORS as error:
+            expected = isinstance(error, (AppError, ModelsNotReady, VoteError, PromptTooLongError, PreferenceDataError))
+            raise gr.Error(html.escape(str(error)), print_exception=not expected) from None
+
+    return wrapper
+
+
+def theme():
+    return gr.themes.Soft(primary_hue="green")
+
+
+def build_app(
+    policy=None,
+    tokenizer=None,
+    reward=None,
+    store: VoteStore | None = None,
+    settings: AppSettings | None = None,
+    *,
+    models: AppModels | None = None,
+    compare=None,
+    prompts: list[str] | None = None,
+    seed: int | None = None,
+) -> gr.Blocks:
+    """Build the app from objects it is given (nothing is loaded here).
+
+    Args:
+        policy, tokenizer, reward: models in memory (the reward: a function, a ``RewardModel``, an ``ImplicitReward``
+            or a judge; see :func:`prefkit.best_of_n`). Or pass ``models`` (e.g. loading in the background).
+        store: where votes go (default: a :class:`~prefkit.data.votes.VoteStore` in ``settings.data_dir``).
+        settings: limits and defaults (:class:`~prefkit.app.settings.AppSettings`).
+        compare: ``(model, tokenizer)`` of a second policy for "two models" pairs.
+        prompts: the default prompt list of the labeling tab (default: ``settings.prompts_file`` or the bundled one).
+        seed: seeds the left/right shuffling and relabel draws (tests).
+    """
+    settings = settings or AppSettings()
+    if models is None:
+        if policy is None or tokenizer is None or reward is None:
+            raise ValueError("build_app needs policy, tokenizer and reward, or models=AppModels(...).")
+        models = AppModels.from_objects(policy, tokenizer, reward, compare=compare)
+    store = store or VoteStore(settings.data_dir)
+    if prompts is None:
+        prompts = (
+            logic.read_prompt_list(settings.prompts_file, settings.max_prompt_chars)
+            if settings.prompts_file
+            else logic.bundled_prompts()
+        )
+    rng = random.Random(seed)
+    generation_limit = RateLimiter(settings.generations_per_minute, what="generations")
+    vote_limit = RateLimiter(settings.votes_per_minute, what="votes")
+    modes = [MODE_BEST_VS_SAMPLE, MODE_TWO_SAMPLES, MODE_TWO_MODELS]
+    token_cap = max(settings.max_new_tokens, 512)
+
+    def session_of(request: gr.Request | None) -> str:
+        return getattr(request, "session_hash", None) or "local"
+
+    def new_label_state() -> dict:
+        return {"prompts": list(prompts), "next": 0, "last_drawn": None, "saved": 0}
+
+    # ---- Best-of-N -----------------------------------------------------------------------------------------------
+    @_user_errors
+    def run_best_of_n(prompt: str, n: float, temperature: float, max_new_tokens: float, request: gr.Request):
+        models.require()
+        prompt = logic.check_prompt(prompt, settings.max_prompt_chars)
+        n, max_new_tokens = int(n), int(max_new_tokens)
+        if not 1 <= n <= settings.max_n:
+            raise AppError(f"N must be between 1 and {settings.max_n}.")
+        if not 1 <= max_new_tokens <= token_cap:
+            raise AppError(f"Max new tokens must be between 1 and {token_cap}.")
+        generation_limit.check(session_of(request))
+        from ..bon import best_of_n
+
+        with models.generate_lock:
+            result = best_of_n(
+                models.policy.model, models.policy.tokenizer, models.reward, [prompt], n=n,
+                temperature=float(temperature), top_p=settings.top_p, max_new_tokens=max_new_tokens, progress=False,
+            )[0]
+        ranks = [str(rank) for rank in range(1, n + 1)]
+        return (
+            gr.Textbox(value=result.best.text, label=f"Best of {n} (reward {result.best.reward:.4f})"),
+            logic.cost_markdown(result),
+            logic.reward_frame(result),
+            logic.candidates_html(result),
+            result.to_dict(),
+            result,
+            gr.Dropdown(choices=ranks, value=ranks[0]),
+            gr.Dropdown(choices=ranks, value=ranks[-1]),
+        )
+
+    @_user_errors
+    def send_to_label(result, rank_a: str, rank_b: str, state: dict):
+        if result is None:
+            raise AppError("Run Best-of-N first, then pick two candidates.")
+        pair = logic.pair_from_candidates(result, int(rank_a), int(rank_b), models.policy.name, rng)
+        state = dict(state or new_label_state())
+        state["last_drawn"] = None
+        return (
+            pair.to_dict(), pair.left, pair.right, pair.prompt, state,
+            "Two Best-of-N candidates are up for a vote (their ranks stay hidden until you vote).",
+            gr.Tabs(selected="label"),
+        )
+
+    # ---- Compare & label ------------------------------------------------------------------------------------------
+    def _draw(state: dict) -> tuple[str, dict]:
+        state = dict(state or new_label_state())
+        if not state["prompts"]:
+            raise AppError("The prompt list is empty: load one, or type a prompt.")
+        prompt = state["prompts"][state["next"] % len(state["prompts"])]
+        state["next"] += 1
+        state["last_drawn"] = prompt
+        return prompt, state
+
+    @_user_errors
+    def draw_prompt(state: dict):
+        prompt, state = _draw(state)
+        return prompt, state
+
+    @_user_errors
+    def load_prompts(file, state: dict):
+        if file is None:
+            raise AppError("Choose a .txt (one prompt per line) or .jsonl (a 'prompt' field per line) file.")
+        path = Path(file if isinstance(file, str) else file.name)
+        loaded = logic.read_prompt_list(path, settings.max_prompt_chars)
+        state = dict(state or new_label_state())
+        state.update(prompts=loaded, next=0, last_drawn=None)
+        return state, f"Loaded {len(loaded)} prompts from {html.escape(path.name)}."
+
+    def _new_pair(prompt: str, mode: str, state: dict, annotator: str, request, after_vote: bool):
+        models.require()
+        state = dict(state or new_label_state())
+        prompt = (prompt or "").strip()
+        from_list = not prompt or (after_vote and prompt == state.get("last_drawn"))
+        session = session_of(request)
+        generation_limit.check(session)
+        if from_list and settings.relabel_fraction > 0 and rng.random() < settings.relabel_fraction:
+            pair = logic.relabel_pair(store.read(), logic.annotator_id(annotator, session, settings.annotator_salt), rng)
+            if pair is not None and isinstance(pair.prompt, str):
+                state["last_drawn"] = pair.prompt
+                return pair.to_dict(), pair.left, pair.right, pair.prompt, state
+        if from_list:
+            prompt, state = _draw(state)
+        prompt = logic.check_prompt(prompt, settings.max_prompt_chars)
+        pair = logic.make_pair(
+            models, prompt, mode, n=settings.n, temperature=settings.temperature, top_p=settings.top_p,
+            max_new_tokens=settings.max_new_tokens, rng=rng,
+        )
+        return pair.to_dict(), pair.left, pair.right, prompt, state
+
+    @_user_errors
+    def new_pair(prompt: str, mode: str, annotator: str, state: dict, request: gr.Request):
+        return _new_pair(prompt, mode, state, annotator, request, after_vote=False)
+
+    @_user_errors
+    def next_pair(prompt: str, mode: str, annotator: str, state: dict, request: gr.Request):
+        return _new_pair(prompt, mode, state, annotator, request, after_vote=True)
+
+    def _vote(side: str, pair_record, strength, rewrite, annotator, state, request):
+        if not pair_record:
+            raise AppError("There is no pair to vote on: press 'New pair' (or vote again once the next pair is shown).")
+        if rewrite:
+            logic.check_length(rewrite, settings.max_answer_chars, "rewritten answer")
+        if annotator and len(annotator) > 64:
+            raise AppError("The annotator name is limited to 64 characters.")
+        session = session_of(request)
+        vote_limit.check(session)
+        pair = Pair.from_dict(pair_record)
+        vote = logic.vote_from_pair(
+            pair, side, strength=strength, rewrite=rewrite,
+            annotator=logic.annotator_id(annotator, session, settings.annotator_salt),
+            session=logic.annotator_id("", session, settings.annotator_salt),
+        )
+        store.append(vote)  # durable (fsynced) before the page says "saved"
+        state = dict(state or new_label_state())
+        state["saved"] = state.get("saved", 0) + 1
+        return None, logic.reveal_markdown(pair, vote, state["saved"]), "", "", STRENGTH_CHOICES[0], "", state
+
+    @_user_errors
+    def vote_left(pair: dict, strength: str, rewrite: str, annotator: str, state: dict, request: gr.Request):
+        return _vote("left", pair, strength, rewrite, annotator, state, request)
+
+    @_user_errors
+    def vote_right(pair: dict, strength: str, rewrite: str, annotator: str, state: dict, request: gr.Request):
+        return _vote("right", pair, strength, rewrite, annotator, state, request)
+
+    @_user_errors
+    def vote_tie(pair: dict, strength: str, rewrite: str, annotator: str, state: dict, request: gr.Request):
+        return _vote("tie", pair, strength, rewrite, annotator, state, request)
+
+    @_user_errors
+    def vote_both_bad(pair: dict, strength: str, rewrite: str, annotator: str, state: dict, request: gr.Request):
+        return _vote("both_bad", pair, strength, rewrite, annotator, state, request)
+
+    # ---- Data -----------------------------------------------------------------------------------------------------
+    @_user_errors
+    def data_summary():
+        result = logic.summary(store.read(), store)
+        return result["markdown"], result["annotators"], result["leaderboard"]
+
+    @_user_errors
+    def export(kind_label: str, file_format: str):
+        kind = EXPORT_KIND_LABELS.get(kind_label, kind_label)
+        if kind not in EXPORT_KINDS:
+            raise AppError(f"Unknown export kind {kind_label!r}.")
+        suffix = ".parquet" if "parquet" in (file_format or "").lower() else ".jsonl"
+        from ..data.export import export_pairs
+
+        rows = votes_to_rows(store.read(), kind=kind)
+        if not rows:
+            raise AppError("No votes make training rows yet (ties alone make no pair). Vote first.")
+        folder = Path(tempfile.mkdtemp(prefix="prefkit-export-"))
+        path = export_pairs(rows, folder / f"prefkit-votes-{kind}-{time.strftime('%Y%m%d-%H%M%S')}{suffix}")
+        return str(path), f"Exported {len(rows)} rows ({kind})."
+
+    @_user_errors
+    def push_export(kind_label: str, repo_id: str):
+        kind = EXPORT_KIND_LABELS.get(kind_label, kind_label)
+        repo_id = (repo_id or "").strip()
+        if not repo_id or "/" not in repo_id:
+            raise AppError("Give the dataset repo as 'user/name'.")
+        if not settings.hub_token:
+            raise AppError("The server has no Hugging Face token: start the app with HF_TOKEN set to push.")
+        from ..data.export import push_dataset_to_hub
+
+        rows = votes_to_rows(store.read(), kind=kind)
+        if not rows:
+            raise AppError("No votes make training rows yet.")
+        info = push_dataset_to_hub(rows, repo_id, token=settings.hub_token, private=True)
+        return f"Pushed {len(rows)} rows to https://huggingface.co/datasets/{html.escape(repo_id)} ({html.escape(str(getattr(info, 'commit_url', '')))})."
+
+    def model_status() -> str:
+        """How far model loading got ("Ready: ..." once done)."""
+        return models.status()
+
+    def poll_status():
+        return models.status(), gr.Timer(active=not (models.ready.is_set() or models.error))
+
+    # ---- Layout ---------------------------------------------------------------------------------------------------
+    with gr.Blocks(title=settings.title) as demo:
+        gr.Markdown(
+            f"# {html.escape(settings.title)}\n"
+            "Sample N answers and let a reward model pick the best; compare two answers and say which is better. "
+            "Every vote is saved at once and can be exported as a DPO or reward-model dataset."
+        )
+        status = gr.Markdown(models.status(), elem_id="prefkit-status")
+        timer = gr.Timer(1.0, active=not models.ready.is_set())
+        bon_state = gr.State(None)
+        pair_state = gr.State(None)
+        label_state = gr.State(new_label_state())
+
+        with gr.Tabs(selected="bon") as tabs:
+            with gr.Tab("Best-of-N", id="bon"):
+                bon_prompt = gr.Textbox(label="Prompt", lines=3, max_length=settings.max_prompt_chars, elem_id="bon-prompt")
+                with gr.Row():
+                    n_slider = gr.Slider(1, settings.max_n, value=settings.n, step=1, label="N (samples)")
+                    temperature = gr.Slider(0.05, 1.5, value=settings.temperature, step=0.05, label="Temperature")
+                    max_tokens = gr.Slider(8, token_cap, value=settings.max_new_tokens, step=8, label="Max new tokens")
+                run = gr.Button("Sample N and rank", variant="primary", elem_id="bon-run")
+                gr.Examples([[p] for p in prompts[:5]], inputs=[bon_prompt], label="Examples")
+                best_box = gr.Textbox(label="Best answer", interactive=False, lines=4, elem_classes="prefkit-best-box", buttons=["copy"])
+                cost = gr.Markdown()
+                with gr.Row():
+                    chart = gr.BarPlot(
+                        x="candidate", y="reward", color="best", sort="-y", label="Reward of each candidate", height=260,
+                        color_map={"best": "#22c55e", "other": "#94a3b8"},
+                    )
+                table = gr.HTML(elem_id="bon-table")
+                with gr.Accordion("Full result (JSON)", open=False):
+                    details = gr.JSON()
+                with gr.Row():
+                    rank_a = gr.Dropdown(choices=[], label="Candidate (rank)", allow_custom_value=True)
+                    rank_b = gr.Dropdown(choices=[], label="against candidate (rank)", allow_custom_value=True)
+                    send = gr.Button("Compare these two in the labeling tab")
+
+            with gr.Tab("Compare & label", id="label"):
+                with gr.Row():
+                    label_prompt = gr.Textbox(label="Prompt (type one, or leave empty to draw from the prompt list)", lines=2, scale=3, elem_id="label-prompt")
+                    with gr.Column(scale=1):
+                        annotator = gr.Textbox(label="Your name or handle (optional; stored as a pseudonym)", max_length=64, elem_id="annotator")
+                        draw = gr.Button("Next prompt from the list")
+                with gr.Accordion("Prompt list", open=False):
+                    prompt_info = gr.Markdown(f"Prompt list: {len(prompts)} prompts.")
+                    prompt_file = gr.File(label="Load a prompt list (.txt: one per line; .jsonl: a 'prompt' field)", file_types=[".txt", ".jsonl", ".json"])
+                with gr.Row():
+                    mode = gr.Radio(
+                        [m for m in modes if m != MODE_TWO_MODELS or models.compare is not None or settings.compare_policy],
+                        value=MODE_BEST_VS_SAMPLE if settings.n >= 2 else MODE_TWO_SAMPLES, label="Pair", scale=3,
+                    )
+                    make = gr.Button("New pair", variant="primary", scale=1, elem_id="new-pair")
+                with gr.Row(equal_height=True):
+                    left = gr.Textbox(label="Response A", interactive=False, lines=8, elem_id="response-left")
+                    right = gr.Textbox(label="Response B", interactive=False, lines=8, elem_id="response-right")
+                with gr.Row():
+                    strength = gr.Radio(STRENGTH_CHOICES, value=STRENGTH_CHOICES[0], label="How much better? (optional)", scale=2)
+                    rewrite = gr.Textbox(label="Write a better answer (optional; it becomes a chosen answer)", lines=2, max_length=settings.max_answer_chars, scale=3)
+                with gr.Row():
+                    left_better = gr.Button("A is better", elem_id="vote-left", variant="secondary")
+                    right_better = gr.Button("B is better", elem_id="vote-right", variant="secondary")
+                    tie = gr.Button("Tie", elem_id="vote-tie")
+                    both_bad = gr.Button("Both bad", elem_id="vote-both-bad")
+                reveal = gr.Markdown(elem_id="vote-reveal")
+
+            with gr.Tab("Data", id="data") as data_tab:
+                refresh = gr.Button("Refresh")
+                summary_md = gr.Markdown()
+                with gr.Row():
+                    leaderboard_df = gr.Dataframe(label="Leaderboard (Bradley-Terry, 95% bootstrap intervals)", interactive=False)
+                    annotators_df = gr.Dataframe(label="Votes per annotator (pseudonyms)", interactive=False)
+                with gr.Row():
+                    export_kind = gr.Radio(list(EXPORT_KIND_LABELS), value=list(EXPORT_KIND_LABELS)[0], label="Export as")
+                    export_format = gr.Radio(["JSONL", "Parquet"], value="JSONL", label="File")
+                with gr.Row():
+                    export_button = gr.Button("Export for download")
+                    export_file = gr.File(label="Dataset", interactive=False, height=120)
+                export_info = gr.Markdown()
+                with gr.Row():
+                    repo = gr.Textbox(label="Push to Hub dataset repo (user/name)", value=(settings.hub_dataset or "") + ("-pairs" if settings.hub_dataset else ""))
+                    push = gr.Button("Push to Hub")
+
+        # ---- Events -----------------------------------------------------------------------------------------------
+        timer.tick(poll_status, outputs=[status, timer], api_name="poll_status", api_visibility="private")
+        demo.load(poll_status, outputs=[status, timer], api_name="poll_status_on_load", api_visibility="private")
+        gr.api(model_status, api_name="status")
+
+        run.click(
+            run_best_of_n, [bon_prompt, n_slider, temperature, max_tokens],
+            [best_box, cost, chart, table, details, bon_state, rank_a, rank_b], api_name="best_of_n",
+        )
+        send.click(
+            send_to_label, [bon_state, rank_a, rank_b, label_state],
+            [pair_state, left, right, label_prompt, label_state, reveal, tabs], api_name="send_to_label",
+        )
+        draw.click(draw_prompt, [label_state], [label_prompt, label_state], api_name="draw_prompt").then(
+            new_pair, [label_prompt, mode, annotator, label_state], [pair_state, left, right, label_prompt, label_state],
+            api_name="pair_after_draw", api_visibility="private",
+        )
+        prompt_file.upload(load_prompts, [prompt_file, label_state], [label_state, prompt_info], api_name="load_prompts")
+        make.click(
+            new_pair, [label_prompt, mode, annotator, label_state], [pair_state, left, right, label_prompt, label_state],
+            api_name="new_pair",
+        )
+        vote_outputs = [pair_state, reveal, left, right, strength, rewrite, label_state]
+        for button, handler in ((left_better, vote_left), (right_better, vote_right), (tie, vote_tie), (both_bad, vote_both_bad)):
+            button.click(
+                handler, [pair_state, strength, rewrite, annotator, label_state], vote_outputs,
+                api_name=handler.__name__, concurrency_limit=None,
+            ).success(
+                next_pair, [label_prompt, mode, annotator, label_state], [pair_state, left, right, label_prompt, label_state],
+                api_name=f"pair_after_{handler.__name__}", api_visibility="private",
+            )
+        refresh.click(data_summary, None, [summary_md, annotators_df, leaderboard_df], api_name="data_summary")
+        data_tab.select(
+            data_summary, None, [summary_md, annotators_df, leaderboard_df], api_name="data_summary_on_select",
+            api_visibility="private",
+        )
+        export_button.click(export, [export_kind, export_format], [export_file, export_info], api_name="export")
+        push.click(push_export, [export_kind, repo], [export_info], api_name="push_export")
+
+    demo.prefkit_models = models  # for launchers and tests
+    demo.prefkit_store = store
+    return demo

@@ -1,0 +1,433 @@
+"""What the app does, without the widgets: sample pairs, turn clicks into votes, render results safely, summarise.
+
+Everything here is plain Python over prefkit's library functions (:func:`prefkit.bon.best_of_n`, the vote store,
+the exporter, the leaderboard), so it is tested directly and the Gradio layer in :mod:`prefkit.app.blocks` stays
+wiring. Nothing here trains a model.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import random
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..bon import BestOfNResult, best_of_n, score_responses
+from ..data.votes import Vote, VoteStore, hash_annotator
+
+MODE_TWO_SAMPLES = "Two samples of the policy"
+MODE_BEST_VS_SAMPLE = "Best-of-N vs one sample"
+MODE_TWO_MODELS = "Policy vs second model"
+
+SIDE_VERDICTS = {"left", "right", "tie", "both_bad"}
+STRENGTH_CHOICES = ["not graded", "slightly", "clearly", "much"]
+
+
+class AppError(ValueError):
+    """A user-facing problem (too long, too fast, nothing to vote on); the message says what to do."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Limits
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """At most ``limit`` events per ``window`` seconds per key (a browser session), thread-safe."""
+
+    def __init__(self, limit: int, window: float = 60.0, what: str = "actions"):
+        self.limit, self.window, self.what = limit, window, what
+        self._events: dict[str, deque] = {}
+        self._lock = threading.Lock()
+
+    def check(self, key: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            events = self._events.setdefault(key, deque())
+            while events and now - events[0] > self.window:
+                events.popleft()
+            if len(events) >= self.limit:
+                wait = self.window - (now - events[0])
+                raise AppError(
+                    f"Too many {self.what}: at most {self.limit} per {self.window:.0f} s per session. "
+                    f"Try again in {wait:.0f} s."
+                )
+            events.append(now)
+
+
+def check_length(text: str, limit: int, what: str) -> str:
+    if len(text) > limit:
+        raise AppError(f"The {what} is {len(text)} characters; the limit is {limit}. Shorten it.")
+    return text
+
+
+def check_prompt(prompt: str | None, limit: int) -> str:
+    prompt = (prompt or "").strip()
+    if not prompt:
+        raise AppError("Type a prompt first (or load a prompt list and draw one).")
+    return check_length(prompt, limit, "prompt")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Prompt lists
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def read_prompt_list(path: str | Path, limit_chars: int | None = None) -> list[str]:
+    """Prompts from a ``.txt`` file (one per line) or a ``.jsonl`` / ``.json`` file (a ``prompt`` field per record).
+
+    Blank lines are skipped; a prompt over ``limit_chars`` or a record without a prompt is an error naming the line.
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    prompts: list[str] = []
+    if path.suffix.lower() in (".jsonl", ".json"):
+        lines = text.splitlines() if path.suffix.lower() == ".jsonl" else None
+        records = [json.loads(line) for line in lines if line.strip()] if lines is not None else json.loads(text)
+        for number, record in enumerate(records, start=1):
+            prompt = record.get("prompt") if isinstance(record, dict) else record
+            if isinstance(prompt, list):  # conversational: the last user turn is the prompt shown
+                prompt = next((m.get("content") for m in reversed(prompt) if m.get("role") == "user"), None)
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise AppError(f"{path.name}, record {number}: no 'prompt' text.")
+            prompts.append(prompt.strip())
+    else:
+        prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise AppError(f"{path.name} holds no prompts.")
+    if limit_chars is not None:
+        for number, prompt in enumerate(prompts, start=1):
+            if len(prompt) > limit_chars:
+                raise AppError(f"{path.name}, prompt {number} is {len(prompt)} characters; the limit is {limit_chars}.")
+    return prompts
+
+
+def bundled_prompts() -> list[str]:
+    """The default prompt list: the 20 requests of the test split (``split == "test"``) of prefkit's bundled
+    preference set (synthetic, CC0-1.0; see ``prefkit/data/bundled/README.md``)."""
+    from ..data import bundled_preferences_path
+
+    prompts: list[str] = []
+    with open(bundled_preferences_path(), encoding="utf-8") as file:
+        for line in file:
+            record = json.loads(line)
+            if record.get("split") == "test" and record["prompt"] not in prompts:
+                prompts.append(record["prompt"])
+    return prompts
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Pairs
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Pair:
+    """Two responses to one prompt waiting for a vote; ``shown_left`` hides which source is on which side."""
+
+    prompt: str
+    response_a: str
+    response_b: str
+    source_a: str
+    source_b: str
+    shown_left: str
+    reward_a: float | None = None
+    reward_b: float | None = None
+    generation: dict[str, Any] = field(default_factory=dict)
+    pair_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def left(self) -> str:
+        return self.response_a if self.shown_left == "a" else self.response_b
+
+    @property
+    def right(self) -> str:
+        return self.response_b if self.shown_left == "a" else self.response_a
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> Pair:
+        return cls(**record)
+
+
+def _settings_of(result: BestOfNResult) -> dict[str, Any]:
+    return {k: v for k, v in result.generation.items() if k in ("n", "temperature", "top_p", "max_new_tokens")}
+
+
+def make_pair(
+    models,
+    prompt: str,
+    mode: str,
+    *,
+    n: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    rng: random.Random | None = None,
+) -> Pair:
+    """Sample two responses to ``prompt`` the way ``mode`` says, score them, and hide their order at random.
+
+    - :data:`MODE_TWO_SAMPLES`: two samples of the policy (one batched call).
+    - :data:`MODE_BEST_VS_SAMPLE`: the best of ``n`` samples against an independent single sample, all ``n + 1``
+      drawn in one batched call (the last one is the single sample).
+    - :data:`MODE_TWO_MODELS`: one sample of the policy against one of the second model.
+    """
+    rng = rng or random.Random()
+    policy = models.policy
+    common = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, progress=False)
+    with models.generate_lock:
+        if mode == MODE_TWO_SAMPLES:
+            result = best_of_n(policy.model, policy.tokenizer, models.reward, [prompt], n=2, **common)[0]
+            first, second = result.candidates
+            fields = dict(
+                response_a=first.text, response_b=second.text, source_a=policy.name, source_b=policy.name,
+                reward_a=first.reward, reward_b=second.reward, generation={**_settings_of(result), "mode": "two_samples"},
+            )
+        elif mode == MODE_BEST_VS_SAMPLE:
+            if n < 2:
+                raise AppError("Best-of-N vs one sample needs N >= 2.")
+            result = best_of_n(policy.model, policy.tokenizer, models.reward, [prompt], n=n + 1, **common)[0]
+            pool, single = result.candidates[:n], result.candidates[n]
+            best = max(pool, key=lambda candidate: candidate.reward)  # first of equals: sampling order
+            fields = dict(
+                response_a=best.text, response_b=single.text, source_a=f"{policy.name} best-of-{n}", source_b=policy.name,
+                reward_a=best.reward, reward_b=single.reward,
+                generation={**_settings_of(result), "n": n, "mode": "best_vs_sample"},
+            )
+        elif mode == MODE_TWO_MODELS:
+            if models.compare is None:
+                raise AppError("No second model is configured: start the app with --compare_policy to compare two models.")
+            mine = best_of_n(policy.model, policy.tokenizer, models.reward, [prompt], n=1, **common)[0]
+            other = models.compare
+            theirs = best_of_n(other.model, other.tokenizer, models.reward, [prompt], n=1, **common)[0]
+            fields = dict(
+                response_a=mine.best.text, response_b=theirs.best.text, source_a=policy.name, source_b=other.name,
+                reward_a=mine.best.reward, reward_b=theirs.best.reward,
+                generation={**_settings_of(mine), "n": 1, "mode": "two_models"},
+            )
+        else:
+            raise AppError(f"Unknown pair mode {mode!r}; choose one of: {MODE_TWO_SAMPLES}, {MODE_BEST_VS_SAMPLE}, {MODE_TWO_MODELS}.")
+    return Pair(prompt=prompt, shown_left=rng.choice("ab"), **fields)
+
+
+def pair_from_candidates(result: BestOfNResult, rank_a: int, rank_b: int, policy_name: str, rng: random.Random | None = None) -> Pair:
+    """Two candidates of a Best-of-N result, picked by rank, as a pair to label."""
+    rng = rng or random.Random()
+    by_rank = {candidate.rank: candidate for candidate in result.candidates}
+    if rank_a == rank_b:
+        raise AppError("Pick two different candidates to compare.")
+    if rank_a not in by_rank or rank_b not in by_rank:
+        raise AppError(f"Ranks must be between 1 and {result.n}.")
+    a, b = by_rank[rank_a], by_rank[rank_b]
+    return Pair(
+        prompt=result.prompt if isinstance(result.prompt, str) else json.dumps(result.prompt),
+        response_a=a.text, response_b=b.text, source_a=policy_name, source_b=policy_name, shown_left=rng.choice("ab"),
+        reward_a=a.reward, reward_b=b.reward,
+        generation={**_settings_of(result), "mode": "best_of_n_tab", "rank_a": rank_a, "rank_b": rank_b},
+    )
+
+
+def relabel_pair(votes: Sequence[Vote], annotator: str, rng: random.Random | None = None) -> Pair | None:
+    """A pair someone else already voted on, re-shown (in a fresh random order) so agreement can be measured.
+
+    Items this annotator already voted on, and items already labeled twice, are not offered again.
+    """
+    rng = rng or random.Random()
+    voters: dict[str, set[str]] = {}
+    first_vote: dict[str, Vote] = {}
+    for vote in votes:
+        voters.setdefault(vote.item_id, set()).add(vote.annotator)
+        first_vote.setdefault(vote.item_id, vote)
+    candidates = [first_vote[item] for item, who in voters.items() if annotator not in who and len(who) < 2]
+    if not candidates:
+        return None
+    vote = rng.choice(candidates)
+    return Pair(
+        prompt=vote.prompt, response_a=vote.response_a, response_b=vote.response_b, source_a=vote.source_a,
+        source_b=vote.source_b, shown_left=rng.choice("ab"), reward_a=vote.reward_a, reward_b=vote.reward_b,
+        generation={**vote.generation, "relabel_of": vote.vote_id},
+    )
+
+
+def vote_from_pair(
+    pair: Pair,
+    side: str,
+    *,
+    strength: str | None,
+    rewrite: str | None,
+    annotator: str,
+    session: str | None,
+) -> Vote:
+    """Turn a click (``side`` = "left" / "right" / "tie" / "both_bad") on the shown pair into a :class:`Vote`."""
+    if side not in SIDE_VERDICTS:
+        raise AppError(f"Unknown vote {side!r}.")
+    if side == "left":
+        verdict = pair.shown_left
+    elif side == "right":
+        verdict = "b" if pair.shown_left == "a" else "a"
+    else:
+        verdict = side
+    if strength in (None, "", STRENGTH_CHOICES[0]) or verdict not in ("a", "b"):
+        strength = None
+    return Vote.new(
+        prompt=pair.prompt, response_a=pair.response_a, response_b=pair.response_b, verdict=verdict,
+        source_a=pair.source_a, source_b=pair.source_b, shown_left=pair.shown_left, strength=strength,
+        rewrite=(rewrite or "").strip() or None, annotator=annotator, session=session, generation=pair.generation,
+        reward_a=pair.reward_a, reward_b=pair.reward_b, pair_id=pair.pair_id,
+    )
+
+
+def annotator_id(name: str | None, session: str | None, salt: str) -> str:
+    """A pseudonym: from the name typed (stable across sessions), else from the browser session."""
+    name = (name or "").strip()
+    if name:
+        return hash_annotator(name, salt)
+    return hash_annotator(f"session:{session or 'unknown'}", salt)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Rendering (every model output is escaped: a generated answer can never inject HTML or script)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def escape(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def candidates_html(result: BestOfNResult) -> str:
+    """The ranked candidates as an HTML table, every text escaped, the best row highlighted."""
+    rows = []
+    for candidate in result.ranked:
+        best = candidate.rank == 1
+        status = "finished" if candidate.finished else "cut at max tokens"
+        rows.append(
+            f'<tr class="{"prefkit-best" if best else ""}">'
+            f"<td>{candidate.rank}{' ★' if best else ''}</td>"
+            f"<td>{candidate.reward:.4f}</td>"
+            f"<td>{candidate.num_tokens} ({status})</td>"
+            f'<td class="prefkit-text">{escape(candidate.text)}</td></tr>'
+        )
+    return (
+        '<table class="prefkit-candidates"><thead><tr><th>rank</th><th>reward</th><th>tokens</th><th>answer</th></tr>'
+        "</thead><tbody>" + "".join(rows) + "</tbody></table>"
+    )
+
+
+def cost_markdown(result: BestOfNResult) -> str:
+    total = result.generate_seconds + result.score_seconds
+    duplicates = f" {result.duplicates} duplicate candidate(s): the KL bound is loose." if result.duplicates else ""
+    return (
+        f"**Cost:** {result.tokens_generated} tokens generated for {result.n} candidates; "
+        f"{result.generate_seconds:.2f} s generating + {result.score_seconds:.2f} s scoring = {total:.2f} s.  \n"
+        f"**KL to the base policy:** at most log N − (N−1)/N = **{result.kl_to_base:.3f} nats** (N = {result.n}).  \n"
+        f"**Gain over one sample:** best reward {result.best.reward:.4f} vs mean {result.mean_reward:.4f}.{duplicates}"
+    )
+
+
+def reward_frame(result: BestOfNResult):
+    """A table for the bar chart: one row per candidate, in rank order."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "candidate": [f"#{c.rank}" for c in result.ranked],
+            "reward": [c.reward for c in result.ranked],
+            "best": ["best" if c.rank == 1 else "other" for c in result.ranked],
+        }
+    )
+
+
+def reveal_markdown(pair: Pair, vote: Vote, saved_count: int) -> str:
+    """What the annotator learns after voting: which source was on which side (escaped), and that the vote is safe."""
+    left_source = pair.source_a if pair.shown_left == "a" else pair.source_b
+    right_source = pair.source_b if pair.shown_left == "a" else pair.source_a
+    verdict = {
+        "left": "left was better", "right": "right was better", "tie": "a tie", "both_bad": "both bad"
+    }[_side_of(pair, vote)]
+    strength = f" ({vote.strength})" if vote.strength else ""
+    rewards = ""
+    if pair.reward_a is not None and pair.reward_b is not None:
+        left_reward = pair.reward_a if pair.shown_left == "a" else pair.reward_b
+        right_reward = pair.reward_b if pair.shown_left == "a" else pair.reward_a
+        rewards = f" Reward model: left {left_reward:.3f}, right {right_reward:.3f}."
+    rewrite = " Your rewrite was saved as a new chosen answer." if vote.rewrite else ""
+    return (
+        f"**Vote saved** ({saved_count} this session, id `{vote.vote_id[:8]}`): {verdict}{strength}.  \n"
+        f"**Left** was *{escape(left_source)}*, **right** was *{escape(right_source)}*.{rewards}{rewrite}"
+    )
+
+
+def _side_of(pair: Pair, vote: Vote) -> str:
+    if vote.verdict in ("tie", "both_bad"):
+        return vote.verdict
+    return "left" if vote.verdict == pair.shown_left else "right"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Data tab
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def summary(votes: Sequence[Vote], store: VoteStore | None = None, bootstrap_rounds: int = 200) -> dict[str, Any]:
+    """Counts, per-annotator counts, agreement on double-labeled items, reward-model agreement, leaderboard."""
+    import pandas as pd
+
+    from ..data.leaderboard import battles_from_votes, leaderboard
+    from ..data.votes import double_labeled, vote_counts
+
+    counts = vote_counts(votes)
+    by_verdict = counts["by_verdict"]
+    lines = [
+        f"**{counts['votes']} votes** on {counts['items']} distinct pairs: "
+        f"{by_verdict['a'] + by_verdict['b']} preferences, {by_verdict['tie']} ties, {by_verdict['both_bad']} both bad; "
+        f"{counts['rewrites']} rewrites; {len(counts['by_annotator'])} annotators."
+    ]
+    pairs = double_labeled(votes)
+    if pairs:
+        from ..data.judges import agreement
+
+        result = agreement([first for first, _ in pairs], [second for _, second in pairs])
+        kappa = "n/a" if math.isnan(result.kappa) else f"{result.kappa:.2f}"
+        lines.append(f"**Agreement** on {result.n} pairs labeled by two annotators: raw {result.raw:.0%}, Cohen's κ {kappa}.")
+    else:
+        lines.append("**Agreement:** no pair has been labeled by two annotators yet.")
+    with_rewards = [v for v in votes if v.winner and v.reward_a is not None and v.reward_b is not None and v.reward_a != v.reward_b]
+    if with_rewards:
+        agree = sum((v.reward_a > v.reward_b) == (v.winner == "a") for v in with_rewards)
+        lines.append(
+            f"**Reward model vs people:** the reward model prefers the voted winner in {agree} of {len(with_rewards)} "
+            f"decisive votes ({agree / len(with_rewards):.0%})."
+        )
+    if store is not None:
+        lines.append(f"**Sync:** {store.sync_status()}")
+    annotators = pd.DataFrame(
+        {"annotator": list(counts["by_annotator"]), "votes": list(counts["by_annotator"].values())}
+    )
+    rows = leaderboard(battles_from_votes(votes), bootstrap_rounds=bootstrap_rounds)
+    board = pd.DataFrame(
+        [
+            {
+                "rank": k,
+                "model": row.model,
+                "rating": round(row.rating, 1),
+                "95% interval": f"{row.ci_low:.0f} – {row.ci_high:.0f}",
+                "battles": row.battles,
+                "wins": row.wins,
+                "losses": row.losses,
+                "ties": row.ties,
+            }
+            for k, row in enumerate(rows, start=1)
+        ],
+        columns=["rank", "model", "rating", "95% interval", "battles", "wins", "losses", "ties"],
+    )
+    return {"markdown": "\n\n".join(lines), "annotators": annotators, "leaderboard": board, "counts": counts}

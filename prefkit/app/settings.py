@@ -1,0 +1,160 @@
+"""Everything the app can be configured with, from flags or environment variables (the way a Space is configured).
+
+Environment variables (flags of ``python app.py`` / ``prefkit app`` override them):
+
+=========================== ============================================================ =============================
+variable                    meaning                                                      default
+=========================== ============================================================ =============================
+``PREFKIT_POLICY``          policy to sample from (Hub id or folder)                     SmolLM2-135M-Instruct
+``PREFKIT_REWARD_MODEL``    reward model folder / Hub id, or ``demo``                    ``demo`` (trained on first use)
+``PREFKIT_REWARD_FUNCTION`` ``module:function`` reward instead of a model                unset
+``PREFKIT_COMPARE_POLICY``  a second model for "two models" pairs                        unset
+``PREFKIT_N``               default N of the Best-of-N tab                               4
+``PREFKIT_MAX_N``           largest N the slider offers                                  16
+``PREFKIT_TEMPERATURE``     default sampling temperature                                 0.8
+``PREFKIT_TOP_P``           nucleus sampling threshold                                   0.95
+``PREFKIT_MAX_NEW_TOKENS``  longest answer, in tokens                                    128
+``PREFKIT_DATA_DIR``        where votes and exports go                                   ``/data/prefkit`` on a Space
+                                                                                         with persistent storage, else
+                                                                                         ``./prefkit-data``
+``PREFKIT_PROMPTS_FILE``    prompt list for the labeling tab (.txt or .jsonl)            bundled demo prompts
+``PREFKIT_HUB_DATASET``     Hub dataset repo the votes sync to                           unset (no sync)
+``HF_TOKEN``                token for the sync and pushes (never shown or logged)        unset
+``PREFKIT_SYNC_MINUTES``    minutes between sync commits                                 5
+``PREFKIT_RELABEL_FRACTION`` share of pairs re-shown to another annotator (agreement)    0.1
+``PREFKIT_GENERATIONS_PER_MINUTE`` / ``PREFKIT_VOTES_PER_MINUTE`` per-session rate limits 12 / 30
+``PREFKIT_MAX_PROMPT_CHARS`` / ``PREFKIT_MAX_ANSWER_CHARS`` length caps                  2000 / 4000
+``PREFKIT_ANNOTATOR_SALT``  salt of the annotator pseudonyms                             ``prefkit``
+``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` host and port                            127.0.0.1 (0.0.0.0 on a
+                                                                                         Space) / 7860
+=========================== ============================================================ =============================
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from ..models import DEFAULT_POLICY
+
+
+def default_data_dir() -> str:
+    """``/data/prefkit`` when ``/data`` exists and is writable (a Space's persistent storage), else ``./prefkit-data``."""
+    if os.path.isdir("/data") and os.access("/data", os.W_OK):
+        return "/data/prefkit"
+    return "prefkit-data"
+
+
+def on_space() -> bool:
+    return bool(os.environ.get("SPACE_ID"))
+
+
+@dataclass
+class AppSettings:
+    """The app's configuration. ``hub_token`` is kept out of ``repr`` so it never lands in a log."""
+
+    policy: str = DEFAULT_POLICY
+    reward_model: str = "demo"
+    reward_function: str | None = None
+    compare_policy: str | None = None
+    n: int = 4
+    max_n: int = 16
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_new_tokens: int = 128
+    data_dir: str = field(default_factory=default_data_dir)
+    prompts_file: str | None = None
+    hub_dataset: str | None = None
+    hub_token: str | None = field(default=None, repr=False)
+    sync_minutes: float = 5.0
+    relabel_fraction: float = 0.1
+    generations_per_minute: int = 12
+    votes_per_minute: int = 30
+    max_prompt_chars: int = 2000
+    max_answer_chars: int = 4000
+    annotator_salt: str = "prefkit"
+    host: str | None = None
+    port: int | None = None
+    device: str = "auto"
+    title: str = "prefkit: Best-of-N and preference labeling"
+
+    _ENV = {
+        "policy": "PREFKIT_POLICY",
+        "reward_model": "PREFKIT_REWARD_MODEL",
+        "reward_function": "PREFKIT_REWARD_FUNCTION",
+        "compare_policy": "PREFKIT_COMPARE_POLICY",
+        "n": "PREFKIT_N",
+        "max_n": "PREFKIT_MAX_N",
+        "temperature": "PREFKIT_TEMPERATURE",
+        "top_p": "PREFKIT_TOP_P",
+        "max_new_tokens": "PREFKIT_MAX_NEW_TOKENS",
+        "data_dir": "PREFKIT_DATA_DIR",
+        "prompts_file": "PREFKIT_PROMPTS_FILE",
+        "hub_dataset": "PREFKIT_HUB_DATASET",
+        "hub_token": "HF_TOKEN",
+        "sync_minutes": "PREFKIT_SYNC_MINUTES",
+        "relabel_fraction": "PREFKIT_RELABEL_FRACTION",
+        "generations_per_minute": "PREFKIT_GENERATIONS_PER_MINUTE",
+        "votes_per_minute": "PREFKIT_VOTES_PER_MINUTE",
+        "max_prompt_chars": "PREFKIT_MAX_PROMPT_CHARS",
+        "max_answer_chars": "PREFKIT_MAX_ANSWER_CHARS",
+        "annotator_salt": "PREFKIT_ANNOTATOR_SALT",
+        "host": "GRADIO_SERVER_NAME",
+        "port": "GRADIO_SERVER_PORT",
+        "device": "PREFKIT_DEVICE",
+    }
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> AppSettings:
+        """Settings from environment variables, then ``overrides`` (flags) on top; values are checked."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        types = {f.name: f.type for f in fields(cls)}
+        for name, variable in cls._ENV.items():
+            raw = environ.get(variable)
+            if raw is None or raw == "":
+                continue
+            kind = types[name]
+            try:
+                if "int" in kind and "float" not in kind:
+                    values[name] = int(raw)
+                elif "float" in kind:
+                    values[name] = float(raw)
+                else:
+                    values[name] = raw
+            except ValueError:
+                raise ValueError(f"Environment variable {variable}={raw!r} is not a valid {kind}.") from None
+        if "hub_token" not in values and environ.get("HUGGING_FACE_HUB_TOKEN"):
+            values["hub_token"] = environ["HUGGING_FACE_HUB_TOKEN"]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        problems = []
+        if not 1 <= self.n <= self.max_n:
+            problems.append(f"n={self.n} must be between 1 and max_n={self.max_n}")
+        if not self.temperature > 0:
+            problems.append(f"temperature={self.temperature} must be > 0")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"top_p={self.top_p} must be in (0, 1]")
+        if self.max_new_tokens < 1:
+            problems.append(f"max_new_tokens={self.max_new_tokens} must be >= 1")
+        if not 0 <= self.relabel_fraction <= 1:
+            problems.append(f"relabel_fraction={self.relabel_fraction} must be in [0, 1]")
+        if self.generations_per_minute < 1 or self.votes_per_minute < 1:
+            problems.append("rate limits must be >= 1 per minute")
+        if self.prompts_file and not Path(self.prompts_file).is_file():
+            problems.append(f"prompts_file={self.prompts_file!r} does not exist")
+        if problems:
+            raise ValueError("Invalid app settings: " + "; ".join(problems) + ".")
+
+    @property
+    def server_name(self) -> str:
+        return self.host or ("0.0.0.0" if on_space() else "127.0.0.1")
+
+    @property
+    def server_port(self) -> int:
+        return int(self.port or 7860)

@@ -1,0 +1,496 @@
+"""The vote store: every human preference vote, durable the moment the UI says "saved".
+
+A vote is one JSON line (:class:`Vote`, schema version :data:`SCHEMA_VERSION`) appended to a file that belongs to
+one process (``<folder>/votes/votes-<host>-<pid>-<time>-<random>.jsonl``), under a lock, written with a single
+``os.write`` and ``fsync``-ed before :meth:`VoteStore.append` returns. Files are never rewritten, so a crash can at
+worst tear the last line of one file; :func:`read_votes` skips such a line with a warning and keeps everything
+before it. Several processes (or Space restarts) write side by side without coordination.
+
+When a Hub dataset repo and a token are configured, :class:`HubSync` (a ``huggingface_hub.CommitScheduler``)
+uploads the changed vote files every few minutes in one commit: never one commit per vote, and no commit when
+nothing changed. The scheduler's lock is the store's lock, so an upload never sees half a line.
+
+    store = VoteStore("prefkit-data", hub_repo="me/my-votes", token=os.environ["HF_TOKEN"])
+    store.append(Vote.new(prompt=..., response_a=..., response_b=..., verdict="a", strength="clearly", ...))
+    votes = store.read()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+VERDICTS = ("a", "b", "tie", "both_bad")
+STRENGTHS = ("slightly", "clearly", "much")
+SIDES = ("a", "b")
+VOTES_SUBFOLDER = "votes"
+
+
+class VoteError(ValueError):
+    """A vote that cannot be stored as given (the message says which field and what is allowed)."""
+
+
+def hash_annotator(name: str, salt: str = "prefkit") -> str:
+    """A stable pseudonym for an annotator (names and logins never reach the vote files)."""
+    digest = hashlib.sha256(f"{salt}\x00{name.strip().lower()}".encode()).hexdigest()
+    return f"ann-{digest[:16]}"
+
+
+def item_id(prompt: Any, response_a: str, response_b: str) -> str:
+    """The same prompt with the same two responses, in either order, is the same item (to measure agreement)."""
+    first, second = sorted([response_a, response_b])
+    payload = json.dumps([prompt, first, second], ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class Vote:
+    """One pairwise judgement, as stored.
+
+    ``response_a`` / ``response_b`` are the two responses in a fixed (canonical) order; ``shown_left`` says which of
+    them the annotator saw on the left, and ``verdict`` is about A and B, not left and right. ``strength`` grades a
+    win ("slightly" / "clearly" / "much" better, or None when not given). ``rewrite`` is an answer the annotator wrote
+    and prefers to both. ``reward_a`` / ``reward_b`` are the reward model's scores when known.
+    """
+
+    prompt: Any
+    response_a: str
+    response_b: str
+    verdict: str
+    source_a: str = ""
+    source_b: str = ""
+    shown_left: str = "a"
+    strength: str | None = None
+    rewrite: str | None = None
+    annotator: str = "anonymous"
+    session: str | None = None
+    generation: dict[str, Any] = field(default_factory=dict)
+    reward_a: float | None = None
+    reward_b: float | None = None
+    pair_id: str = ""
+    vote_id: str = ""
+    item_id: str = ""
+    created_at: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def new(cls, **fields: Any) -> Vote:
+        """A vote with fresh ids and timestamp, checked (:class:`VoteError` names the bad field)."""
+        vote = cls(**fields)
+        vote.vote_id = vote.vote_id or uuid.uuid4().hex
+        vote.pair_id = vote.pair_id or uuid.uuid4().hex
+        vote.item_id = vote.item_id or item_id(vote.prompt, vote.response_a, vote.response_b)
+        vote.created_at = vote.created_at or _now()
+        vote.check()
+        return vote
+
+    def check(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise VoteError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}.")
+        if self.strength is not None and self.strength not in STRENGTHS:
+            raise VoteError(f"strength must be one of {STRENGTHS} or None, got {self.strength!r}.")
+        if self.strength is not None and self.verdict not in SIDES:
+            raise VoteError(f"strength grades a win; a {self.verdict!r} verdict takes no strength.")
+        if self.shown_left not in SIDES:
+            raise VoteError(f"shown_left must be 'a' or 'b', got {self.shown_left!r}.")
+        for name in ("response_a", "response_b"):
+            if not isinstance(getattr(self, name), str):
+                raise VoteError(f"{name} must be a string.")
+        if not (isinstance(self.prompt, str) and self.prompt.strip()) and not isinstance(self.prompt, list):
+            raise VoteError("prompt must be a non-empty string or a list of messages.")
+        if self.rewrite is not None and not self.rewrite.strip():
+            self.rewrite = None
+
+    @property
+    def winner(self) -> str | None:
+        """``"a"`` or ``"b"`` when one response won, else None."""
+        return self.verdict if self.verdict in SIDES else None
+
+    def source_of(self, side: str) -> str:
+        return self.source_a if side == "a" else self.source_b
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> Vote:
+        known = {name: record[name] for name in cls.__dataclass_fields__ if name in record}
+        return cls(**known)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class TornLineWarning(UserWarning):
+    """A line of a vote file is not a complete vote (usually the last line of a file whose writer was killed)."""
+
+
+def vote_files(folder: str | os.PathLike) -> list[Path]:
+    """Every vote file under ``folder`` (the data folder or its ``votes/`` subfolder), oldest name first."""
+    folder = Path(folder)
+    root = folder / VOTES_SUBFOLDER if (folder / VOTES_SUBFOLDER).is_dir() else folder
+    return sorted(root.glob("votes-*.jsonl"))
+
+
+def read_vote_file(path: str | os.PathLike) -> list[Vote]:
+    """The votes of one file; a torn or malformed line is skipped with a :class:`TornLineWarning`."""
+    votes = []
+    with open(path, "rb") as file:
+        data = file.read()
+    lines = data.split(b"\n")
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        last = number == len(lines)  # no newline after it: the write was cut short
+        try:
+            record = json.loads(raw.decode("utf-8"))
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+            vote = Vote.from_dict(record)
+            vote.check()
+        except (ValueError, TypeError, UnicodeDecodeError) as error:
+            reason = "torn last line (the writer stopped mid-write)" if last else f"malformed line ({error})"
+            warnings.warn(f"{path}, line {number}: {reason}; skipped.", TornLineWarning, stacklevel=2)
+            continue
+        if vote.schema_version > SCHEMA_VERSION:
+            warnings.warn(
+                f"{path}, line {number}: vote schema {vote.schema_version} is newer than this prefkit reads "
+                f"({SCHEMA_VERSION}); upgrade prefkit. Skipped.",
+                TornLineWarning,
+                stacklevel=2,
+            )
+            continue
+        votes.append(vote)
+    return votes
+
+
+def read_votes(folder: str | os.PathLike) -> list[Vote]:
+    """All votes under ``folder`` in time order, each once (a vote id seen twice is kept once)."""
+    seen: set[str] = set()
+    votes = []
+    for path in vote_files(folder):
+        for vote in read_vote_file(path):
+            if vote.vote_id in seen:
+                continue
+            seen.add(vote.vote_id)
+            votes.append(vote)
+    votes.sort(key=lambda vote: vote.created_at)
+    return votes
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class VoteStore:
+    """Append-only, crash-safe vote storage in ``folder/votes/``, with optional scheduled sync to a Hub dataset.
+
+    Args:
+        folder: the data folder (created if needed).
+        hub_repo: a Hub dataset repo id to sync to (needs ``token`` or a logged-in machine).
+        token: Hugging Face token for the sync; kept in memory only, never written or logged.
+        every_minutes: how often the scheduler commits changed files.
+        private: create the dataset repo private when it does not exist.
+        hf_api: the ``HfApi`` client to use (tests pass a stand-in).
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        *,
+        hub_repo: str | None = None,
+        token: str | None = None,
+        every_minutes: float = 5,
+        private: bool = True,
+        hf_api=None,
+    ):
+        self.folder = Path(folder)
+        self.votes_folder = self.folder / VOTES_SUBFOLDER
+        self.votes_folder.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())[:40] or "host"
+        self.path = self.votes_folder / f"votes-{host}-{os.getpid()}-{stamp}-{uuid.uuid4().hex[:6]}.jsonl"
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+        self._appended = 0
+        self.sync: HubSync | None = None
+        if hub_repo:
+            self.sync = HubSync.start(self.votes_folder, hub_repo, token=token, every_minutes=every_minutes, private=private, hf_api=hf_api)
+            if self.sync is not None and self.sync.scheduler is not None:
+                self._lock = self.sync.scheduler.lock  # an upload never sees half a line
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            # Make the new file's directory entry durable too.
+            directory = os.open(self.votes_folder, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        return self._fd
+
+    def append(self, vote: Vote | dict[str, Any]) -> Vote:
+        """Store one vote durably; when this returns, the vote survives a crash of this process."""
+        if isinstance(vote, dict):
+            vote = Vote.new(**vote)
+        vote.check()
+        line = (json.dumps(vote.to_dict(), ensure_ascii=False) + "\n").encode("utf-8")
+        with self._lock:
+            fd = self._open()
+            try:
+                view = memoryview(line)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            except OSError:
+                # Disk full or similar: this file may now end in half a line. Start a fresh file for the next vote so
+                # that the fragment stays a torn last line (skipped on reading) instead of swallowing the next vote.
+                self._rotate()
+                raise
+            self._appended += 1
+        return vote
+
+    def _rotate(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        self.path = self.path.with_name(f"{self.path.stem.rsplit('-', 1)[0]}-{uuid.uuid4().hex[:6]}.jsonl")
+
+    @property
+    def appended(self) -> int:
+        """Votes appended by this process."""
+        return self._appended
+
+    def read(self) -> list[Vote]:
+        """Every vote in the folder, from every process that wrote there."""
+        return read_votes(self.votes_folder)
+
+    def sync_status(self) -> str:
+        if self.sync is None:
+            return "Hub sync off (set a dataset repo and a token to turn it on)."
+        return self.sync.status()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Hub sync
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class HubSync:
+    """A ``CommitScheduler`` over the votes folder that remembers how its last upload went."""
+
+    def __init__(self, scheduler=None, repo_id: str = "", error: str | None = None):
+        self.scheduler = scheduler
+        self.repo_id = repo_id
+        self.error = error
+        self.last_commit_time: float | None = None
+        self.last_commit_url: str | None = None
+        self.last_attempt_time: float | None = None
+        self.commits = 0
+
+    @classmethod
+    def start(cls, folder: Path, repo_id: str, *, token=None, every_minutes=5, private=True, hf_api=None) -> HubSync:
+        from huggingface_hub import CommitScheduler
+
+        sync = cls(repo_id=repo_id)
+
+        class _Scheduler(CommitScheduler):
+            def push_to_hub(self):  # runs on the scheduler's worker thread
+                sync.last_attempt_time = time.time()
+                try:
+                    info = super().push_to_hub()
+                except Exception as error:  # keep the message, never the token
+                    sync.error = _redact(f"{type(error).__name__}: {error}", token)
+                    raise
+                sync.error = None
+                if info is not None:
+                    sync.commits += 1
+                    sync.last_commit_time = time.time()
+                    sync.last_commit_url = getattr(info, "commit_url", None)
+                return info
+
+        try:
+            sync.scheduler = _Scheduler(
+                repo_id=repo_id,
+                folder_path=folder,
+                every=every_minutes,
+                path_in_repo=VOTES_SUBFOLDER,
+                repo_type="dataset",
+                private=private,
+                token=token,
+                allow_patterns=["votes-*.jsonl"],
+                hf_api=hf_api,
+            )
+        except Exception as error:  # offline, bad token, no permission: keep collecting locally
+            sync.error = _redact(f"could not start: {type(error).__name__}: {error}", token)
+            logger.warning("Hub sync to %s is off: %s", repo_id, sync.error)
+        return sync
+
+    def trigger(self):
+        """Upload now (returns a future); the scheduler also does this on its own every few minutes."""
+        if self.scheduler is None:
+            raise RuntimeError(f"Hub sync to {self.repo_id} is not running: {self.error}")
+        return self.scheduler.trigger()
+
+    def status(self) -> str:
+        if self.scheduler is None:
+            return f"Hub sync to {self.repo_id} is off: {self.error}"
+        if self.error:
+            return f"Hub sync to {self.repo_id}: last upload failed ({self.error}); votes are safe locally, retrying."
+        if self.last_commit_time is None:
+            if self.last_attempt_time is None:
+                return f"Hub sync to {self.repo_id}: waiting for the first scheduled upload."
+            return f"Hub sync to {self.repo_id}: up to date (nothing new to upload)."
+        when = time.strftime("%H:%M:%S UTC", time.gmtime(self.last_commit_time))
+        return f"Hub sync to {self.repo_id}: last upload at {when} ({self.commits} commit(s) this run)."
+
+    def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
+
+
+def _redact(message: str, token: str | None) -> str:
+    return message.replace(token, "***") if token else message
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Summaries
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def vote_counts(votes: Iterable[Vote]) -> dict[str, Any]:
+    """Totals: votes, per verdict, per annotator, rewrites."""
+    votes = list(votes)
+    by_verdict = {verdict: 0 for verdict in VERDICTS}
+    by_annotator: dict[str, int] = {}
+    for vote in votes:
+        by_verdict[vote.verdict] = by_verdict.get(vote.verdict, 0) + 1
+        by_annotator[vote.annotator] = by_annotator.get(vote.annotator, 0) + 1
+    return {
+        "votes": len(votes),
+        "by_verdict": by_verdict,
+        "by_annotator": dict(sorted(by_annotator.items(), key=lambda item: -item[1])),
+        "rewrites": sum(vote.rewrite is not None for vote in votes),
+        "items": len({vote.item_id for vote in votes}),
+    }
+
+
+def oriented_verdict(vote: Vote) -> str:
+    """The verdict relative to the item's sorted response order, so two votes on the same item compare."""
+    first, _ = sorted([vote.response_a, vote.response_b])
+    if vote.verdict not in SIDES or first == vote.response_a:
+        return vote.verdict
+    return "b" if vote.verdict == "a" else "a"
+
+
+def double_labeled(votes: Iterable[Vote]) -> list[tuple[str, str]]:
+    """Pairs of verdicts (oriented to the item) from the first two different annotators of every item labeled twice."""
+    first_votes: dict[str, dict[str, str]] = {}
+    for vote in votes:
+        by_annotator = first_votes.setdefault(vote.item_id, {})
+        if vote.annotator not in by_annotator and len(by_annotator) < 2:
+            by_annotator[vote.annotator] = oriented_verdict(vote)
+    return [tuple(verdicts.values()) for verdicts in first_votes.values() if len(verdicts) == 2]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Votes as labels and training rows (through the data exporter)
+# --------------------------------------------------------------------------------------------------------------------
+
+_GRADED = {"slightly": "{side} slightly better", "clearly": "{side} better", "much": "{side} much better"}
+#: The label a rewrite gets against each of the two original responses ("clearly better").
+REWRITE_LABEL = "A better"
+
+
+def vote_label(vote: Vote) -> str:
+    """The vote as a label of :data:`prefkit.data.scales.DEFAULT_SCALE`: a win without a strength is binary ("A" /
+    "B", no margin); "slightly" / "clearly" / "much" are "A slightly better" / "A better" / "A much better"."""
+    from .scales import BOTH_BAD, TIE
+
+    if vote.verdict == "tie":
+        return TIE
+    if vote.verdict == "both_bad":
+        return BOTH_BAD
+    side = vote.verdict.upper()
+    return side if vote.strength is None else _GRADED[vote.strength].format(side=side)
+
+
+def votes_to_label_records(votes: Iterable[Vote], rewrites: bool = True) -> list[dict[str, Any]]:
+    """Labeled records (``prompt``, ``response_a``, ``response_b``, ``label`` + ids) for
+    :func:`prefkit.data.labels.labels_to_pairs`.
+
+    A rewrite makes new pairs: the rewrite (as response A) is "clearly better" (:data:`REWRITE_LABEL`) than each
+    original response it differs from, whatever the verdict on the originals was.
+    """
+    records = []
+    for vote in votes:
+        common = {"vote_id": vote.vote_id, "annotator": vote.annotator}
+        records.append(
+            {"prompt": vote.prompt, "response_a": vote.response_a, "response_b": vote.response_b, "label": vote_label(vote),
+             "source": "vote", **common}
+        )
+        if rewrites and vote.rewrite:
+            for original in (vote.response_a, vote.response_b):
+                if original.strip() != vote.rewrite.strip():
+                    records.append(
+                        {"prompt": vote.prompt, "response_a": vote.rewrite, "response_b": original,
+                         "label": REWRITE_LABEL, "source": "rewrite", **common}
+                    )
+    return records
+
+
+EXPORT_KINDS = ("dpo", "reward", "kto")
+
+
+def votes_to_rows(votes: Iterable[Vote], kind: str = "dpo", rewrites: bool = True) -> list[dict[str, Any]]:
+    """TRL training rows from votes, through the data exporter's label conversion.
+
+    ``kind``: ``"dpo"`` (``prompt`` / ``chosen`` / ``rejected``, plus ``margin`` when any vote was graded),
+    ``"reward"`` (the same pairs, always with ``margin``: 0 for an ungraded win, which is "no margin" to the
+    Bradley-Terry loss) or ``"kto"`` (unpaired ``prompt`` / ``completion`` / ``label``; "both bad" gives two
+    undesirable rows). Ties make no pair.
+    """
+    from .labels import labels_to_pairs, labels_to_unpaired
+
+    if kind not in EXPORT_KINDS:
+        raise ValueError(f"kind must be one of {EXPORT_KINDS}, got {kind!r}.")
+    records = votes_to_label_records(votes, rewrites=rewrites)
+    if kind == "kto":
+        return labels_to_unpaired(records, keep_columns=("vote_id",))
+    rows = labels_to_pairs(records, keep_columns=("vote_id",))
+    if kind == "reward":
+        for row in rows:
+            row.setdefault("margin", 0.0)
+    return rows
