@@ -26,15 +26,30 @@ _LAZY = {
     "RewardConfig": "prefkit.trainers.reward",
     "RewardTrainer": "prefkit.trainers.reward",
     "RewardModel": "prefkit.reward_model",
+    "load_demo_reward_model": "prefkit.reward_model",
+    "evaluate_reward_model": "prefkit.evaluation",
     "PPOConfig": "prefkit.trainers.ppo",
     "PPOTrainer": "prefkit.trainers.ppo",
     # best-of-n
     "best_of_n": "prefkit.bon",
     "BestOfNResult": "prefkit.bon",
+    "Candidate": "prefkit.bon",
     # data
     "PreferenceDataError": "prefkit.data.validation",
     "validate_preference_dataset": "prefkit.data.validation",
     "load_dataset_any": "prefkit.data.io",
+    "GradedScale": "prefkit.data.scales",
+    "labels_to_pairs": "prefkit.data.labels",
+    "pointwise_to_pairs": "prefkit.data.labels",
+    "generate_pairs": "prefkit.data.generation",
+    "rewrite_pairs": "prefkit.data.generation",
+    "LLMJudge": "prefkit.data.judges",
+    "BleuJudge": "prefkit.data.judges",
+    "RougeJudge": "prefkit.data.judges",
+    "RewardModelJudge": "prefkit.data.judges",
+    "export_pairs": "prefkit.data.export",
+    "push_dataset_to_hub": "prefkit.data.export",
+    "VoteStore": "prefkit.data.votes",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -54,11 +69,18 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .bon import BestOfNResult, best_of_n
+    from .bon import BestOfNResult, Candidate, best_of_n
+    from .data.export import export_pairs, push_dataset_to_hub
+    from .data.generation import generate_pairs, rewrite_pairs
+    from .data.judges import BleuJudge, LLMJudge, RewardModelJudge, RougeJudge
+    from .data.labels import labels_to_pairs, pointwise_to_pairs
+    from .data.scales import GradedScale
+    from .data.votes import VoteStore
+    from .evaluation import evaluate_reward_model
     from .data.io import load_dataset_any
     from .data.validation import PreferenceDataError, validate_preference_dataset
     from .models import DEFAULT_ENCODER, DEFAULT_POLICY, load_model, load_tokenizer, resolve_model_path
-    from .reward_model import RewardModel
+    from .reward_model import RewardModel, load_demo_reward_model
     from .trainers.dpo import DPOConfig, DPOTrainer, ImplicitReward
     from .trainers.ppo import PPOConfig, PPOTrainer
     from .trainers.reward import RewardConfig, RewardTrainer
