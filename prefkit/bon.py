@@ -594,8 +594,6 @@ def load_reward(
         return reward
     if not reward_model:
         raise ValueError("No reward given: pass a reward model, 'demo', a reward function or an implicit reward model.")
-    from .reward_model import RewardModel, load_demo_reward_model
+    from .reward_model import load_reward_model
 
-    if reward_model == "demo":
-        return load_demo_reward_model(train_if_missing=True, progress=progress, device=str(device))
-    return RewardModel.from_pretrained(reward_model, device=device)
+    return load_reward_model(reward_model, progress=progress, device=str(device))

@@ -523,6 +523,25 @@ def load_demo_reward_model(
     return RewardModel.from_pretrained(target, device=device)
 
 
+DEMO_NAME = "demo"
+
+
+def load_reward_model(
+    name_or_path: str | os.PathLike,
+    *,
+    train_demo_if_missing: bool = True,
+    progress: Callable[[float, str], None] | None = None,
+    device: str | None = None,
+    **kwargs: Any,
+) -> RewardModel:
+    """What every command's ``--reward_model`` means: a folder (full model or LoRA adapter) or Hub id loaded with
+    :meth:`RewardModel.from_pretrained` (``kwargs`` go there), or ``"demo"`` for prefkit's demo reward model
+    (trained first when missing and ``train_demo_if_missing``)."""
+    if os.fspath(name_or_path) == DEMO_NAME:
+        return load_demo_reward_model(train_if_missing=train_demo_if_missing, progress=progress, device=device)
+    return RewardModel.from_pretrained(name_or_path, device=device, **kwargs)
+
+
 def build_demo_reward_model(
     output_dir: str | os.PathLike | None = None,
     *,

@@ -187,41 +187,44 @@ def test_label_with_the_tiny_llm_judge_reports_unparseable_answers(tmp_path, tin
 
 
 def test_label_with_a_reward_model_loads_it_with_reward_model_from_pretrained(tmp_path, monkeypatch):
-    import prefkit
+    from prefkit import reward_model as reward_model_module
 
     class FakeRewardModel:
         loaded = []
 
         @classmethod
-        def from_pretrained(cls, path):
+        def from_pretrained(cls, path, **kwargs):
             cls.loaded.append(path)
             return cls()
 
         def score(self, prompts, responses):
             return [float(len(r)) for r in responses]
 
-    monkeypatch.setitem(
-        prefkit.__dict__, "RewardModel", FakeRewardModel
-    )  # what `from prefkit import RewardModel` finds
+    monkeypatch.setattr(reward_model_module, "RewardModel", FakeRewardModel)  # the Hub/disk boundary
     output = tmp_path / "labeled.jsonl"
     pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
-    assert (
-        prefkit.cli.main(
-            [
-                "label",
-                "--input",
-                str(pairs),
-                "--output",
-                str(output),
-                "--judge",
-                "reward",
-                "--reward_model",
-                "my/reward",
-            ]
-        )
-        == 0
-    )
+    command = ["label", "--input", str(pairs), "--output", str(output), "--judge", "reward", "--reward_model", "my/reward"]
+    assert prefkit(command) == 0
     assert FakeRewardModel.loaded == ["my/reward"]
+    assert [r["label"] for r in read_jsonl(output)] == ["A", "B", "A", "B"]
+
+
+def test_label_with_the_demo_reward_model_name_uses_the_demo_loader(tmp_path, monkeypatch):
+    from prefkit import reward_model as reward_model_module
+
+    class LengthReward:
+        def score(self, prompts, responses):
+            return [float(len(r)) for r in responses]
+
+    calls = []
+    monkeypatch.setattr(
+        reward_model_module, "load_demo_reward_model", lambda **kwargs: calls.append(kwargs) or LengthReward()
+    )
+    output = tmp_path / "labeled.jsonl"
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    command = ["label", "--input", str(pairs), "--output", str(output), "--judge", "reward", "--reward_model", "demo"]
+    assert prefkit(command) == 0
+    assert len(calls) == 1
     assert [r["label"] for r in read_jsonl(output)] == ["A", "B", "A", "B"]
 
 

@@ -91,12 +91,12 @@ def build_judge(args: LabelArguments):
     if args.judge == "reward":
         if not args.reward_model:
             raise SystemExit(
-                "error: --judge reward needs --reward_model PATH_OR_ID (a model trained with prefkit reward)."
+                "error: --judge reward needs --reward_model PATH_OR_ID (a model trained with prefkit reward, or 'demo')."
             )
-        from .. import RewardModel
+        from ..reward_model import load_reward_model
 
         return judges.RewardModelJudge(
-            RewardModel.from_pretrained(args.reward_model), batch_size=args.batch_size, tie_threshold=args.tie_threshold
+            load_reward_model(args.reward_model), batch_size=args.batch_size, tie_threshold=args.tie_threshold
         )
     if args.base_url:
         if not args.api_model:

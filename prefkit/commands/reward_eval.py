@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     from ..data.io import load_dataset_any
     from ..data.validation import validate_preference_dataset
     from ..evaluation import evaluate_reward_model, format_summary, write_reward_evaluation
-    from ..reward_model import RewardModel, load_demo_reward_model
+    from ..reward_model import load_reward_model
 
     # Data first: a bad file is reported before minutes of model loading.
     pairs = load_dataset_any(args.dataset_name, split=args.dataset_split, config=args.dataset_config)
@@ -60,15 +60,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         pairs = pairs.select(range(min(args.max_pairs, len(pairs))))
     validate_preference_dataset(pairs, args.dataset_name)
 
-    if args.model == "demo":
-        reward_model = load_demo_reward_model(train_if_missing=False)
-    else:
-        reward_model = RewardModel.from_pretrained(
-            args.model,
-            trust_remote_code=args.trust_remote_code,
-            quantization=args.quantization,
-            base_model=args.base_model,
-        )
+    reward_model = load_reward_model(
+        args.model,
+        train_demo_if_missing=False,  # evaluating a model trained just now for the occasion would say little
+        trust_remote_code=args.trust_remote_code,
+        quantization=args.quantization,
+        base_model=args.base_model,
+    )
     result = evaluate_reward_model(reward_model, pairs, batch_size=args.batch_size, max_length=args.max_length)
     json_path, png_path = write_reward_evaluation(
         result, args.output_dir, title=f"{os.path.basename(os.path.normpath(args.model))} on {args.dataset_name}"
