@@ -50,10 +50,18 @@ def test_missing_dataset_flag_is_a_clear_error(tiny_model_dir, tmp_path):
         cli_main(["dpo", "--model_name_or_path", tiny_model_dir, "--output_dir", str(tmp_path), "--bf16", "false"])
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_two_process_ddp_run_of_the_script_shows_both_ranks(tiny_model_dir, pairs_file, tmp_path):
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
         os.path.join(REPO, "scripts", "dpo.py"),
         "--model_name_or_path", tiny_model_dir, "--dataset_name", pairs_file, "--output_dir", str(tmp_path / "ddp"),
         "--max_steps", "2", "--per_device_train_batch_size", "2", "--use_peft", "--report_to", "none",

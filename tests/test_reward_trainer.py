@@ -234,10 +234,11 @@ def test_margin_missing_on_some_rows_is_reported_with_row_numbers(tmp_path):
         RewardTrainer(str(tmp_path / "no-such-model"), args=config(tmp_path), train_dataset=Dataset.from_list(rows))
 
 
-def test_trl_config_is_refused_with_the_prefkit_class_to_use(tiny_model_dir, tmp_path):
-    with pytest.raises(TypeError, match="prefkit.RewardConfig"):
-        RewardTrainer(tiny_model_dir, args=config(tmp_path, cls=trl.RewardConfig),
-                      train_dataset=Dataset.from_list(separable_preference_rows(4)))
+def test_a_plain_trl_config_is_accepted_as_full_fine_tuning(tiny_model_dir, tmp_path):
+    trainer = RewardTrainer(tiny_model_dir, args=config(tmp_path, cls=trl.RewardConfig),
+                            train_dataset=Dataset.from_list(separable_preference_rows(4)))
+    assert not hasattr(trainer.model, "peft_config")  # TRL's default: all weights train
+    assert trainer.model.config.pad_token_id == trainer.processing_class.pad_token_id
 
 
 def test_quantization_of_an_already_loaded_model_is_refused(tiny_model_dir, tmp_path):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..models import DEFAULT_POLICY, Task, load_model, lora_config
+from ..models import DEFAULT_POLICY, Task, is_quantized, load_model, lora_config, model_id
 
 
 @dataclass
@@ -111,3 +112,52 @@ def default_bf16() -> bool:
     import torch
 
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def default_output_dir(model: Any, method: str) -> str:
+    """``<model name>-<method>``, TRL's default output folder for a trainer built without ``args``."""
+    name = model if isinstance(model, str) else model_id(model)
+    return f"{str(name).rstrip('/').split('/')[-1]}-{method}"
+
+
+def resolve_model_argument(
+    model: Any,
+    args: Any,
+    *,
+    task: Task = "causal-lm",
+    quantization_config: Any = None,
+    processing_class: Any = None,
+):
+    """The start of every prefkit trainer, after its data has been validated.
+
+    A name (or path) is loaded as ``args`` says (quantization, dtype; the seed is set first because new heads and
+    adapters are initialised randomly) and its tokenizer becomes the processing class unless one was given. A model
+    object is used as is; asking to quantize it is an error, since quantization happens at load time.
+
+    Returns ``(model, processing_class)``.
+    """
+    model = DEFAULT_POLICY if model is None else model
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)
+    if isinstance(model, str):
+        from transformers import set_seed
+
+        set_seed(args.seed)
+        model, tokenizer = load_model_for_training(model, args, task=task, quantization_config=quantization_config)
+        # Consumed by the load above; TRL would otherwise warn that they are ignored.
+        args.model_init_kwargs = None
+        return model, processing_class if processing_class is not None else tokenizer
+    if quantization_config is not None or qlora_settings(args).quantization is not None:
+        raise ValueError(
+            "Quantization only applies when the model is given by name; this model is already loaded. Pass its name, "
+            f"or load it with prefkit.load_model(name, task={task!r}, quantization='4bit') first."
+        )
+    return model, processing_class
+
+
+def default_peft_config(model: Any, args: Any, task: Task = "causal-lm"):
+    """The LoRA config ``args`` asks for, for a model that has no adapter yet. A quantized base always gets one:
+    quantized weights cannot be trained (QLoRA trains an adapter on top)."""
+    if hasattr(model, "peft_config"):
+        return None
+    return qlora_settings(args).make_peft_config(task, force=is_quantized(model))

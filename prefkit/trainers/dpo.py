@@ -25,10 +25,10 @@ import trl
 
 from ..data.validation import validate_preference_dataset
 from ..hub import ModelCardMixin
-from ..models import is_quantized
+from ..models import DEFAULT_POLICY
 from ..logprobs import Prompt, completion_logps
 from ..losses import implicit_reward
-from .common import QLoRAArguments, default_bf16, load_model_for_training, qlora_settings
+from .common import QLoRAArguments, default_bf16, default_output_dir, default_peft_config, resolve_model_argument
 
 
 @dataclass
@@ -156,15 +156,8 @@ class DPOTrainer(ModelCardMixin, trl.DPOTrainer):
         quantization_config=None,
         peft_config=None,
     ):
-        from ..models import DEFAULT_POLICY
-
-        model = DEFAULT_POLICY if model is None else model
-        if isinstance(model, os.PathLike):
-            model = os.fspath(model)
         if args is None:
-            name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model")
-            args = DPOConfig(output_dir=f"{str(name).rstrip('/').split('/')[-1]}-DPO")
-        qlora = qlora_settings(args)  # a plain trl.DPOConfig means: no quantization, no LoRA (TRL's defaults)
+            args = DPOConfig(output_dir=default_output_dir(DEFAULT_POLICY if model is None else model, "DPO"))
         # Fail on bad data before spending minutes loading a model.
         if train_dataset is None:
             raise ValueError("train_dataset is required.")
@@ -175,24 +168,13 @@ class DPOTrainer(ModelCardMixin, trl.DPOTrainer):
         elif eval_dataset is not None:
             _validate_unless_tokenized(eval_dataset, "eval_dataset")
 
-        if isinstance(model, str):
-            from transformers import set_seed
-
-            set_seed(args.seed)
-            model, tokenizer = load_model_for_training(model, args, quantization_config=quantization_config)
-            quantization_config = None  # applied above
-            processing_class = processing_class if processing_class is not None else tokenizer
-            # Consumed by the load above; TRL would otherwise warn that they are ignored. A full fine-tuning
-            # reference is still built like the policy (TRL copies the policy's dtype and attention kernel).
-            args.model_init_kwargs = None
-        elif qlora.quantization is not None:
-            raise ValueError(
-                "args.quantization only applies when the model is given by name; this model is already loaded. "
-                "Load it with prefkit.load_model(name, quantization=...) or pass its name."
-            )
-        if peft_config is None and not hasattr(model, "peft_config"):
-            # Quantized weights cannot be trained, so a quantized base always gets an adapter (QLoRA).
-            peft_config = qlora.make_peft_config("causal-lm", force=is_quantized(model))
+        # A plain trl.DPOConfig works too: it means no quantization and no LoRA, TRL's defaults.
+        model, processing_class = resolve_model_argument(
+            model, args, quantization_config=quantization_config, processing_class=processing_class
+        )
+        quantization_config = None  # applied at load time above
+        if peft_config is None:
+            peft_config = default_peft_config(model, args, "causal-lm")
 
         super().__init__(
             model=model,

@@ -44,7 +44,13 @@ from ..data.validation import PreferenceDataError, RowProblem, validate_preferen
 from ..hub import ModelCardMixin
 from ..losses import bradley_terry_loss
 from ..reward_model import RewardModel, _no_cpu_weight_packing, encode_reward_input, model_max_length
-from .common import QLoRAArguments, default_bf16, load_model_for_training
+from .common import (
+    QLoRAArguments,
+    default_bf16,
+    default_output_dir,
+    default_peft_config,
+    resolve_model_argument,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -115,17 +121,8 @@ class RewardTrainer(ModelCardMixin, trl.RewardTrainer):
     ):
         from ..models import DEFAULT_POLICY, ensure_pad_token, load_tokenizer, model_id
 
-        model = DEFAULT_POLICY if model is None else model
-        if isinstance(model, os.PathLike):
-            model = os.fspath(model)
         if args is None:
-            name = model if isinstance(model, str) else model_id(model)
-            args = RewardConfig(output_dir=f"{str(name).rstrip('/').split('/')[-1]}-Reward")
-        if not isinstance(args, RewardConfig):
-            raise TypeError(
-                f"args is a {type(args).__module__}.{type(args).__name__}; pass prefkit.RewardConfig (a drop-in "
-                "subclass of trl.RewardConfig that adds the quantization and LoRA fields)."
-            )
+            args = RewardConfig(output_dir=default_output_dir(DEFAULT_POLICY if model is None else model, "Reward"))
         # Fail on bad data before spending minutes loading a model.
         if train_dataset is None:
             raise ValueError("train_dataset is required.")
@@ -135,28 +132,23 @@ class RewardTrainer(ModelCardMixin, trl.RewardTrainer):
         # Kept untokenized for the evaluation at the end (scored through RewardModel, like any user would).
         self._evaluation_pairs = eval_dataset
 
-        if isinstance(model, str):
-            if quantization_config is not None:
-                raise ValueError("Set args.quantization ('4bit' or '8bit') instead of passing quantization_config.")
-            from transformers import set_seed
-
-            set_seed(args.seed)  # the scoring head is initialised randomly
-            model, tokenizer = load_model_for_training(model, args, task="sequence-classification")
-            processing_class = processing_class if processing_class is not None else tokenizer
-            args.model_init_kwargs = None  # consumed by the load above
-        elif args.quantization is not None:
-            raise ValueError(
-                "args.quantization only applies when the model is given by name; this model is already loaded. "
-                "Load it with prefkit.load_model(name, task='sequence-classification', quantization=...) or pass its name."
-            )
+        # A plain trl.RewardConfig works too: it means no quantization and no LoRA, TRL's defaults.
+        model, processing_class = resolve_model_argument(
+            model,
+            args,
+            task="sequence-classification",
+            quantization_config=quantization_config,
+            processing_class=processing_class,
+        )
+        quantization_config = None  # applied at load time above
         if processing_class is None:
             processing_class = load_tokenizer(model_id(model), trust_remote_code=args.trust_remote_code)
         # A missing or mismatched pad id makes the model read a pad position instead of the last real token: every
         # batched score is then wrong and accuracy stalls at 50%. Set it, and mirror it onto the model's config.
         ensure_pad_token(processing_class, model.get_base_model() if hasattr(model, "get_base_model") else model)
 
-        if peft_config is None and not hasattr(model, "peft_config"):
-            peft_config = args.make_peft_config("sequence-classification")
+        if peft_config is None:
+            peft_config = default_peft_config(model, args, "sequence-classification")
         if peft_config is not None:
             _save_head_with_adapter(peft_config, model)
         # Over-long pairs would overflow an encoder's position embeddings (512 for BERT): cap the filter there.
@@ -248,7 +240,7 @@ class RewardTrainer(ModelCardMixin, trl.RewardTrainer):
 
     def train(self, *args, **kwargs):
         output = super().train(*args, **kwargs)
-        if self.args.final_evaluation and self._evaluation_pairs is not None:
+        if getattr(self.args, "final_evaluation", True) and self._evaluation_pairs is not None:
             self.write_reward_evaluation()
         return output
 
