@@ -1,6 +1,7 @@
 """The DPO entry point: `prefkit dpo`, a YAML config with flag overrides, and a real two-process DDP run."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -67,9 +68,16 @@ def test_two_process_ddp_run_of_the_script_shows_both_ranks(tiny_model_dir, pair
         "--max_steps", "2", "--per_device_train_batch_size", "2", "--use_peft", "--report_to", "none",
         "--save_strategy", "no", "--logging_steps", "1", "--bf16", "false",
     ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-3000:]
+    # Own process group, so a timeout takes the ranks down with the launcher instead of leaving them behind.
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               cwd=REPO, start_new_session=True)
+    try:
+        log, _ = process.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        log, _ = process.communicate()
+        pytest.fail(f"the two-process run did not finish in 10 minutes:\n{log[-3000:]}")
+    assert process.returncode == 0, log[-3000:]
     assert "rank 0 of world size 2" in log
     assert "rank 1 of world size 2" in log
     assert (tmp_path / "ddp" / "adapter_model.safetensors").exists()
