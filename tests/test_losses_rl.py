@@ -217,6 +217,11 @@ def test_k2_penalty_gradient_is_the_gradient_of_kl_policy_to_ref():
     torch.testing.assert_close(_penalty_gradient("k2"), expected, atol=5e-3, rtol=0)
 
 
+def test_k1_penalty_is_rejected_because_its_expected_gradient_is_zero():
+    with pytest.raises(ValueError, match="zero"):
+        _penalty_gradient("k1", num_samples=10)
+
+
 def test_kl_penalty_loss_is_minus_ratio_advantage_plus_beta_k3():
     old_logprobs = torch.tensor([[-1.0, -2.0]])
     logprobs = torch.tensor([[-0.8, -2.5]])
