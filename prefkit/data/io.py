@@ -3,8 +3,16 @@ JSONL / JSON / Parquet / CSV file."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from .validation import PreferenceDataError, RowProblem
+
+logger = logging.getLogger(__name__)
 
 _BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
 
@@ -53,26 +61,99 @@ def load_dataset_any(
 
 
 def _check_json_lines(path: Path) -> None:
-    """Name the first line of a JSONL file that is not JSON (``datasets`` reports only a byte offset)."""
-    import json
-
+    """Name every line of a JSONL file that is not a JSON object (``datasets`` reports only a byte offset)."""
     if path.suffix.lower() != ".jsonl":
         return
+    problems = [problem for _, _, _, problem in _scan_jsonl(path) if problem is not None]
+    if problems:
+        raise PreferenceDataError(
+            str(path), problems, hint="Fix or remove those lines; a file cut off mid-write usually has a torn last line."
+        )
+
+
+def _scan_jsonl(path: Path) -> Iterator[tuple[int, int, Any, RowProblem | None]]:
+    """``(row index, line number, value, problem)`` for each non-blank line, streamed; ``problem`` is None if good."""
+    row = 0
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
+            problem, value = None, None
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as error:
-                raise ValueError(
-                    f"{path}, line {number}: not valid UTF-8 ({error.reason} at byte {error.start}). "
-                    "Re-save the file as UTF-8."
-                ) from None
-            try:
-                json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(
-                    f"{path}, line {number}: not a JSON object ({error.msg} at column {error.colno}). "
-                    "Fix or remove that line; a file cut off mid-write usually has a torn last line."
-                ) from None
+                problem = RowProblem(
+                    row, None, f"is not valid UTF-8 ({error.reason} at byte {error.start}); re-save the file as UTF-8",
+                    line=number,
+                )
+            else:
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as error:
+                    torn = " (the line looks cut off)" if not raw.endswith(b"\n") or error.pos >= len(line.rstrip()) else ""
+                    problem = RowProblem(
+                        row, None, f"is not valid JSON: {error.msg} at column {error.colno}{torn}", line=number
+                    )
+                else:
+                    if not isinstance(value, dict):
+                        problem = RowProblem(
+                            row, None, f"is a JSON {type(value).__name__}, not an object with named columns", line=number
+                        )
+            yield row, number, value, problem
+            row += 1
+
+
+def iter_jsonl(path: str | os.PathLike, *, drop_invalid: bool = False, problems: list | None = None) -> Iterator[dict]:
+    """Stream the objects of a JSONL file, one line at a time (memory stays flat for any file size).
+
+    Bad lines (not UTF-8, not JSON, torn, not an object) raise :class:`PreferenceDataError` naming every one of
+    them once the file is read, or are skipped with ``drop_invalid`` (appended to ``problems`` when given). A
+    UTF-8 byte-order mark and blank lines are fine.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file.")
+    found: list[RowProblem] = []
+    for _, _, value, problem in _scan_jsonl(path):
+        if problem is None:
+            yield value
+        else:
+            found.append(problem)
+    if problems is not None:
+        problems += found
+    if found and not drop_invalid:
+        raise PreferenceDataError(
+            str(path), found, hint="Fix or remove those lines, or pass drop_invalid=True (--drop_invalid) to skip them."
+        )
+    if found:
+        logger.warning("%s: skipped %d bad lines (first: %s)", path, len(found), found[0])
+
+
+def read_jsonl(path: str | os.PathLike, *, drop_invalid: bool = False) -> list[dict]:
+    """All objects of a JSONL file; see :func:`iter_jsonl` for how bad lines are reported."""
+    return list(iter_jsonl(path, drop_invalid=drop_invalid))
+
+
+def load_records(
+    name_or_path: str | os.PathLike,
+    *,
+    split: str = "train",
+    config: str | None = None,
+    streaming: bool = True,
+    drop_invalid: bool = False,
+) -> Iterator[dict]:
+    """Rows as dicts from a JSONL file (read line by line), a ``.txt`` file (one prompt per line, as
+    ``{"prompt": line}``), or anything :func:`load_dataset_any` reads (streamed by default)."""
+    path = Path(os.fspath(name_or_path))
+    if path.is_file() and path.suffix.lower() == ".jsonl":
+        yield from iter_jsonl(path, drop_invalid=drop_invalid)
+        return
+    if path.is_file() and path.suffix.lower() == ".txt":
+        with open(path, encoding="utf-8-sig") as f:
+            for line in f:
+                if line.strip():
+                    yield {"prompt": line.rstrip("\n")}
+        return
+    dataset = load_dataset_any(name_or_path, split=split, config=config, streaming=streaming)
+    for row in dataset:
+        yield dict(row)

@@ -1,0 +1,126 @@
+"""Export labels to a TRL dataset: a JSONL or Parquet file, and/or a Hub dataset repository with a card.
+
+    prefkit export --input labeled.jsonl --output pairs.jsonl                     # pairwise, margins from the scale
+    prefkit export --input labeled.jsonl --output kto.parquet --format unpaired   # KTO rows
+    prefkit export --input scores.jsonl --output pairs.jsonl --pointwise_mode all_pairs
+    prefkit export --input labeled.jsonl --push_to_hub me/my-prefs --license cc-by-4.0
+
+The input is what ``prefkit label`` (or the labeling app) writes: ``prompt``, ``response_a``, ``response_b``,
+``label``. Pointwise rows (``completion`` + ``score`` / boolean ``label``) and ready TRL pairs are read too. Rows whose
+label is missing (an unreadable judge answer) or whose ``confidence`` is below ``--min_confidence`` are left out with a
+count. A JSONL export that is interrupted resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ExportArguments:
+    input: str = field(metadata={"help": "Labeled pairs, pointwise rows or TRL pairs: .jsonl/.parquet/.csv file or dataset."})
+    output: str | None = field(default=None, metadata={"help": "Where to write: a .jsonl or .parquet file."})
+    push_to_hub: str | None = field(default=None, metadata={"help": "Also upload to this Hub dataset repo (user/name), with a dataset card."})
+    format: str = field(default="pairs", metadata={"help": "'pairs' (prompt/chosen/rejected[/margin]) or 'unpaired' (KTO: prompt/completion/label).", "choices": ["pairs", "unpaired"]})
+    scale: str = field(default="7-point", metadata={"help": "Label scale: 7-point, 5-point, 3-point, or a JSON file {\"labels\": [...], \"margins\": [...]}."})
+    pointwise_mode: str = field(default="best_vs_worst", metadata={"help": "Pointwise input: pairs per prompt.", "choices": ["best_vs_worst", "all_pairs"]})
+    both_bad: bool = field(default=True, metadata={"help": "--format unpaired: 'both bad' labels give two undesirable rows."})
+    min_confidence: float = field(default=0.0, metadata={"help": "Leave out judge labels whose confidence is below this."})
+    keep_columns: list[str] = field(default_factory=lambda: ["id"], metadata={"help": "Extra columns to carry into the export."})
+    split: str = field(default="train", metadata={"help": "Split to read when --input is a dataset; also the split name on the Hub."})
+    drop_invalid: bool = field(default=False, metadata={"help": "Skip bad rows (reported with a count) instead of stopping."})
+    private: bool | None = field(default=None, metadata={"help": "--push_to_hub: create the repo private."})
+    license: str | None = field(default=None, metadata={"help": "--push_to_hub: licence for the dataset card, e.g. cc-by-4.0."})
+    description: str | None = field(default=None, metadata={"help": "--push_to_hub: a paragraph for the dataset card."})
+
+
+def make_parser(prog: str | None = None):
+    from trl import TrlParser
+
+    return TrlParser((ExportArguments,), prog=prog)
+
+
+def load_scale(spec: str):
+    """``7-point`` / ``5-point`` / ``3-point`` or a JSON file with ``labels`` (and optional ``margins``)."""
+    import json
+    from pathlib import Path
+
+    from ..data.scales import GradedScale
+
+    named = {"7-point": GradedScale.seven_point, "5-point": GradedScale.five_point, "3-point": GradedScale.three_point}
+    if spec in named:
+        return named[spec]()
+    path = Path(spec)
+    if not path.is_file():
+        raise SystemExit(f"error: --scale {spec!r} is neither one of {sorted(named)} nor a JSON file.")
+    return GradedScale.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def build_rows(records: list[dict], args: ExportArguments, scale) -> tuple[list[dict], str]:
+    """TRL rows from whatever the input holds, and a sentence saying what was left out."""
+    from ..data.labels import labels_to_pairs, labels_to_unpaired, pointwise_to_pairs
+    from ..data.validation import detect_format, validate_dataset
+
+    columns = list(dict.fromkeys(k for r in records[:1000] for k in r))
+    kind = detect_format(columns)
+    errors = "drop" if args.drop_invalid else "raise"
+    keep = tuple(args.keep_columns)
+    if kind == "labeled":
+        def confident(record: dict) -> bool:  # rows without a confidence (people's labels) always pass
+            return record.get("confidence") is None or record["confidence"] >= args.min_confidence
+
+        unlabeled = [r for r in records if r.get("label") is None]
+        unsure = [r for r in records if r.get("label") is not None and not confident(r)]
+        usable = [r for r in records if r.get("label") is not None and confident(r)]
+        note = f"{len(unlabeled)} rows without a label and {len(unsure)} below --min_confidence left out"
+        if args.format == "unpaired":
+            return labels_to_unpaired(usable, scale, both_bad=args.both_bad, keep_columns=keep, errors=errors), note
+        return labels_to_pairs(usable, scale, keep_columns=keep, errors=errors), note
+    if kind == "pointwise":
+        if args.format == "unpaired":
+            report = validate_dataset(records, args.input, format="pointwise", drop_invalid=args.drop_invalid)
+            rows = list(report.dataset)
+            if any(not isinstance(r.get("label"), bool) for r in rows):
+                raise SystemExit("error: --format unpaired needs boolean 'label' columns; numeric scores pair up with --format pairs.")
+            return [{k: r[k] for k in ("prompt", "completion", "label", *keep) if k in r} for r in rows], f"{report.num_dropped} bad rows dropped"
+        return pointwise_to_pairs(records, args.pointwise_mode, keep_columns=keep, errors=errors), "pointwise rows paired within each prompt"
+    if kind == "preference":
+        report = validate_dataset(records, args.input, format="preference", drop_invalid=args.drop_invalid)
+        trl = ("prompt", "chosen", "rejected", "margin")
+        return [{k: r[k] for k in (*trl, *keep) if k in r} for r in report.dataset], f"{report.num_dropped} bad rows dropped"
+    validate_dataset(records, args.input)  # raises with the list of known formats and rename hints
+    raise AssertionError("unreachable")
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    (args,) = make_parser(prog).parse_args_and_config(args=argv)
+    from ._data import data_errors
+
+    return data_errors(_run)(args)
+
+
+def _run(args: ExportArguments) -> int:
+    from ..data.export import export_pairs, push_dataset_to_hub, to_dataset
+    from ._data import read_rows
+
+    if not args.output and not args.push_to_hub:
+        raise SystemExit("error: give --output FILE.jsonl|.parquet and/or --push_to_hub user/name.")
+    scale = load_scale(args.scale)
+    records = read_rows(args.input, split=args.split, drop_invalid=args.drop_invalid, what="labels")
+    rows, note = build_rows(records, args, scale)
+    print(f"prefkit export: {len(records)} input rows -> {len(rows)} {args.format} rows ({note})")
+    if not rows:
+        raise SystemExit(f"error: nothing to export from {args.input}: {note}.")
+    dataset = to_dataset(rows)
+    if args.output:
+        path = export_pairs(dataset, args.output, progress=True)
+        print(f"prefkit export: wrote {path}")
+    if args.push_to_hub:
+        push_dataset_to_hub(dataset, args.push_to_hub, private=args.private, license=args.license,
+                            description=args.description, split=args.split)
+        print(f"prefkit export: pushed to https://huggingface.co/datasets/{args.push_to_hub}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,526 @@
+r"""Reward modeling: TRL's trainer with the Bradley-Terry loss from :mod:`prefkit.losses`, QLoRA, and an evaluation
+written at the end.
+
+``prefkit.RewardTrainer`` is a drop-in ``trl.RewardTrainer``: same dataset columns (``prompt``/``chosen``/
+``rejected``, standard or conversational, optional ``margin``), same config fields (``center_rewards_coefficient``,
+``max_length`` ...), same logged metrics (``accuracy``, ``margin``, ``min_reward``, ``mean_reward``,
+``max_reward``, ``num_tokens``). The loss is :func:`prefkit.losses.bradley_terry_loss`,
+
+.. math:: \mathcal{L} = -\log \sigma\big(r(x, y_w) - r(x, y_l) - m\big) \; [+\, c\,\mathbb{E}[(r_w + r_l)^2]]
+
+What it adds:
+
+- ``model`` may be a name, loaded as ``AutoModelForSequenceClassification(num_labels=1)`` with ``args.quantization``
+  (4-bit QLoRA) and ``args.use_peft``; decoders (the score is read at the last token) and BERT-family encoders
+  (read from the [CLS] projection) are both supported;
+- the pad token is always set and mirrored onto the model config, and under LoRA the scoring head
+  (``score``/``classifier``) is trained and saved with the adapter;
+- pairs are tokenized by :func:`prefkit.reward_model.encode_reward_input`, the function
+  :class:`prefkit.RewardModel` scores with, so a trained model is scored on what it saw. For decoders this is
+  token for token what TRL produces for conversational data and for text without a chat template. One deliberate
+  difference: standard-text pairs on a tokenizer *with* a chat template are rendered through the template (prompt
+  as a user turn, response as an assistant turn), as TRL would render the same pairs given as messages;
+- the datasets are validated row by row before anything is loaded, and dropped over-long pairs are counted;
+- at the end of training the held-out pairs are scored and ``reward_eval.json`` and ``reward_distributions.png``
+  (chosen vs rejected rewards) are written to ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import trl
+from transformers import TrainerCallback
+
+from ..data.validation import PreferenceDataError, RowProblem, validate_preference_dataset
+from ..hub import ModelCardMixin
+from ..losses import bradley_terry_loss
+from ..reward_model import RewardModel, _no_cpu_weight_packing, encode_reward_input, model_max_length
+from .common import QLoRAArguments, default_bf16, load_model_for_training
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RewardConfig(trl.RewardConfig, QLoRAArguments):
+    r"""``trl.RewardConfig`` plus prefkit's model loading fields (:class:`~prefkit.trainers.common.QLoRAArguments`).
+
+    Every TRL field keeps its meaning; ``bf16`` defaults to on only where the hardware supports it.
+
+    Parameters:
+        quantization (`str`, *optional*): ``"4bit"`` (QLoRA) or ``"8bit"``; applies when ``model`` is a name.
+        use_peft (`bool`, *optional*): train a LoRA adapter (default: on when ``quantization`` is set). The scoring
+            head is always trained fully and saved with the adapter.
+        lora_r, lora_alpha, lora_dropout, lora_target_modules, lora_modules_to_save: the LoRA adapter.
+        final_evaluation (`bool`, *optional*, defaults to `True`): at the end of :meth:`RewardTrainer.train`, score
+            the eval pairs and write ``reward_eval.json`` and ``reward_distributions.png`` to ``output_dir``.
+    """
+
+    final_evaluation: bool = field(
+        default=True,
+        metadata={
+            "help": "At the end of training, score the eval pairs and write reward_eval.json (accuracy, mean margin) "
+            "and reward_distributions.png (chosen vs rejected rewards) to output_dir."
+        },
+    )
+
+    def __post_init__(self):
+        self._resolve_qlora_fields()
+        if self.bf16 is None and not self.fp16:
+            self.bf16 = default_bf16()
+        super().__post_init__()
+
+
+class RewardTrainer(ModelCardMixin, trl.RewardTrainer):
+    """``trl.RewardTrainer`` that also takes a model name with QLoRA settings, validates data first, computes the loss
+    with :func:`prefkit.losses.bradley_terry_loss` and evaluates at the end.
+
+    Example::
+
+        from prefkit import RewardConfig, RewardTrainer
+
+        args = RewardConfig(output_dir="smollm2-rm", quantization="4bit", learning_rate=1e-4)
+        trainer = RewardTrainer("HuggingFaceTB/SmolLM2-135M-Instruct", args=args, train_dataset=train, eval_dataset=test)
+        trainer.train()                      # writes smollm2-rm/reward_eval.json and reward_distributions.png
+        reward_model = trainer.reward_model()   # scores (prompt, response) pairs; .as_reward_func() for GRPO
+    """
+
+    _tag_names = ["trl", "reward-trainer", "prefkit"]
+    _card_method = "reward-model"
+    _card_pipeline_tag = "text-classification"
+
+    def __init__(
+        self,
+        model: Any = None,
+        args: trl.RewardConfig | None = None,
+        data_collator=None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        compute_metrics=None,
+        callbacks=None,
+        optimizers=(None, None),
+        optimizer_cls_and_kwargs=None,
+        preprocess_logits_for_metrics=None,
+        quantization_config=None,
+        peft_config=None,
+    ):
+        from ..models import DEFAULT_POLICY, ensure_pad_token, load_tokenizer, model_id
+
+        model = DEFAULT_POLICY if model is None else model
+        if isinstance(model, os.PathLike):
+            model = os.fspath(model)
+        if args is None:
+            name = model if isinstance(model, str) else model_id(model)
+            args = RewardConfig(output_dir=f"{str(name).rstrip('/').split('/')[-1]}-Reward")
+        if not isinstance(args, RewardConfig):
+            raise TypeError(
+                f"args is a {type(args).__module__}.{type(args).__name__}; pass prefkit.RewardConfig (a drop-in "
+                "subclass of trl.RewardConfig that adds the quantization and LoRA fields)."
+            )
+        # Fail on bad data before spending minutes loading a model.
+        if train_dataset is None:
+            raise ValueError("train_dataset is required.")
+        _validate_unless_tokenized(train_dataset, "train_dataset")
+        for split_name, dataset in _named_datasets(eval_dataset, "eval_dataset"):
+            _validate_unless_tokenized(dataset, split_name)
+        # Kept untokenized for the evaluation at the end (scored through RewardModel, like any user would).
+        self._evaluation_pairs = eval_dataset
+
+        if isinstance(model, str):
+            if quantization_config is not None:
+                raise ValueError("Set args.quantization ('4bit' or '8bit') instead of passing quantization_config.")
+            from transformers import set_seed
+
+            set_seed(args.seed)  # the scoring head is initialised randomly
+            model, tokenizer = load_model_for_training(model, args, task="sequence-classification")
+            processing_class = processing_class if processing_class is not None else tokenizer
+            args.model_init_kwargs = None  # consumed by the load above
+        elif args.quantization is not None:
+            raise ValueError(
+                "args.quantization only applies when the model is given by name; this model is already loaded. "
+                "Load it with prefkit.load_model(name, task='sequence-classification', quantization=...) or pass its name."
+            )
+        if processing_class is None:
+            processing_class = load_tokenizer(model_id(model), trust_remote_code=args.trust_remote_code)
+        # A missing or mismatched pad id makes the model read a pad position instead of the last real token: every
+        # batched score is then wrong and accuracy stalls at 50%. Set it, and mirror it onto the model's config.
+        ensure_pad_token(processing_class, model.get_base_model() if hasattr(model, "get_base_model") else model)
+
+        if peft_config is None and not hasattr(model, "peft_config"):
+            peft_config = args.make_peft_config("sequence-classification")
+        if peft_config is not None:
+            _save_head_with_adapter(peft_config, model)
+        # Over-long pairs would overflow an encoder's position embeddings (512 for BERT): cap the filter there.
+        self._length_limit = _effective_max_length(args.max_length, model, processing_class)
+
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            compute_metrics=compute_metrics,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
+            preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+            quantization_config=quantization_config,
+            peft_config=peft_config,
+        )
+        self._match_trainable_dtype_to_compute()
+        self.reward_evaluation: dict[str, dict[str, Any]] = {}
+
+    # -- data ----------------------------------------------------------------------------------------------------
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        columns = _column_names(dataset)
+        if not ("chosen_ids" in columns and "rejected_ids" in columns) and "chosen_input_ids" not in columns:
+            dataset = _tokenize_pairs(dataset, processing_class, args, dataset_name)
+        before = len(dataset) if hasattr(dataset, "__len__") else None
+        limit = getattr(self, "_length_limit", args.max_length)
+        original_max_length, args.max_length = args.max_length, limit
+        try:
+            dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)  # TRL filters by length
+        finally:
+            args.max_length = original_max_length
+        if before is not None and hasattr(dataset, "__len__") and len(dataset) < before:
+            logger.warning(
+                "%s: dropped %d of %d pairs longer than %d tokens (raise --max_length to keep them).",
+                dataset_name, before - len(dataset), before, limit,
+            )
+            if len(dataset) == 0:
+                raise ValueError(f"{dataset_name}: every pair is longer than max_length={limit} tokens; raise max_length.")
+        return dataset
+
+    # -- loss ----------------------------------------------------------------------------------------------------
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if self.model.training else "eval"
+        inputs = dict(inputs)
+        margin = inputs.pop("margin", None)
+        # The collator stacks the chosen sequences first, then the rejected ones.
+        outputs = model(**inputs, use_cache=False)
+        rewards = outputs.logits.squeeze(-1)
+        chosen_rewards, rejected_rewards = torch.chunk(rewards, chunks=2)
+        loss = bradley_terry_loss(
+            chosen_rewards,
+            rejected_rewards,
+            margin=margin,
+            center_rewards_coefficient=self.args.center_rewards_coefficient,
+        )
+        self._record_reward_metrics(mode, inputs["attention_mask"], rewards, chosen_rewards, rejected_rewards)
+        return (loss, outputs) if return_outputs else loss
+
+    @torch.no_grad()
+    def _record_reward_metrics(self, mode, attention_mask, rewards, chosen_rewards, rejected_rewards) -> None:
+        """TRL's reward metrics under TRL's names, averaged over processes."""
+        metrics = self._metrics[mode]
+        if mode == "train":
+            tokens = self.accelerator.gather_for_metrics(attention_mask.sum()).sum().item()
+            self._total_train_tokens += tokens // self._tp_size
+        metrics["num_tokens"] = [self._total_train_tokens]
+        every_reward = self.accelerator.gather(rewards.detach())
+        metrics["min_reward"].append(every_reward.min().item())
+        metrics["mean_reward"].append(every_reward.float().mean().item())
+        metrics["max_reward"].append(every_reward.max().item())
+        accuracy = (chosen_rewards > rejected_rewards).float().mean()
+        metrics["accuracy"].append(self.accelerator.gather_for_metrics(accuracy).mean().item())
+        margin = (chosen_rewards - rejected_rewards).float().mean()
+        metrics["margin"].append(self.accelerator.gather_for_metrics(margin).mean().item())
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        # Evaluation must not repack 4-bit weights for bitsandbytes' CPU kernel: the repacking is undone only
+        # approximately when the model is saved (see prefkit.reward_model._no_cpu_weight_packing).
+        with _no_cpu_weight_packing(model):
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+
+    # -- after training ------------------------------------------------------------------------------------------
+
+    def train(self, *args, **kwargs):
+        output = super().train(*args, **kwargs)
+        if self.args.final_evaluation and self._evaluation_pairs is not None:
+            self.write_reward_evaluation()
+        return output
+
+    def reward_model(self, batch_size: int | None = None, max_length: int | None = None) -> RewardModel:
+        """A :class:`~prefkit.RewardModel` over the model being trained (scores pairs; ``as_reward_func()``)."""
+        model = self.accelerator.unwrap_model(self.model)
+        return RewardModel(
+            model,
+            self.processing_class,
+            batch_size=batch_size or self.args.per_device_eval_batch_size,
+            max_length=max_length or self._length_limit,
+        )
+
+    def write_reward_evaluation(self, pairs=None, output_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+        """Score held-out pairs (default: the eval dataset), log accuracy and mean margin, and write
+        ``reward_eval.json`` + ``reward_distributions.png`` to ``output_dir`` (default ``args.output_dir``).
+
+        Runs on the main process. Skipped under sharded training (DeepSpeed ZeRO-3, FSDP), where one process does
+        not hold the whole model: run ``prefkit reward-eval`` on the saved model instead.
+        """
+        from ..evaluation import evaluate_reward_model, format_summary, write_reward_evaluation
+
+        if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3 or self.is_fsdp_enabled:
+            logger.warning("Final reward evaluation skipped under sharded training; run `prefkit reward-eval` instead.")
+            return {}
+        if not self.is_world_process_zero():
+            return {}
+        output_dir = Path(output_dir or self.args.output_dir)
+        scorer = self.reward_model()
+        results: dict[str, Any] = {}
+        for split_name, dataset in _named_datasets(pairs if pairs is not None else self._evaluation_pairs, "eval"):
+            if "chosen_ids" in _column_names(dataset):
+                logger.info("%s is already tokenized; the final evaluation needs text pairs, skipping it.", split_name)
+                continue
+            result = evaluate_reward_model(scorer, dataset, batch_size=self.args.per_device_eval_batch_size)
+            suffix = "" if split_name == "eval" else "_" + split_name.split("[")[-1].strip("'\"]")
+            json_path, png_path = write_reward_evaluation(
+                result, output_dir, name=f"reward{suffix}", title=f"{output_dir.name}: held-out pairs{suffix}"
+            )
+            self.accelerator.print(
+                f"Reward model {split_name}: {format_summary(result)}\n  wrote {json_path} and {png_path}"
+            )
+            results[split_name] = result
+        self.reward_evaluation = results
+        return results
+
+    def card_hyperparameters(self) -> dict[str, Any]:
+        return {
+            "max_length": self.args.max_length,
+            "center_rewards_coefficient": self.args.center_rewards_coefficient,
+            **super().card_hyperparameters(),
+        }
+
+    # -- internals -----------------------------------------------------------------------------------------------
+
+    def _match_trainable_dtype_to_compute(self) -> None:
+        """TRL casts QLoRA's trainable weights (adapters and the scoring head) to bf16, which only works under bf16
+        autocast. Without it (CPU, fp16 or fp32 training) the float32 hidden states meet a bf16 head and the forward
+        fails, so there they go back to float32."""
+        from ..models import is_quantized
+
+        if not is_quantized(self.model) or self.args.bf16:
+            return
+        for parameter in self.model.parameters():
+            if parameter.requires_grad and parameter.dtype == torch.bfloat16:
+                parameter.data = parameter.data.to(torch.float32)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _column_names(dataset) -> list[str]:
+    columns = getattr(dataset, "column_names", None)
+    if columns is None:  # IterableDataset without features
+        columns = list(next(iter(dataset)).keys())
+    return list(columns)
+
+
+def _named_datasets(eval_dataset, name: str):
+    if eval_dataset is None:
+        return []
+    if isinstance(eval_dataset, dict):
+        return [(f"{name}[{key!r}]", dataset) for key, dataset in eval_dataset.items()]
+    return [(name, eval_dataset)]
+
+
+def _validate_unless_tokenized(dataset, name: str) -> None:
+    columns = _column_names(dataset)
+    if "chosen_ids" in columns or "chosen_input_ids" in columns:
+        return  # already tokenized by the user: TRL handles it
+    validate_preference_dataset(dataset, name)
+    if "margin" in columns:
+        missing = [i for i, margin in enumerate(dataset["margin"]) if margin is None] if hasattr(dataset, "__getitem__") else []
+        if missing:
+            raise PreferenceDataError(
+                name,
+                [RowProblem(i, "margin", "is missing while other rows have one") for i in missing],
+                total_rows=len(dataset),
+                hint="Give every row a margin (0 for 'slightly better'), or drop the 'margin' column.",
+            )
+
+
+def _tokenize_pairs(dataset, tokenizer, args, dataset_name: str):
+    """``chosen_ids``/``rejected_ids`` through :func:`encode_reward_input`, the layout :class:`RewardModel` scores."""
+
+    def tokenize(example):
+        tools = example.get("tools")
+        if isinstance(tools, str):
+            tools = json.loads(tools)
+        kwargs = dict(tools=tools, chat_template_kwargs=example.get("chat_template_kwargs"))
+        prompt = example.get("prompt")
+        return {
+            "chosen_ids": encode_reward_input(tokenizer, prompt, example["chosen"], **kwargs),
+            "rejected_ids": encode_reward_input(tokenizer, prompt, example["rejected"], **kwargs),
+        }
+
+    map_kwargs: dict[str, Any] = {}
+    if hasattr(dataset, "__len__"):  # IterableDataset.map takes neither
+        map_kwargs = {"num_proc": args.dataset_num_proc, "desc": f"Tokenizing {dataset_name} dataset"}
+    return dataset.map(tokenize, **map_kwargs)
+
+
+def _effective_max_length(max_length: int | None, model, tokenizer) -> int | None:
+    limit = model_max_length(model.get_base_model() if hasattr(model, "get_base_model") else model, tokenizer)
+    if limit is None:
+        return max_length
+    return limit if max_length is None else min(max_length, limit)
+
+
+def _head_module_names(model) -> list[str]:
+    """Names of the scoring head of a sequence classifier (``score`` for decoders, ``classifier`` for encoders)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return [name for name in ("score", "classifier") if isinstance(getattr(base, name, None), torch.nn.Module)]
+
+
+def _save_head_with_adapter(peft_config, model) -> None:
+    """Make sure LoRA trains and saves the freshly initialised scoring head: without it the adapter reloads on a new
+    random head and the reward model is lost (TRL only recommends ``modules_to_save=["score"]``)."""
+    from peft import TaskType
+
+    if getattr(peft_config, "task_type", None) is None:
+        peft_config.task_type = TaskType.SEQ_CLS
+    if peft_config.task_type in (TaskType.SEQ_CLS, "SEQ_CLS"):
+        return  # PeftModelForSequenceClassification adds "score" and "classifier" to modules_to_save itself
+    if hasattr(peft_config, "modules_to_save"):
+        modules = list(peft_config.modules_to_save or [])
+        peft_config.modules_to_save = modules + [head for head in _head_module_names(model) if head not in modules]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The demo reward model: MiniLM on the bundled preference pairs, a few minutes on a CPU
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoRewardPreset:
+    """Settings of ``prefkit reward --preset demo``: MiniLM (22M parameters) fine-tuned, word embeddings frozen."""
+
+    test_fraction: float = 0.15  # of prompts held out when the data has no train/test `split` column
+    learning_rate: float = 1e-4
+    num_train_epochs: float = 2.0
+    per_device_train_batch_size: int = 16
+    max_length: int = 256
+    warmup_ratio: float = 0.1
+    seed: int = 42
+    max_steps: int = -1
+    # The 30k x 384 word embeddings are half of MiniLM's weights; a few hundred pairs cannot improve them, and not
+    # training them saves their gradients and optimizer state.
+    freeze_embeddings: bool = True
+
+
+DEMO_PRESET = DemoRewardPreset()
+
+
+class _ProgressCallback(TrainerCallback):
+    """Forwards training progress to a ``progress(fraction, message)`` callback (the app's progress bar)."""
+
+    def __init__(self, progress: Callable[[float, str], None], start: float, end: float):
+        self.progress, self.start, self.end = progress, start, end
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.max_steps:
+            fraction = self.start + (self.end - self.start) * state.global_step / state.max_steps
+            self.progress(fraction, f"Training the demo reward model: step {state.global_step}/{state.max_steps}")
+
+
+def demo_preference_data():
+    """The preference pairs the demo model trains on: prefkit's bundled data set (synthetic, CC0)."""
+    from ..data import bundled_preferences_path
+
+    return bundled_preferences_path()
+
+
+def demo_splits(dataset, preset: DemoRewardPreset):
+    """The data's own ``split`` column when it has train and test rows (the bundled set holds out whole topics),
+    else a share of the prompts."""
+    from ..evaluation import split_pairs_by_prompt
+
+    if "split" in dataset.column_names and {"train", "test"} <= set(dataset["split"]):
+        return (
+            dataset.filter(lambda row: row["split"] == "train"),
+            dataset.filter(lambda row: row["split"] == "test"),
+        )
+    return split_pairs_by_prompt(dataset, preset.test_fraction, seed=preset.seed)
+
+
+def train_demo_reward_model(
+    output_dir: str | os.PathLike,
+    *,
+    dataset: Any = None,
+    progress: Callable[[float, str], None] | None = None,
+    preset: DemoRewardPreset | None = None,
+) -> dict[str, Any]:
+    """Train the demo reward model (MiniLM, :data:`prefkit.models.DEFAULT_ENCODER`) into ``output_dir``.
+
+    ``dataset`` (default: the bundled pairs) is a pairs file or ``datasets.Dataset``. Its ``test`` rows (the
+    bundled set holds out whole topics), or a share of its prompts when it has no ``split`` column, are held out; the
+    model's accuracy on them is returned and saved as ``reward_eval.json`` next to ``reward_distributions.png``.
+    Use :func:`prefkit.reward_model.load_demo_reward_model` to get the cached model instead.
+    """
+    from ..data.io import load_dataset_any
+    from ..models import DEFAULT_ENCODER
+
+    preset = preset or DEMO_PRESET
+    report = progress or (lambda fraction, message: None)
+    report(0.0, "Loading the preference pairs")
+    if dataset is None:
+        dataset = demo_preference_data()
+    if isinstance(dataset, (str, os.PathLike)):
+        dataset = load_dataset_any(dataset, split="train")
+    train_pairs, test_pairs = demo_splits(dataset, preset)
+    args = RewardConfig(
+        output_dir=os.fspath(output_dir),
+        learning_rate=preset.learning_rate,
+        num_train_epochs=preset.num_train_epochs,
+        max_steps=preset.max_steps,
+        per_device_train_batch_size=preset.per_device_train_batch_size,
+        per_device_eval_batch_size=32,
+        max_length=preset.max_length,
+        warmup_steps=preset.warmup_ratio,
+        lr_scheduler_type="linear",
+        seed=preset.seed,
+        gradient_checkpointing=False,  # 22M parameters: memory is no issue, recomputation would only cost time
+        save_strategy="no",
+        eval_strategy="no",
+        logging_steps=10,
+        report_to="none",
+        bf16=False,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=False,
+    )
+    report(0.02, "Loading MiniLM")
+    trainer = RewardTrainer(DEFAULT_ENCODER, args=args, train_dataset=train_pairs, eval_dataset=test_pairs)
+    if preset.freeze_embeddings:
+        trainer.model.get_input_embeddings().weight.requires_grad_(False)
+    if progress is not None:
+        trainer.add_callback(_ProgressCallback(progress, 0.05, 0.95))
+    started = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - started
+    report(0.96, "Saving the demo reward model")
+    trainer.save_model(os.fspath(output_dir))
+    trainer.create_model_card(model_name="prefkit-demo-reward-model")
+    result = dict(trainer.reward_evaluation.get("eval", {}))
+    result.update(
+        train_seconds=round(train_seconds, 1),
+        train_pairs=len(train_pairs),
+        base_model=DEFAULT_ENCODER,
+        preset={k: getattr(preset, k) for k in preset.__dataclass_fields__},
+    )
+    with open(Path(output_dir) / "reward_eval.json", "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    return result
