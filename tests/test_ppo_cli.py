@@ -50,6 +50,23 @@ def test_prefkit_ppo_reads_a_yaml_config_with_group_estimators(tiny_model_dir, p
     assert json.loads((out / "ppo_state.json").read_text())["running_baseline"] is None
 
 
+def test_prefkit_ppo_loads_a_reward_model_folder(tiny_model_dir, prompts_file, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    reward_dir = tmp_path / "reward-model"
+    AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1).save_pretrained(reward_dir)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(reward_dir)
+    out = tmp_path / "ppo-rm"
+    argv = ["ppo", *ppo_flags(tiny_model_dir, prompts_file, out, "--reward_model", str(reward_dir), "--logging_steps", "1")]
+    assert prefkit(argv) == 0
+    assert (out / "adapter_model.safetensors").is_file()
+    from prefkit.reward_model import RewardModel
+
+    samples = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
+    expected = RewardModel.from_pretrained(str(reward_dir)).score([s["prompt"] for s in samples], [s["completion"] for s in samples])
+    assert [s["score"] for s in samples] == pytest.approx(expected, abs=1e-5)
+
+
 def test_prefkit_ppo_without_a_reward_says_how_to_give_one(tiny_model_dir, prompts_file, tmp_path):
     with pytest.raises(SystemExit, match="--reward_model PATH"):
         prefkit(["ppo", *ppo_flags(tiny_model_dir, prompts_file, tmp_path / "x")])

@@ -376,6 +376,24 @@ def test_conversational_prompts_and_extra_columns_reach_the_reward(tiny_model_di
     assert seen["topic"][0:4] == [seen["topic"][0]] * 4 and len(set(seen["topic"])) == 4
 
 
+def test_a_prefkit_reward_model_scores_the_rollouts(tiny_model_dir, prompts_dataset, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from prefkit.models import load_tokenizer
+    from prefkit.reward_model import RewardModel
+
+    torch.manual_seed(0)
+    classifier = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    reward_model = RewardModel(classifier, load_tokenizer(tiny_model_dir, padding_side="right"))
+    args = make_config(tmp_path, max_steps=1, log_completions_steps=1, num_completions_to_log=16)
+    trainer = PPOTrainer(tiny_model_dir, reward_funcs=reward_model, args=args, train_dataset=prompts_dataset)
+    trainer.train()
+    samples = [json.loads(line) for line in (tmp_path / "ppo" / "completions.jsonl").read_text().splitlines()]
+    expected = reward_model.score([s["prompt"] for s in samples], [s["completion"] for s in samples])
+    assert [s["score"] for s in samples] == pytest.approx(expected, abs=1e-5)
+    assert logged(trainer, "rewards/reward_model") == pytest.approx([sum(expected) / len(expected)], abs=1e-5)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Bad configuration and bad input fail clearly, early
 # --------------------------------------------------------------------------------------------------------------------
