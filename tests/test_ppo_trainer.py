@@ -116,12 +116,13 @@ def test_training_raises_the_reward_and_the_kl_penalized_objective(
     assert all(math.isfinite(kl) for kl in kls) and max(kls[-5:]) < 25
 
 
-def test_qlora_4bit_path_trains(tiny_model_dir, prompts_dataset, tmp_path):
-    args = make_config(tmp_path, quantization="4bit", max_steps=2, learning_rate=1e-3)
+def test_qlora_4bit_path_trains_with_activation_checkpointing(tiny_model_dir, prompts_dataset, tmp_path):
+    args = make_config(tmp_path, quantization="4bit", gradient_checkpointing=True, max_steps=2, learning_rate=1e-3)
     trainer = PPOTrainer(tiny_model_dir, reward_funcs=letter_share, args=args, train_dataset=prompts_dataset)
     before = trainable_state(trainer)
     trainer.train()
     assert is_quantized(trainer.model.policy)
+    assert trainer.model.is_activation_checkpointing  # back on after generation turned it off
     assert trainer.state.global_step == 2
     assert all(math.isfinite(v) for v in logged(trainer, "loss/value_avg") + logged(trainer, "loss/policy_avg"))
     after = trainable_state(trainer)
