@@ -2,6 +2,7 @@
 
     python scripts/bench_ppo.py --model tiny
     python scripts/bench_ppo.py --model smollm2 --batch 8 --response_length 32
+    python scripts/bench_ppo.py --model smollm2 --gradient_checkpointing   # activations recomputed in both runs
     python scripts/bench_ppo.py --model smollm2 --quantization 4bit        # QLoRA (bitsandbytes; CPU works too)
 
 Each configuration runs in its own fresh process so that peak memory is its own:
@@ -116,6 +117,8 @@ def run_policy(options) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if options.quantization is None:
         model.to(device)
+    if options.gradient_checkpointing:
+        model.get_base_model().activation_checkpointing_enable({"use_reentrant": False})
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     texts = [render_prompt(tokenizer, p) for p in PROMPTS[: options.batch]]
     encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
@@ -167,6 +170,7 @@ def run_ppo(options) -> dict:
             lora_r=options.lora_r,
             lora_alpha=2 * options.lora_r,
             lora_dropout=0.0,
+            gradient_checkpointing=options.gradient_checkpointing,
             per_device_train_batch_size=options.batch,
             num_mini_batches=1,
             num_ppo_epochs=options.epochs,
@@ -215,6 +219,8 @@ def spawn(role: str, options) -> dict:
     command += ["--epochs", str(options.epochs), "--iterations", str(options.iterations), "--lora_r", str(options.lora_r)]
     if options.quantization:
         command += ["--quantization", options.quantization]
+    if options.gradient_checkpointing:
+        command += ["--gradient_checkpointing"]
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "HF_HUB_DISABLE_TELEMETRY": "1", "TQDM_DISABLE": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
@@ -235,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=4, help="PPO epochs per iteration (and policy-only epochs)")
     parser.add_argument("--iterations", type=int, default=2, help="PPO iterations; timings are the last one's")
     parser.add_argument("--lora_r", type=int, default=16)
+    parser.add_argument("--gradient_checkpointing", action="store_true", help="activation checkpointing in both runs")
     parser.add_argument("--role", choices=sorted(ROLES), help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     options.model_path = resolve_model(options.model)
@@ -248,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     print(
         f"bench_ppo: model={options.model} quantization={options.quantization} batch={options.batch} "
-        f"response_length={options.response_length} epochs={options.epochs} lora_r={options.lora_r} on {device}",
+        f"response_length={options.response_length} epochs={options.epochs} lora_r={options.lora_r} "
+        f"gradient_checkpointing={options.gradient_checkpointing} on {device}",
         flush=True,
     )
     runtime = spawn("runtime", options)
