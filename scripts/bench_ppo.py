@@ -171,6 +171,7 @@ def run_ppo(options) -> dict:
             lora_alpha=2 * options.lora_r,
             lora_dropout=0.0,
             gradient_checkpointing=options.gradient_checkpointing,
+            value_lora_r=options.value_lora_r,
             per_device_train_batch_size=options.batch,
             num_mini_batches=1,
             num_ppo_epochs=options.epochs,
@@ -221,6 +222,8 @@ def spawn(role: str, options) -> dict:
         command += ["--quantization", options.quantization]
     if options.gradient_checkpointing:
         command += ["--gradient_checkpointing"]
+    if options.value_lora_r:
+        command += ["--value_lora_r", str(options.value_lora_r)]
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "HF_HUB_DISABLE_TELEMETRY": "1", "TQDM_DISABLE": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
@@ -242,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=2, help="PPO iterations; timings are the last one's")
     parser.add_argument("--lora_r", type=int, default=16)
     parser.add_argument("--gradient_checkpointing", action="store_true", help="activation checkpointing in both runs")
+    parser.add_argument("--value_lora_r", type=int, default=None, help="rank of the value adapter (default: lora_r)")
     parser.add_argument("--role", choices=sorted(ROLES), help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     options.model_path = resolve_model(options.model)
@@ -256,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"bench_ppo: model={options.model} quantization={options.quantization} batch={options.batch} "
         f"response_length={options.response_length} epochs={options.epochs} lora_r={options.lora_r} "
-        f"gradient_checkpointing={options.gradient_checkpointing} on {device}",
+        f"value_lora_r={options.value_lora_r or options.lora_r} gradient_checkpointing={options.gradient_checkpointing} on {device}",
         flush=True,
     )
     runtime = spawn("runtime", options)

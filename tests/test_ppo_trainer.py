@@ -150,6 +150,16 @@ def test_under_lora_the_base_weights_exist_once(tiny_model_dir, prompts_dataset,
     assert adapter_bytes < 0.5 * base_bytes
 
 
+def test_value_adapter_rank_can_be_smaller_than_the_policy_adapter(tiny_model_dir, prompts_dataset, tmp_path):
+    args = make_config(tmp_path, lora_r=8, lora_alpha=16, value_lora_r=2)
+    trainer = PPOTrainer(tiny_model_dir, reward_funcs=letter_share, args=args, train_dataset=prompts_dataset)
+    configs = trainer.model.policy.peft_config
+    assert (configs[POLICY_ADAPTER].r, configs[VALUE_ADAPTER].r) == (8, 2)
+    assert configs[VALUE_ADAPTER].lora_alpha / configs[VALUE_ADAPTER].r == 2.0  # same scale as the policy's
+    value_a = next(p for n, p in trainer.model.named_parameters() if f"lora_A.{VALUE_ADAPTER}" in n)
+    assert value_a.shape[0] == 2
+
+
 def test_reference_is_the_untouched_base_after_training(tiny_model_dir, prompts_dataset, tmp_path):
     trainer = PPOTrainer(
         tiny_model_dir, reward_funcs=letter_share, args=make_config(tmp_path, max_steps=3), train_dataset=prompts_dataset

@@ -189,6 +189,13 @@ class PPOConfig(TrainingArguments, QLoRAArguments):
     gamma: float = field(default=1.0, metadata={"help": "Discount factor."})
     lam: float = field(default=0.95, metadata={"help": "GAE lambda."})
     vf_coef: float = field(default=0.1, metadata={"help": "Weight of the value loss."})
+    value_lora_r: int | None = field(
+        default=None,
+        metadata={
+            "help": "LoRA rank of the value adapter on the shared base (default: lora_r). A smaller rank saves "
+            "its weights, gradients and AdamW state (the only memory the value model adds)."
+        },
+    )
     cliprange_value: float | None = field(
         default=0.2, metadata={"help": "Clip range of the value loss around the rollout values (None: unclipped)."}
     )
@@ -678,7 +685,7 @@ class PPOTrainer(ModelCardMixin, Trainer):
                 )
                 ensure_pad_token(processing_class, value_model)
             if value_model is None:  # shared base: a second adapter and a scalar head
-                value_head = self._add_value_adapter(model)
+                value_head = self._add_value_adapter(model, args.value_lora_r)
             else:
                 _backbone_and_head(value_model)  # fail now if it cannot give token-level values
 
@@ -717,11 +724,14 @@ class PPOTrainer(ModelCardMixin, Trainer):
     # ------------------------------------------------------------------------------------------------------------
 
     @staticmethod
-    def _add_value_adapter(policy) -> nn.Module:
+    def _add_value_adapter(policy, rank: int | None = None) -> nn.Module:
         """Add the ``"value"`` LoRA adapter to the policy's base and return a zero-initialized scalar head."""
         policy_config = policy.peft_config[POLICY_ADAPTER]
         value_config = copy.deepcopy(policy_config)
         value_config.modules_to_save = None  # e.g. a trained lm_head belongs to the policy only
+        if rank is not None and rank != policy_config.r:
+            value_config.lora_alpha = policy_config.lora_alpha * rank / policy_config.r  # same scale alpha / r
+            value_config.r = rank
         policy.add_adapter(VALUE_ADAPTER, value_config)
         policy.set_adapter(POLICY_ADAPTER)
         policy.set_requires_grad([POLICY_ADAPTER, VALUE_ADAPTER], True)
@@ -927,7 +937,7 @@ class PPOTrainer(ModelCardMixin, Trainer):
             "objective/scores": scores.mean(),
             "val/num_eos_tokens": contains_eos.float().sum(),
             "val/response_length": response_mask.sum(dim=1).mean(),
-            **{f"rewards/{name}": values_.to(device).mean() for name, values_ in per_function.items()},
+            **{f"rewards/{name}": function_scores.to(device).mean() for name, function_scores in per_function.items()},
             **stats,
         }
         if values is not None:
