@@ -309,13 +309,27 @@ def ppo_kl_penalty_loss(
 
     .. math::
         \mathcal{L} = -\,\mathbb{E}_t\Big[\rho_t \hat A_t
-                      - \beta\, \widehat{\mathrm{KL}}\big(\pi_\theta(\cdot \mid s_t) \,\|\, \pi_{ref}(\cdot \mid s_t)\big)\Big]
+                      - \beta\, \mathrm{KL}\big[\pi_{ref}(\cdot \mid s_t),\, \pi_\theta(\cdot \mid s_t)\big]\Big]
 
     The surrogate is unclipped; what keeps the policy close is the penalty, estimated per token by
-    :func:`kl_estimate` (``"k3"`` by default: unbiased and never negative) on the sampled tokens. ``kl_coef``
-    :math:`\beta` may be adapted between iterations to hit a target KL (see the PPO trainer). ``clipfrac`` reports the
-    share of ratios outside :math:`[0.8, 1.2]`, for comparison with the clipped objective.
+    :func:`kl_estimate` on the sampled tokens and differentiated through :math:`\log \pi_\theta`. Which divergence
+    that gradient descends depends on the estimator (on tokens sampled from :math:`\pi_\theta`):
+
+    - ``"k3"`` (default): :math:`\mathbb{E}[\nabla k_3] = \nabla \mathrm{KL}(\pi_{ref} \,\|\, \pi_\theta)`, the
+      lecture's :math:`\mathrm{KL}[\pi_{ref}, \pi_\theta]` (mass-covering: keeps every token the reference likes);
+    - ``"k2"``: :math:`\mathbb{E}[\nabla k_2] = \nabla \mathrm{KL}(\pi_\theta \,\|\, \pi_{ref})`;
+    - ``"k1"`` is refused: :math:`\mathbb{E}[\nabla k_1] = \mathbb{E}[\nabla \log \pi_\theta] = 0`, so it would
+      penalize nothing (k1 is the right estimator of the KL *value*, e.g. in the reward, not of its gradient).
+
+    ``kl_coef`` :math:`\beta` may be adapted between iterations to hit a target KL (see the PPO trainer).
+    ``clipfrac`` reports the share of ratios outside :math:`[0.8, 1.2]`, for comparison with the clipped objective.
     """
+    if kl_estimator == "k1":
+        raise ValueError(
+            "kl_estimator='k1' cannot be used as a loss penalty: its expected gradient is zero (E[grad log pi] = 0), "
+            "so it would not keep the policy near the reference. Use 'k3' (gradient of KL(ref || policy)) or 'k2' "
+            "(gradient of KL(policy || ref))."
+        )
     log_ratio = logprobs - old_logprobs
     ratio = torch.exp(log_ratio)
     penalty = kl_estimate(logprobs, ref_logprobs, kl_estimator)

@@ -1,0 +1,18 @@
+"""Run TRL's RLOOTrainer with a prefkit reward model or rule reward, QLoRA in two flags.
+
+    prefkit rloo --dataset_name prompts.jsonl --reward_model my-reward-model --output_dir smollm2-rloo \
+        --use_peft --num_generations 4 --max_completion_length 64
+"""
+
+from __future__ import annotations
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    from ..trainers.grpo import RLOOConfig, RLOOTrainer
+    from ._trl_loop import run
+
+    return run("rloo", RLOOConfig, RLOOTrainer, argv, prog)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
