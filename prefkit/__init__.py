@@ -30,6 +30,10 @@ _LAZY = {
     "evaluate_reward_model": "prefkit.evaluation",
     "PPOConfig": "prefkit.trainers.ppo",
     "PPOTrainer": "prefkit.trainers.ppo",
+    "GRPOConfig": "prefkit.trainers.grpo",
+    "GRPOTrainer": "prefkit.trainers.grpo",
+    "RLOOConfig": "prefkit.trainers.grpo",
+    "RLOOTrainer": "prefkit.trainers.grpo",
     # best-of-n
     "best_of_n": "prefkit.bon",
     "BestOfNResult": "prefkit.bon",
@@ -82,5 +86,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .models import DEFAULT_ENCODER, DEFAULT_POLICY, load_model, load_tokenizer, resolve_model_path
     from .reward_model import RewardModel, load_demo_reward_model
     from .trainers.dpo import DPOConfig, DPOTrainer, ImplicitReward
+    from .trainers.grpo import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
     from .trainers.ppo import PPOConfig, PPOTrainer
     from .trainers.reward import RewardConfig, RewardTrainer

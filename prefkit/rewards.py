@@ -68,19 +68,18 @@ BUILTIN_REWARDS = {"vader": vader_sentiment, "bleu": bleu, "rouge": rouge}
 
 
 def load_reward(name_or_path: str, **reward_model_kwargs):
-    """A built-in reward by name (``vader``, ``bleu``, ``rouge``) or a trained reward model from a folder or Hub id.
+    """A built-in reward by name (``vader``, ``bleu``, ``rouge``), prefkit's demo reward model (``demo``), or a
+    trained reward model from a folder or Hub id.
 
     A reward model is loaded as :class:`prefkit.RewardModel`, whose ``.score(prompts, completions)`` PPO calls.
     """
+    from .reward_model import DEMO_NAME, load_reward_model
+
     if name_or_path in BUILTIN_REWARDS:
         return BUILTIN_REWARDS[name_or_path]
-    if not os.path.isdir(name_or_path) and "/" not in name_or_path:
+    if name_or_path != DEMO_NAME and not os.path.isdir(name_or_path) and "/" not in name_or_path:
         raise ValueError(
-            f"Unknown reward {name_or_path!r}: use one of {sorted(BUILTIN_REWARDS)} or the folder / Hub id of a "
-            "trained reward model."
+            f"Unknown reward {name_or_path!r}: use one of {sorted(BUILTIN_REWARDS)}, 'demo', or the folder / Hub id "
+            "of a trained reward model."
         )
-    try:
-        from .reward_model import RewardModel
-    except ImportError as error:  # the reward-model module ships with the reward trainer
-        raise ImportError(f"Loading the reward model {name_or_path!r} needs prefkit.reward_model ({error}).") from None
-    return RewardModel.from_pretrained(name_or_path, **reward_model_kwargs)
+    return load_reward_model(name_or_path, **reward_model_kwargs)
