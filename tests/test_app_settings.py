@@ -96,7 +96,14 @@ def requirement_names() -> set[str]:
 
 # Import names whose distribution has another name, or that arrive with another requirement.
 DISTRIBUTION = {"rouge_score": "rouge-score", "huggingface_hub": "huggingface-hub", "yaml": "pyyaml"}
-PROVIDED = {"gradio": "the Space's sdk_version", "tokenizers": "transformers", "gradio_client": "gradio"}
+PROVIDED = {
+    "gradio": "the Space's sdk_version",
+    "tokenizers": "transformers",
+    "safetensors": "transformers",
+    "gradio_client": "gradio",
+    "wandb": "optional tracker, imported only with report_to=wandb",
+    "trackio": "optional tracker, imported only with report_to=trackio",
+}
 
 
 def test_every_library_the_package_imports_is_in_the_space_requirements():
