@@ -55,6 +55,11 @@ def _prepare(size: str, folder: str, n_rows: int) -> str:
     return str(write_jsonl(rows, os.path.join(folder, "pairs.jsonl")))
 
 
+def _current_rss_gib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+
+
 def _worker(impl: str, a: argparse.Namespace) -> dict:
     import resource
 
@@ -64,6 +69,10 @@ def _worker(impl: str, a: argparse.Namespace) -> dict:
     cuda = torch.cuda.is_available()
     dtype = torch.bfloat16 if cuda else torch.float32
     data = load_dataset("json", data_files=a.data, split="train")
+    import prefkit.trainers.dpo  # noqa: F401  (both runs import the same libraries before the baseline)
+    import trl  # noqa: F401
+
+    rss_before = _current_rss_gib()
     common = dict(
         output_dir=tempfile.mkdtemp(), per_device_train_batch_size=a.bs, max_steps=a.steps, learning_rate=5e-6,
         logging_steps=1, save_strategy="no", report_to=[], bf16=cuda, use_cpu=not cuda, max_length=512,
@@ -94,10 +103,13 @@ def _worker(impl: str, a: argparse.Namespace) -> dict:
     result = trainer.train()
     seconds = time.perf_counter() - start
     tokens = [h["num_tokens"] for h in trainer.state.log_history if "num_tokens" in h][-1]
-    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    if cuda:
+        peak = torch.cuda.max_memory_allocated() / 2**30
+    else:  # what building and training the trainer added to the process, imports and data excluded
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20 - rss_before
     return dict(impl=impl, size=a.size, mode=a.mode, gc=a.gc, bs=a.bs, steps=a.steps, seconds=round(seconds, 3),
                 tokens_per_s=round(tokens / seconds, 1), final_loss=round(result.training_loss, 5),
-                peak_gib=round(peak, 3), memory="cuda max_memory_allocated" if cuda else "process peak RSS",
+                peak_gib=round(peak, 3), memory="cuda max_memory_allocated" if cuda else "peak RSS above the pre-trainer RSS",
                 device=torch.cuda.get_device_name(0) if cuda else "cpu")
 
 
