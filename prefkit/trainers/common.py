@@ -53,6 +53,12 @@ class QLoRAArguments:
         if self.quantization is not None:
             self.use_peft = True  # quantized weights cannot be trained: QLoRA trains an adapter on top
 
+    def _apply_prefkit_defaults(self) -> None:
+        """Call first in a config's ``__post_init__``: resolve the QLoRA fields; bf16 only where the hardware has it."""
+        self._resolve_qlora_fields()
+        if getattr(self, "bf16", False) is None and not getattr(self, "fp16", False):
+            self.bf16 = default_bf16()
+
     def make_peft_config(self, task: Task = "causal-lm", force: bool = False):
         """The ``peft.LoraConfig`` these fields describe, or ``None`` when ``use_peft`` is off (and not ``force``)."""
         if not (self.use_peft or force):

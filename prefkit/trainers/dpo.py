@@ -28,7 +28,7 @@ from ..hub import ModelCardMixin
 from ..models import DEFAULT_POLICY
 from ..logprobs import Prompt, completion_logps
 from ..losses import implicit_reward
-from .common import QLoRAArguments, default_bf16, default_output_dir, default_peft_config, resolve_model_argument
+from .common import QLoRAArguments, default_output_dir, default_peft_config, resolve_model_argument
 
 
 @dataclass
@@ -44,9 +44,7 @@ class DPOConfig(trl.DPOConfig, QLoRAArguments):
     """
 
     def __post_init__(self):
-        self._resolve_qlora_fields()
-        if self.bf16 is None and not self.fp16:
-            self.bf16 = default_bf16()
+        self._apply_prefkit_defaults()
         super().__post_init__()
 
 

@@ -15,7 +15,6 @@ For the algorithms inside one loop with a value model, GAE and PPO-Clip / KL-pen
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +22,7 @@ import trl
 
 from ..hub import ModelCardMixin
 from ..rl import reward_function_name
-from .common import QLoRAArguments, default_bf16, load_model_for_training
+from .common import QLoRAArguments, default_output_dir, default_peft_config, resolve_model_argument
 
 
 def as_trl_reward_func(reward: Any):
@@ -51,19 +50,13 @@ def as_trl_reward_func(reward: Any):
     return reward
 
 
-def _prepare(model, reward_funcs, args, train_dataset, processing_class, peft_config, config_class):
+def _prepare(model, reward_funcs, args, train_dataset, processing_class, peft_config, config_class, quantization_config=None):
     """What both trainers do before handing over to TRL: validate, load by name, resolve rewards."""
     from ..models import DEFAULT_POLICY
     from .ppo import validate_prompt_dataset
 
-    model = DEFAULT_POLICY if model is None else model
-    if isinstance(model, os.PathLike):
-        model = os.fspath(model)
     if args is None:
-        name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model")
-        args = config_class(output_dir=f"{str(name).rstrip('/').split('/')[-1]}-{config_class.__name__[:-6]}")
-    if not isinstance(args, config_class):
-        raise TypeError(f"args is a {type(args).__name__}; pass prefkit's {config_class.__name__}.")
+        args = config_class(output_dir=default_output_dir(DEFAULT_POLICY if model is None else model, config_class.__name__[:-6]))
     if train_dataset is None:
         raise ValueError("train_dataset is required: a dataset with a 'prompt' column.")
     validate_prompt_dataset(train_dataset, "train_dataset")
@@ -71,17 +64,12 @@ def _prepare(model, reward_funcs, args, train_dataset, processing_class, peft_co
         raise ValueError("reward_funcs is required: a RewardModel, its path, a built-in name (vader, bleu, rouge) or a callable.")
     rewards = reward_funcs if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
     rewards = [as_trl_reward_func(r) for r in rewards]
-    if isinstance(model, str):
-        from transformers import set_seed
-
-        set_seed(args.seed)
-        model, tokenizer = load_model_for_training(model, args)
-        processing_class = processing_class if processing_class is not None else tokenizer
-        args.model_init_kwargs = None  # consumed by the load above
-    elif args.quantization is not None:
-        raise ValueError("args.quantization only applies when the model is given by name; this model is already loaded.")
-    if peft_config is None and not hasattr(model, "peft_config"):
-        peft_config = args.make_peft_config("causal-lm")
+    # A plain trl.GRPOConfig / trl.RLOOConfig works too: no quantization and no LoRA, TRL's defaults.
+    model, processing_class = resolve_model_argument(
+        model, args, quantization_config=quantization_config, processing_class=processing_class
+    )
+    if peft_config is None:
+        peft_config = default_peft_config(model, args, "causal-lm")
     return model, rewards, args, processing_class, peft_config
 
 
@@ -90,9 +78,7 @@ class GRPOConfig(trl.GRPOConfig, QLoRAArguments):
     """``trl.GRPOConfig`` plus prefkit's QLoRA fields (``--quantization 4bit``, ``--use_peft``, ``lora_*``)."""
 
     def __post_init__(self):
-        self._resolve_qlora_fields()
-        if self.bf16 is None and not self.fp16:
-            self.bf16 = default_bf16()
+        self._apply_prefkit_defaults()
         super().__post_init__()
 
 
@@ -101,9 +87,7 @@ class RLOOConfig(trl.RLOOConfig, QLoRAArguments):
     """``trl.RLOOConfig`` plus prefkit's QLoRA fields (``--quantization 4bit``, ``--use_peft``, ``lora_*``)."""
 
     def __post_init__(self):
-        self._resolve_qlora_fields()
-        if self.bf16 is None and not self.fp16:
-            self.bf16 = default_bf16()
+        self._apply_prefkit_defaults()
         super().__post_init__()
 
 

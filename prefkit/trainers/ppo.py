@@ -62,7 +62,7 @@ from ..losses import (
     whiten,
 )
 from ..rl import RewardFunctionError, as_reward_functions, combine_rewards, kl_controller
-from .common import QLoRAArguments, default_bf16, load_model_for_training
+from .common import QLoRAArguments, default_output_dir, default_peft_config, resolve_model_argument
 
 logger = logging.getLogger(__name__)
 
@@ -222,9 +222,7 @@ class PPOConfig(TrainingArguments, QLoRAArguments):
     num_completions_to_log: int = field(default=8, metadata={"help": "Completions per sample table."})
 
     def __post_init__(self):
-        self._resolve_qlora_fields()
-        if self.bf16 is None and not self.fp16:
-            self.bf16 = default_bf16()
+        self._apply_prefkit_defaults()
         if isinstance(self.model_init_kwargs, str):
             self.model_init_kwargs = json.loads(self.model_init_kwargs)
         super().__post_init__()
@@ -610,8 +608,7 @@ class PPOTrainer(ModelCardMixin, Trainer):
         if isinstance(model, os.PathLike):
             model = os.fspath(model)
         if args is None:
-            name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model")
-            args = PPOConfig(output_dir=f"{str(name).rstrip('/').split('/')[-1]}-PPO")
+            args = PPOConfig(output_dir=default_output_dir(model, "PPO"))
         if not isinstance(args, PPOConfig):
             raise TypeError(f"args is a {type(args).__name__}; pass prefkit.PPOConfig.")
 
@@ -647,20 +644,9 @@ class PPOTrainer(ModelCardMixin, Trainer):
             value_model = None
 
         # ---- models
-        if isinstance(model, str):
-            from transformers import set_seed
-
-            set_seed(args.seed)
-            model_name = model
-            model, tokenizer = load_model_for_training(model, args)
-            processing_class = processing_class if processing_class is not None else tokenizer
-            if needs_values and value_model is None and not uses_lora:
-                value_model = model_name  # full fine-tuning: a value model from the same checkpoint
-        elif args.quantization is not None:
-            raise ValueError(
-                "args.quantization only applies when the model is given by name; this model is already loaded. "
-                "Load it with prefkit.load_model(name, quantization=...) or pass its name."
-            )
+        if isinstance(model, str) and needs_values and value_model is None and not uses_lora:
+            value_model = model  # full fine-tuning: a value model from the same checkpoint
+        model, processing_class = resolve_model_argument(model, args, processing_class=processing_class)
         if processing_class is None:
             from ..models import load_tokenizer
 
@@ -668,12 +654,14 @@ class PPOTrainer(ModelCardMixin, Trainer):
         processing_class.padding_side = "left"
         ensure_pad_token(processing_class, model)
 
-        if not is_peft_model and uses_lora:
-            from peft import get_peft_model
+        if not is_peft_model:
+            # LoRA when asked for, and always on a quantized base (quantized weights cannot be trained).
+            peft_config = peft_config if peft_config is not None else default_peft_config(model, args, "causal-lm")
+            if peft_config is not None:
+                from peft import get_peft_model
 
-            peft_config = peft_config if peft_config is not None else args.make_peft_config("causal-lm")
-            model = get_peft_model(model, peft_config)
-            is_peft_model = True
+                model = get_peft_model(model, peft_config)
+                is_peft_model = True
 
         value_head = None
         if needs_values:

@@ -46,7 +46,6 @@ from ..losses import bradley_terry_loss
 from ..reward_model import RewardModel, _no_cpu_weight_packing, encode_reward_input, model_max_length
 from .common import (
     QLoRAArguments,
-    default_bf16,
     default_output_dir,
     default_peft_config,
     resolve_model_argument,
@@ -79,9 +78,7 @@ class RewardConfig(trl.RewardConfig, QLoRAArguments):
     )
 
     def __post_init__(self):
-        self._resolve_qlora_fields()
-        if self.bf16 is None and not self.fp16:
-            self.bf16 = default_bf16()
+        self._apply_prefkit_defaults()
         super().__post_init__()
 
 
