@@ -143,12 +143,17 @@ class ModelCardMixin:
         token = getattr(self.args, "hub_token", None)
         self.args.hub_token = None
         try:
-            result = super()._save(output_dir, state_dict=state_dict)
+            result = self._save_files(output_dir, state_dict=state_dict)
         finally:
             self.args.hub_token = token
         # PEFT's save_pretrained leaves a placeholder card; every saved folder gets the real one.
         self._write_card(output_dir or self.args.output_dir)
         return result
+
+    def _save_files(self, output_dir: str | None = None, state_dict=None):
+        """What a save writes (weights, tokenizer, training_args.bin); trainers with their own layout override this,
+        never ``_save``, so the token and card handling above applies to them too."""
+        return super()._save(output_dir, state_dict=state_dict)
 
     def card_hyperparameters(self) -> dict[str, Any]:
         args = self.args

@@ -352,6 +352,20 @@ def test_push_to_hub_uploads_the_policy_with_a_ppo_model_card(tiny_model_dir, pr
     assert "Proximal Policy Optimization" in card and "objective/scores" in card
 
 
+def test_save_writes_prefkit_card_and_keeps_the_hub_token_out_of_every_file(tiny_model_dir, prompts_dataset, tmp_path):
+    args = make_config(tmp_path, max_steps=1, advantage_estimator="rloo", num_generations=4, hub_token="hf_secret_ppo")
+    trainer = PPOTrainer(tiny_model_dir, reward_funcs=letter_share, args=args, train_dataset=prompts_dataset)
+    trainer.train()
+    trainer.save_model()
+    card = open(os.path.join(args.output_dir, "README.md"), encoding="utf-8").read()
+    assert "| advantage_estimator | rloo |" in card  # prefkit's card, not PEFT's placeholder
+    for root, _, names in os.walk(args.output_dir):
+        for name in names:
+            with open(os.path.join(root, name), "rb") as f:
+                assert b"hf_secret_ppo" not in f.read(), name
+    assert trainer.args.hub_token == "hf_secret_ppo"  # restored for push_to_hub
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Other setups
 # --------------------------------------------------------------------------------------------------------------------

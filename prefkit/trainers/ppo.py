@@ -1191,7 +1191,7 @@ class PPOTrainer(ModelCardMixin, Trainer):
     # Saving and resuming: policy adapter at the root, value adapter + head in value/, PPO state in ppo_state.json
     # ------------------------------------------------------------------------------------------------------------
 
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+    def _save_files(self, output_dir: str | None = None, state_dict=None) -> None:
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         if not self.args.should_save:
             return
