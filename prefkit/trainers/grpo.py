@@ -21,16 +21,18 @@ from typing import Any
 import trl
 
 from ..hub import ModelCardMixin
-from ..rl import reward_function_name
+from ..rl import RewardFunction
 from .common import QLoRAArguments, default_output_dir, default_peft_config, resolve_model_argument
 
 
 def as_trl_reward_func(reward: Any):
     """A reward in TRL's calling convention ``fn(prompts=..., completions=..., **columns) -> list[float]``.
 
-    Strings are built-in reward names or reward-model paths (:func:`prefkit.rewards.load_reward`); a
-    :class:`prefkit.RewardModel` gives its ``as_reward_func()``; other objects with ``.score`` are wrapped; plain
-    callables and TRL-loadable models pass through.
+    Strings are built-in reward names, ``"demo"`` or reward-model paths (:func:`prefkit.rewards.load_reward`); a
+    :class:`prefkit.RewardModel` gives its ``as_reward_func()``; TRL-loadable models (``nn.Module``) pass through.
+    Anything else, a plain ``fn(prompts, completions)`` or an object with ``.score``, goes through
+    :class:`prefkit.rl.RewardFunction`, as in prefkit's PPO: it receives only the dataset columns it names (TRL also
+    passes ``completion_ids``, ``trainer_state``, ...), and a wrong number of scores or a NaN is a clear error.
     """
     if isinstance(reward, str):
         from ..rewards import load_reward
@@ -39,15 +41,15 @@ def as_trl_reward_func(reward: Any):
     as_reward_func = getattr(reward, "as_reward_func", None)
     if callable(as_reward_func):
         return as_reward_func()
-    score = getattr(reward, "score", None)
-    if callable(score) and not callable(getattr(reward, "forward", None)):
+    if callable(getattr(reward, "forward", None)):
+        return reward
+    function = RewardFunction(reward)
 
-        def reward_func(prompts, completions, **kwargs):
-            return [float(s) for s in score(prompts, completions)]
+    def reward_func(prompts, completions, **columns):
+        return function(prompts, completions, columns).tolist()
 
-        reward_func.__name__ = reward_function_name(reward)
-        return reward_func
-    return reward
+    reward_func.__name__ = function.name
+    return reward_func
 
 
 def _prepare(model, reward_funcs, args, train_dataset, processing_class, peft_config, config_class, quantization_config=None):
@@ -91,56 +93,45 @@ class RLOOConfig(trl.RLOOConfig, QLoRAArguments):
         super().__post_init__()
 
 
-class GRPOTrainer(ModelCardMixin, trl.GRPOTrainer):
+class _PrefkitTRLLoop(ModelCardMixin):
+    """What prefkit adds to TRL's GRPO and RLOO trainers; ``_config_class`` is the matching prefkit config."""
+
+    _config_class: type
+
+    def __init__(self, model=None, reward_funcs=None, args=None, train_dataset=None, eval_dataset=None,
+                 processing_class=None, callbacks=None, optimizers=(None, None), peft_config=None,
+                 quantization_config=None, **kwargs):
+        model, rewards, args, processing_class, peft_config = _prepare(
+            model, reward_funcs, args, train_dataset, processing_class, peft_config, self._config_class,
+            quantization_config=quantization_config,
+        )
+        super().__init__(
+            model=model, reward_funcs=rewards, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+            processing_class=processing_class, callbacks=callbacks, optimizers=optimizers, peft_config=peft_config,
+            **kwargs,
+        )
+
+    def card_hyperparameters(self) -> dict[str, Any]:
+        args = self.args
+        return {
+            "num_generations": args.num_generations,
+            "max_completion_length": args.max_completion_length,
+            "beta": args.beta,
+            "loss_type": getattr(args, "loss_type", None),
+            "reward": ", ".join(self.reward_func_names),
+            **super().card_hyperparameters(),
+        }
+
+
+class GRPOTrainer(_PrefkitTRLLoop, trl.GRPOTrainer):
     """``trl.GRPOTrainer`` taking prefkit rewards (reward models, rule rewards by name) and a model name with QLoRA."""
 
     _card_method = "grpo"
-
-    def __init__(self, model=None, reward_funcs=None, args: GRPOConfig | None = None, train_dataset=None,
-                 eval_dataset=None, processing_class=None, callbacks=None, optimizers=(None, None), peft_config=None, **kwargs):
-        model, rewards, args, processing_class, peft_config = _prepare(
-            model, reward_funcs, args, train_dataset, processing_class, peft_config, GRPOConfig
-        )
-        super().__init__(
-            model=model, reward_funcs=rewards, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-            processing_class=processing_class, callbacks=callbacks, optimizers=optimizers, peft_config=peft_config,
-            **kwargs,
-        )
-
-    def card_hyperparameters(self) -> dict[str, Any]:
-        args = self.args
-        return {
-            "num_generations": args.num_generations,
-            "max_completion_length": args.max_completion_length,
-            "beta": args.beta,
-            "loss_type": args.loss_type,
-            "reward": ", ".join(self.reward_func_names),
-            **super().card_hyperparameters(),
-        }
+    _config_class = GRPOConfig
 
 
-class RLOOTrainer(ModelCardMixin, trl.RLOOTrainer):
+class RLOOTrainer(_PrefkitTRLLoop, trl.RLOOTrainer):
     """``trl.RLOOTrainer`` taking prefkit rewards (reward models, rule rewards by name) and a model name with QLoRA."""
 
     _card_method = "rloo"
-
-    def __init__(self, model=None, reward_funcs=None, args: RLOOConfig | None = None, train_dataset=None,
-                 eval_dataset=None, processing_class=None, callbacks=None, optimizers=(None, None), peft_config=None, **kwargs):
-        model, rewards, args, processing_class, peft_config = _prepare(
-            model, reward_funcs, args, train_dataset, processing_class, peft_config, RLOOConfig
-        )
-        super().__init__(
-            model=model, reward_funcs=rewards, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-            processing_class=processing_class, callbacks=callbacks, optimizers=optimizers, peft_config=peft_config,
-            **kwargs,
-        )
-
-    def card_hyperparameters(self) -> dict[str, Any]:
-        args = self.args
-        return {
-            "num_generations": args.num_generations,
-            "max_completion_length": args.max_completion_length,
-            "beta": args.beta,
-            "reward": ", ".join(self.reward_func_names),
-            **super().card_hyperparameters(),
-        }
+    _config_class = RLOOConfig
