@@ -41,32 +41,26 @@ warning names them.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import torch
 
-from .logprobs import Prompt, render_prompt
+from .chat import Prompt
 from .losses import best_of_n_kl
+from .sampling import HFSampler, PromptTooLongError, seeded
 
 __all__ = [
     "BestOfNResult",
     "Candidate",
     "PromptTooLongError",
     "best_of_n",
-    "context_length",
     "load_reward",
     "score_responses",
 ]
-
-
-class PromptTooLongError(ValueError):
-    """A prompt does not leave room for ``max_new_tokens`` in the policy's context window."""
 
 
 @dataclass
@@ -213,21 +207,6 @@ def _check_devices(policy, reward) -> torch.device:
     return policy_device
 
 
-def context_length(model, tokenizer=None) -> int | None:
-    """The longest sequence the model accepts (``max_position_embeddings`` or the tokenizer's limit), if known."""
-    config = getattr(model, "config", None)
-    limits = []
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            limits.append(value)
-            break
-    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < 10**7:  # transformers uses 1e30 for "unknown"
-        limits.append(tokenizer_limit)
-    return min(limits) if limits else None
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Scoring
 # --------------------------------------------------------------------------------------------------------------------
@@ -314,75 +293,10 @@ def score_responses(reward: RewardLike, prompts: Sequence[Prompt], responses: Se
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _eos_ids(policy, tokenizer) -> set[int]:
-    ids: set[int] = set()
-    for source in (getattr(getattr(policy, "generation_config", None), "eos_token_id", None), tokenizer.eos_token_id):
-        if isinstance(source, int):
-            ids.add(source)
-        elif isinstance(source, (list, tuple)):
-            ids.update(int(i) for i in source)
-    return ids
-
-
-def _encode_prompts(tokenizer, prompts, limit, truncation, start_index) -> tuple[list[list[int]], list[int]]:
-    encoded, cut = [], []
-    for offset, prompt in enumerate(prompts):
-        ids = tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
-        if limit is not None and len(ids) > limit:
-            index = start_index + offset
-            if truncation == "error":
-                raise PromptTooLongError(
-                    f"prompts[{index}] is {len(ids)} tokens after the chat template, but the policy's context leaves "
-                    f"{limit} for the prompt (context minus max_new_tokens). Shorten it, lower max_new_tokens, or pass "
-                    "truncation='left' to keep its last tokens."
-                )
-            warnings.warn(
-                f"prompts[{index}] is {len(ids)} tokens; keeping its last {limit} (truncation='left').", stacklevel=3
-            )
-            cut.append(len(ids) - limit)
-            ids = ids[-limit:]
-        else:
-            cut.append(0)
-        encoded.append(ids)
-    return encoded, cut
-
-
-def _pad_left(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    length = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), length), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        if sequence:
-            ids[row, length - len(sequence) :] = torch.tensor(sequence, dtype=torch.long)
-            mask[row, length - len(sequence) :] = 1
-    return ids, mask
-
-
 def _synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that timings measure it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _split_completion(tokens: list[int], eos_ids: set[int]) -> tuple[list[int], bool]:
-    """Tokens up to and including the first end-of-sequence token, and whether there was one."""
-    for position, token in enumerate(tokens):
-        if token in eos_ids:
-            return tokens[: position + 1], True
-    return tokens, False
-
-
-@contextlib.contextmanager
-def _seeded(seed: int | None, device: torch.device):
-    """Seed the sampling without disturbing the caller's random state."""
-    if seed is None:
-        yield
-        return
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        if device.type == "cuda":
-            torch.cuda.manual_seed_all(seed)
-        yield
 
 
 def best_of_n(
@@ -441,25 +355,15 @@ def best_of_n(
     if not (hasattr(reward, "score") or hasattr(reward, "judge") or callable(reward)):
         score_responses(reward, [], [])  # raises the TypeError that explains what a reward may be
     device = _check_devices(policy, reward)
-
-    context = context_length(policy, tokenizer)
-    prompt_limit = None
-    if context is not None:
-        prompt_limit = context - max_new_tokens
-        if prompt_limit < 1:
-            raise ValueError(
-                f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the policy's {context}-token context."
-            )
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pad_id is None:
-        raise ValueError("The tokenizer has neither a pad nor an eos token; load it with prefkit.load_model or set one.")
-    eos_ids = _eos_ids(policy, tokenizer)
-    settings = {"n": n, "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
-    settings.update({k: v for k, v in generation.items() if isinstance(v, (int, float, str, bool))})
+    sampler = HFSampler(policy, tokenizer)
     kl = best_of_n_kl(n)
 
     # Encode every prompt first so that a too-long prompt fails before any sampling.
-    encoded, cut = _encode_prompts(tokenizer, prompts, prompt_limit, truncation, 0)
+    encoded = sampler.encode(prompts, max_new_tokens=max_new_tokens, truncation=truncation)
+    cut = encoded.truncated_tokens
+    settings = {"n": n, "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
+    settings.update({k: v for k, v in generation.items() if isinstance(v, (int, float, str, bool))})
+    generation = {"top_k": 0, **generation}  # sample from the policy itself unless told otherwise
 
     batches = list(range(0, len(prompts), batch_size))
     bar = None
@@ -468,38 +372,21 @@ def best_of_n(
 
         bar = tqdm(total=len(prompts), desc=f"best-of-{n}", unit="prompt")
     results: list[BestOfNResult] = []
-    was_training = policy.training
-    policy.eval()
     try:
-        with _seeded(seed, device):
+        with seeded(seed, device):
             for start in batches:
                 batch_prompts = prompts[start : start + batch_size]
-                input_ids, attention_mask = _pad_left(encoded[start : start + batch_size], pad_id)
                 _synchronize(device)
                 began = time.perf_counter()
-                with torch.no_grad():
-                    output = policy.generate(
-                        input_ids=input_ids.to(device),
-                        attention_mask=attention_mask.to(device),
-                        do_sample=True,
-                        num_return_sequences=n,
-                        max_new_tokens=max_new_tokens,
-                        temperature=temperature,
-                        top_p=top_p,
-                        pad_token_id=pad_id,
-                        **generation,
-                    )
+                samples = sampler.generate_encoded(
+                    batch_prompts, encoded[start : start + batch_size], n,
+                    max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, **generation,
+                )
                 _synchronize(device)
                 generate_seconds = time.perf_counter() - began
-
-                # Rows come out prompt-major: prompt 0's n samples, then prompt 1's...
-                completions = output[:, input_ids.shape[1] :].cpu().tolist()
-                texts, lengths, finished = [], [], []
-                for tokens in completions:
-                    kept, ended = _split_completion(tokens, eos_ids)
-                    texts.append(tokenizer.decode(kept, skip_special_tokens=True).strip())
-                    lengths.append(len(kept))
-                    finished.append(ended)
+                texts = samples.texts
+                lengths = samples.completion_lengths.tolist()
+                finished = samples.finished.tolist()
 
                 began = time.perf_counter()
                 repeated_prompts = [prompt for prompt in batch_prompts for _ in range(n)]
@@ -550,7 +437,6 @@ def best_of_n(
                 if bar is not None:
                     bar.update(len(batch_prompts))
     finally:
-        policy.train(was_training)
         if bar is not None:
             bar.close()
     return results

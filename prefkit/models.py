@@ -404,3 +404,27 @@ def parameter_storage(module) -> dict[int, int]:
         storage = tensor.untyped_storage()
         storages[storage.data_ptr()] = storage.nbytes()
     return storages
+
+
+def context_length(model, tokenizer=None) -> int | None:
+    """The longest sequence ``model`` accepts: its position limit (``max_position_embeddings`` or the older
+    ``n_positions`` / ``max_sequence_length`` / ``seq_length``, read from the text config of a multimodal model), or
+    the tokenizer's ``model_max_length`` when that is smaller; None when neither is known.
+
+    A PEFT wrapper is looked through. transformers uses a huge number (1e30) for an unknown tokenizer limit, and some
+    configs store nonsense, so values outside (0, 10**7) are ignored.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    if config is not None and hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    limits = []
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 10**7:
+            limits.append(value)
+            break
+    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < 10**7:
+        limits.append(tokenizer_limit)
+    return min(limits) if limits else None

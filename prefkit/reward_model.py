@@ -41,7 +41,9 @@ from typing import Any, Literal
 
 import torch
 
-from .logprobs import as_messages, pad_right
+from .chat import as_messages
+from .logprobs import pad_right
+from .models import context_length
 
 logger = logging.getLogger(__name__)
 
@@ -131,16 +133,6 @@ def _encode_sentence_pair(tokenizer, prompt: str | None, response: str, max_leng
             prompt_ids = prompt_ids[len(prompt_ids) - prompt_budget :] if prompt_budget > 0 else []
             response_ids = response_ids[: budget - len(prompt_ids)]
     return [cls_id, *prompt_ids, sep_id, *response_ids, sep_id]
-
-
-def model_max_length(model, tokenizer=None) -> int | None:
-    """The longest input the model takes: its position embeddings, or the tokenizer's limit when smaller."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    limits = [getattr(config, "max_position_embeddings", None)]
-    if tokenizer is not None:
-        limits.append(getattr(tokenizer, "model_max_length", None))
-    limits = [int(limit) for limit in limits if isinstance(limit, int) and 0 < limit < 1_000_000]
-    return min(limits) if limits else None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -326,7 +318,7 @@ class RewardModel:
 
     def encode(self, prompt: Prompt | None, response: Response, max_length: int | None = None) -> list[int]:
         """The token ids :meth:`score` feeds the model for one pair."""
-        limit = max_length or self.max_length or model_max_length(_base_model(self.model), self.tokenizer)
+        limit = max_length or self.max_length or context_length(self.model, self.tokenizer)
         return encode_reward_input(self.tokenizer, prompt, response, max_length=limit)
 
     def score(

@@ -53,7 +53,7 @@ def naive_best_of_n(policy, tokenizer, reward, prompts, n, max_new_tokens, tempe
     import torch
 
     from prefkit.bon import score_responses
-    from prefkit.logprobs import render_prompt
+    from prefkit.chat import render_prompt
 
     best, tokens = [], 0
     for prompt in prompts:

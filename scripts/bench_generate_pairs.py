@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from prefkit.data import bundled_preferences_path
     from prefkit.data.generation import generate_pairs
-    from prefkit.logprobs import render_prompt
+    from prefkit.chat import render_prompt
     from prefkit.models import DEFAULT_POLICY, load_model
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -198,7 +198,7 @@ class ForceEosAt(LogitsProcessor):
 
 
 def test_token_counts_stop_at_eos_and_finished_says_whether_eos_was_reached(policy, tiny_tokenizer):
-    from prefkit.logprobs import render_prompt
+    from prefkit.chat import render_prompt
 
     prompt_length = len(tiny_tokenizer(render_prompt(tiny_tokenizer, PROMPTS[0]), add_special_tokens=False)["input_ids"])
     processor = ForceEosAt(prompt_length, step=3, eos_id=tiny_tokenizer.eos_token_id)

@@ -65,54 +65,26 @@ class SamplingSettings:
         return kwargs
 
 
-def _eos_ids(model, tokenizer) -> list[int]:
-    ids = []
-    for source in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
-        for value in source if isinstance(source, (list, tuple)) else [source]:
-            if value is not None and value not in ids:
-                ids.append(int(value))
-    if not ids:
-        raise ValueError("The tokenizer has no EOS token, so generation could not stop; set tokenizer.eos_token.")
-    return ids
-
-
 def sample_completions(
     model, tokenizer, prompts: Sequence[Prompt], settings: SamplingSettings, chat_template: bool | None = None
 ) -> list[list[tuple[str, bool]]]:
-    """One ``generate`` call for ``prompts``: for each prompt, ``num_return_sequences`` ``(text, truncated)``.
+    """One batched sampling call for ``prompts`` (:func:`prefkit.sampling.generate`): for each prompt,
+    ``num_return_sequences`` ``(text, truncated)``.
 
-    Left padding; the chat template (with the generation prompt) when the tokenizer has one or a prompt is a
-    conversation; generation stops at any EOS id of the model or tokenizer. ``truncated`` is True when an answer
-    hit ``max_new_tokens`` before EOS. Texts are decoded without special tokens and stripped.
+    ``truncated`` is True when an answer hit ``max_new_tokens`` before a stop token. A prompt too long for the
+    model's context is an error, not a silent cut: a labeled pair must show the prompt the model saw.
     """
-    import torch
+    from ..sampling import generate, stop_token_ids
 
-    from ..logprobs import render_prompt, uses_chat_template
-
-    texts = [render_prompt(tokenizer, p, chat_template) for p in prompts]
-    templated = any(uses_chat_template(tokenizer, p) if chat_template is None else chat_template for p in prompts)
-    eos = _eos_ids(model, tokenizer)
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not templated)
-    finally:
-        tokenizer.padding_side = side
-    batch = batch.to(next(model.parameters()).device)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
-    with torch.no_grad():
-        sequences = model.generate(**batch, eos_token_id=eos, pad_token_id=pad, **settings.generate_kwargs())
-    new_tokens = sequences[:, batch["input_ids"].shape[1] :].tolist()
-    k = settings.num_return_sequences
-    out: list[list[tuple[str, bool]]] = []
-    for i in range(len(prompts)):
-        answers = []
-        for ids in new_tokens[i * k : (i + 1) * k]:
-            stop = next((j for j, t in enumerate(ids) if t in eos), None)
-            text = tokenizer.decode(ids if stop is None else ids[:stop], skip_special_tokens=True).strip()
-            answers.append((text, stop is None))
-        out.append(answers)
-    return out
+    if not stop_token_ids(model, tokenizer):
+        raise ValueError("The tokenizer has no EOS token, so generation could not stop; set tokenizer.eos_token.")
+    kwargs = settings.generate_kwargs()
+    n = kwargs.pop("num_return_sequences")
+    samples = generate(model, tokenizer, prompts, n, chat_template=chat_template, **kwargs)
+    finished = samples.finished.tolist()
+    return [
+        [(samples.texts[row], not finished[row]) for row in range(i * n, (i + 1) * n)] for i in range(len(prompts))
+    ]
 
 
 def _distinct(answers: list[tuple[str, bool]]) -> list[tuple[str, bool]]:

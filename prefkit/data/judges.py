@@ -424,39 +424,25 @@ class HFJudgeBackend:
         return None
 
     def __call__(self, conversations: list[list[dict[str, str]]]) -> list[tuple[str, float | None]]:
-        import torch
+        from ..sampling import HFSampler
 
+        templated = bool(getattr(self.tokenizer, "chat_template", None))
+        samples = HFSampler(self.model, self.tokenizer).generate(
+            [self._render(c) for c in conversations],
+            chat_template=False,  # rendered above, with the fallback for templates that refuse a system turn
+            add_special_tokens=not templated,
+            do_sample=False,
+            max_new_tokens=self.max_new_tokens,
+            batch_size=self.batch_size,
+            return_logits=True,
+        )
+        special = set(self.tokenizer.all_special_ids)
         out: list[tuple[str, float | None]] = []
-        device = next(self.model.parameters()).device
-        side = self.tokenizer.padding_side
-        self.tokenizer.padding_side = "left"
-        try:
-            for start in range(0, len(conversations), self.batch_size):
-                texts = [self._render(c) for c in conversations[start : start + self.batch_size]]
-                templated = bool(getattr(self.tokenizer, "chat_template", None))
-                batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not templated).to(
-                    device
-                )
-                with torch.no_grad():
-                    generated = self.model.generate(
-                        **batch,
-                        do_sample=False,
-                        max_new_tokens=self.max_new_tokens,
-                        pad_token_id=self.tokenizer.pad_token_id,
-                        output_logits=True,
-                        return_dict_in_generate=True,
-                    )
-                new_tokens = generated.sequences[:, batch["input_ids"].shape[1] :]
-                logits = torch.stack(generated.logits, dim=1).float().cpu()  # [batch, steps, vocab]
-                for row in range(new_tokens.shape[0]):
-                    ids = new_tokens[row].tolist()
-                    special = set(self.tokenizer.all_special_ids)
-                    kept = [(i, t) for i, t in enumerate(ids) if t not in special]
-                    text = self.tokenizer.decode([t for _, t in kept], skip_special_tokens=True)
-                    prob = self._letter_prob([t for _, t in kept], [logits[row, i] for i, _ in kept])
-                    out.append((text.strip(), prob))
-        finally:
-            self.tokenizer.padding_side = side
+        for row, ids in enumerate(samples.completion_ids.tolist()):
+            kept = [(i, t) for i, t in enumerate(ids[: int(samples.completion_lengths[row])]) if t not in special]
+            text = self.tokenizer.decode([t for _, t in kept], skip_special_tokens=True)
+            prob = self._letter_prob([t for _, t in kept], [samples.step_logits[row, i] for i, _ in kept])
+            out.append((text.strip(), prob))
         return out
 
 

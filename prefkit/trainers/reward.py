@@ -43,7 +43,8 @@ from transformers import TrainerCallback
 from ..data.validation import PreferenceDataError, RowProblem, validate_preference_dataset
 from ..hub import ModelCardMixin
 from ..losses import bradley_terry_loss
-from ..reward_model import RewardModel, _no_cpu_weight_packing, encode_reward_input, model_max_length
+from ..models import context_length
+from ..reward_model import RewardModel, _no_cpu_weight_packing, encode_reward_input
 from .common import (
     QLoRAArguments,
     default_output_dir,
@@ -361,7 +362,7 @@ def _tokenize_pairs(dataset, tokenizer, args, dataset_name: str):
 
 
 def _effective_max_length(max_length: int | None, model, tokenizer) -> int | None:
-    limit = model_max_length(model.get_base_model() if hasattr(model, "get_base_model") else model, tokenizer)
+    limit = context_length(model, tokenizer)
     if limit is None:
         return max_length
     return limit if max_length is None else min(max_length, limit)
