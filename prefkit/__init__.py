@@ -22,11 +22,11 @@ _LAZY = {
     # trainers
     "DPOConfig": "prefkit.trainers.dpo",
     "DPOTrainer": "prefkit.trainers.dpo",
-    "ImplicitReward": "prefkit.trainers.dpo",
+    "ImplicitReward": "prefkit.implicit_reward",
     "RewardConfig": "prefkit.trainers.reward",
     "RewardTrainer": "prefkit.trainers.reward",
     "RewardModel": "prefkit.reward_model",
-    "load_demo_reward_model": "prefkit.reward_model",
+    "load_demo_reward_model": "prefkit.demo",
     "evaluate_reward_model": "prefkit.evaluation",
     "PPOConfig": "prefkit.trainers.ppo",
     "PPOTrainer": "prefkit.trainers.ppo",
@@ -84,8 +84,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from .data.io import load_dataset_any
     from .data.validation import PreferenceDataError, validate_preference_dataset
     from .models import DEFAULT_ENCODER, DEFAULT_POLICY, load_model, load_tokenizer, resolve_model_path
-    from .reward_model import RewardModel, load_demo_reward_model
-    from .trainers.dpo import DPOConfig, DPOTrainer, ImplicitReward
+    from .demo import load_demo_reward_model
+    from .reward_model import RewardModel
+    from .implicit_reward import ImplicitReward
+    from .trainers.dpo import DPOConfig, DPOTrainer
     from .trainers.grpo import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
     from .trainers.ppo import PPOConfig, PPOTrainer
     from .trainers.reward import RewardConfig, RewardTrainer

@@ -13,7 +13,7 @@ nats (:func:`prefkit.losses.best_of_n_kl`; an upper bound, tight when the N samp
 Example::
 
     from prefkit import best_of_n, load_model
-    from prefkit.reward_model import load_demo_reward_model
+    from prefkit.demo import load_demo_reward_model
 
     policy, tokenizer = load_model("HuggingFaceTB/SmolLM2-135M-Instruct")
     results = best_of_n(policy, tokenizer, load_demo_reward_model(), ["Suggest an activity with my teddy bear."], n=8)
@@ -58,7 +58,6 @@ __all__ = [
     "Candidate",
     "PromptTooLongError",
     "best_of_n",
-    "load_reward",
     "score_responses",
 ]
 
@@ -440,46 +439,3 @@ def best_of_n(
         if bar is not None:
             bar.close()
     return results
-
-
-def load_reward(
-    reward_model: str | None = "demo",
-    *,
-    reward_function: str | None = None,
-    implicit_reward_model: str | None = None,
-    implicit_reward_ref: str | None = None,
-    beta: float = 0.1,
-    device: str | torch.device = "cpu",
-    progress: Callable[[float, str], None] | None = None,
-):
-    """The reward a command line or app setting names, placed on ``device``.
-
-    In order of precedence: ``reward_function`` (``"package.module:function"``, called as ``function(prompts,
-    responses)``), ``implicit_reward_model`` (a DPO-trained adapter folder, or a full model with
-    ``implicit_reward_ref``; scored by :class:`prefkit.ImplicitReward`), ``reward_model`` (a folder or Hub id
-    loaded with :meth:`prefkit.RewardModel.from_pretrained`, or ``"demo"`` for prefkit's demo reward model, trained
-    on the bundled data the first time with ``progress(fraction, message)`` reports).
-    """
-    if reward_function:
-        import importlib
-
-        module_name, _, attribute = reward_function.partition(":")
-        if not module_name or not attribute:
-            raise ValueError(f"reward_function={reward_function!r} must look like 'package.module:function'.")
-        function = getattr(importlib.import_module(module_name), attribute, None)
-        if function is None or not callable(function):
-            raise ValueError(f"reward_function={reward_function!r}: {module_name} has no callable {attribute!r}.")
-        return function
-    if implicit_reward_model:
-        from .trainers.dpo import ImplicitReward
-
-        reward = ImplicitReward.from_pretrained(implicit_reward_model, ref_model=implicit_reward_ref, beta=beta)
-        reward.model.to(device)
-        if reward.ref_model is not None:
-            reward.ref_model.to(device)
-        return reward
-    if not reward_model:
-        raise ValueError("No reward given: pass a reward model, 'demo', a reward function or an implicit reward model.")
-    from .reward_model import load_reward_model
-
-    return load_reward_model(reward_model, progress=progress, device=str(device))

@@ -33,10 +33,7 @@ import contextlib
 import json
 import logging
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -51,8 +48,6 @@ Prompt = str | list[dict[str, Any]]
 Response = str | list[dict[str, Any]]
 InputFormat = Literal["chat", "pair", "text"]
 
-DEMO_REWARD_DIR = "reward-demo"
-"""Folder under :func:`prefkit.models.cache_dir` that holds the demo reward model (``prefkit reward --preset demo``)."""
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -358,7 +353,7 @@ class RewardModel:
         was_training = self.model.training
         self.model.eval()
         try:
-            with _autocast_for(self.model, device), _no_cpu_weight_packing(self.model):
+            with _autocast_for(self.model, device), no_cpu_weight_packing(self.model):
                 for start in range(0, len(order), batch_size):
                     rows = order[start : start + batch_size]
                     input_ids, attention_mask = pad_right([encoded[i] for i in rows], self.tokenizer.pad_token_id)
@@ -423,7 +418,7 @@ def _autocast_for(model, device: torch.device):
 
 
 @contextlib.contextmanager
-def _no_cpu_weight_packing(model):
+def no_cpu_weight_packing(model):
     """Keep bitsandbytes from repacking 4-bit weights for its CPU inference kernel while scoring.
 
     On CPUs with AVX512-BF16, the first no-grad forward of a ``Linear4bit`` converts its weights in place to a packed
@@ -472,104 +467,3 @@ def _check_is_reward_checkpoint(name: str, path: str, revision: str | None) -> N
         )
     if config.get("num_labels", len(config.get("id2label") or {0: 0})) != 1:
         raise ValueError(f"{name} is a classifier with {len(config.get('id2label', {}))} labels; a reward model has one.")
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# The demo reward model
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def demo_reward_model_dir() -> Path:
-    """Where the demo reward model lives: ``cache_dir() / "reward-demo"``."""
-    from .models import cache_dir
-
-    return cache_dir() / DEMO_REWARD_DIR
-
-
-def _is_complete_model_dir(folder: Path) -> bool:
-    return (folder / "config.json").exists() and any(folder.glob("*.safetensors"))
-
-
-def load_demo_reward_model(
-    train_if_missing: bool = True,
-    progress: Callable[[float, str], None] | None = None,
-    device: str | None = None,
-) -> RewardModel:
-    """The offline demo reward model (MiniLM trained by prefkit on its bundled preference pairs).
-
-    Loaded from ``cache_dir()/"reward-demo"``; when it is not there and ``train_if_missing``, it is trained first (a
-    few minutes on a CPU, with a progress bar; ``progress(fraction, message)`` is called as training goes, e.g. by
-    the app). Training writes into a temporary folder renamed into place when complete, under a file lock, so two
-    processes never train it twice and a crash never leaves half a model behind.
-    """
-    target = demo_reward_model_dir()
-    if not _is_complete_model_dir(target):
-        if not train_if_missing:
-            raise FileNotFoundError(
-                f"The demo reward model is not in {target}. Train it (a few minutes on a CPU) with:\n"
-                "    prefkit reward --preset demo"
-            )
-        build_demo_reward_model(progress=progress)
-    if progress is not None:
-        progress(1.0, "Loading the demo reward model")
-    return RewardModel.from_pretrained(target, device=device)
-
-
-DEMO_NAME = "demo"
-
-
-def load_reward_model(
-    name_or_path: str | os.PathLike,
-    *,
-    train_demo_if_missing: bool = True,
-    progress: Callable[[float, str], None] | None = None,
-    device: str | None = None,
-    **kwargs: Any,
-) -> RewardModel:
-    """What every command's ``--reward_model`` means: a folder (full model or LoRA adapter) or Hub id loaded with
-    :meth:`RewardModel.from_pretrained` (``kwargs`` go there), or ``"demo"`` for prefkit's demo reward model
-    (trained first when missing and ``train_demo_if_missing``)."""
-    if os.fspath(name_or_path) == DEMO_NAME:
-        return load_demo_reward_model(train_if_missing=train_demo_if_missing, progress=progress, device=device)
-    return RewardModel.from_pretrained(name_or_path, device=device, **kwargs)
-
-
-def build_demo_reward_model(
-    output_dir: str | os.PathLike | None = None,
-    *,
-    force: bool = False,
-    dataset: Any = None,
-    progress: Callable[[float, str], None] | None = None,
-) -> dict[str, Any]:
-    """Train the demo reward model into ``output_dir`` (default :func:`demo_reward_model_dir`), atomically and once.
-
-    Returns the held-out evaluation (``accuracy``, ``mean_margin``, ``train_seconds`` ...); when the model already
-    exists and ``force`` is off, returns the evaluation saved next to it without training.
-    """
-    from filelock import FileLock
-
-    from .trainers.reward import train_demo_reward_model
-
-    target = Path(output_dir) if output_dir is not None else demo_reward_model_dir()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if _is_complete_model_dir(target) and not force:
-            return _saved_evaluation(target)
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-        try:
-            metrics = train_demo_reward_model(staging, dataset=dataset, progress=progress)
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    logger.info("Demo reward model saved to %s", target)
-    return metrics
-
-
-def _saved_evaluation(folder: Path) -> dict[str, Any]:
-    file = folder / "reward_eval.json"
-    if not file.exists():
-        return {}
-    with open(file, encoding="utf-8") as f:
-        return json.load(f)

@@ -8,12 +8,17 @@ Every function has the reward signature ``fn(prompts, completions, **columns) ->
 - ``bleu``: sentence BLEU of the completion against the dataset's ``reference`` column, in [0, 1] (``sacrebleu``).
 - ``rouge``: ROUGE-L F1 of the completion against the ``reference`` column, in [0, 1] (``rouge-score``).
 
-:func:`load_reward` also resolves a path to a trained reward model (:class:`prefkit.RewardModel`).
+:func:`resolve_reward` turns every spelling of a reward (these names, ``demo``, a reward model's folder or Hub id,
+``module:function``, ``implicit:PATH``, a callable or an object with ``.score``) into something that scores; every
+command, trainer and the app go through it.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import re
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -67,19 +72,101 @@ rouge.__name__ = "rouge"
 BUILTIN_REWARDS = {"vader": vader_sentiment, "bleu": bleu, "rouge": rouge}
 
 
-def load_reward(name_or_path: str, **reward_model_kwargs):
-    """A built-in reward by name (``vader``, ``bleu``, ``rouge``), prefkit's demo reward model (``demo``), or a
-    trained reward model from a folder or Hub id.
+# --------------------------------------------------------------------------------------------------------------------
+# The one resolver: every way a user can name a reward
+# --------------------------------------------------------------------------------------------------------------------
 
-    A reward model is loaded as :class:`prefkit.RewardModel`, whose ``.score(prompts, completions)`` PPO calls.
-    """
-    from .reward_model import DEMO_NAME, load_reward_model
+IMPLICIT_PREFIX = "implicit:"
 
-    if name_or_path in BUILTIN_REWARDS:
-        return BUILTIN_REWARDS[name_or_path]
-    if name_or_path != DEMO_NAME and not os.path.isdir(name_or_path) and "/" not in name_or_path:
+
+class UnknownRewardError(ValueError):
+    """A reward name that is no built-in reward, ``module:function``, folder or Hub id."""
+_FUNCTION_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
+
+def _import_function(spec: str):
+    module_name, _, attribute = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
         raise ValueError(
-            f"Unknown reward {name_or_path!r}: use one of {sorted(BUILTIN_REWARDS)}, 'demo', or the folder / Hub id "
-            "of a trained reward model."
-        )
-    return load_reward_model(name_or_path, **reward_model_kwargs)
+            f"reward {spec!r}: could not import module {module_name!r} ({error}). A 'module:function' reward must be "
+            "importable from where you run prefkit (pip install it, or run from its folder)."
+        ) from None
+    function = getattr(module, attribute, None)
+    if function is None or not callable(function):
+        raise ValueError(f"reward {spec!r}: module {module_name!r} has no callable {attribute!r}.")
+    return function
+
+
+def resolve_reward(
+    reward: Any,
+    *,
+    ref_model: str | None = None,
+    beta: float = 0.1,
+    device: str | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    train_demo_if_missing: bool = True,
+    **reward_model_kwargs: Any,
+):
+    """The reward ``reward`` names, in every spelling prefkit accepts, used by every command, trainer and the app.
+
+    - an object that already scores (a callable ``fn(prompts, completions, ...)``, an object with
+      ``.score(prompts, completions)`` such as :class:`prefkit.RewardModel` or :class:`prefkit.ImplicitReward`, or
+      a pairwise judge with ``.judge``) is returned as it is;
+    - ``"vader"``, ``"bleu"``, ``"rouge"``: a built-in rule reward (:data:`BUILTIN_REWARDS`);
+    - ``"demo"``: prefkit's demo reward model (:mod:`prefkit.demo`; trained on first use, with
+      ``progress(fraction, message)`` reports, unless ``train_demo_if_missing`` is off);
+    - ``"package.module:function"``: that function, imported;
+    - ``"implicit:PATH"``: a DPO-trained model's implicit reward β·log πθ/πref (:class:`prefkit.ImplicitReward`):
+      a LoRA adapter folder (its base is the reference) or a full model with ``ref_model``;
+    - any other string: the folder or Hub id of a trained reward model, loaded with
+      :meth:`prefkit.RewardModel.from_pretrained` (``reward_model_kwargs`` go there).
+
+    ``device`` places a loaded model. A string that is none of these raises a ``ValueError`` that lists them.
+    """
+    if not isinstance(reward, (str, os.PathLike)):
+        if reward is None:
+            raise ValueError(f"A reward is required. {SPELLINGS}")
+        if callable(reward) or callable(getattr(reward, "score", None)) or callable(getattr(reward, "judge", None)):
+            return reward
+        raise TypeError(f"reward is a {type(reward).__name__}, which cannot score completions: {SPELLINGS}")
+    name = os.fspath(reward)
+    if name in BUILTIN_REWARDS:
+        return BUILTIN_REWARDS[name]
+    from . import demo, reward_model
+
+    if name == demo.DEMO_NAME:
+        return demo.load_demo_reward_model(train_if_missing=train_demo_if_missing, progress=progress, device=device)
+    if name.startswith(IMPLICIT_PREFIX):
+        from .implicit_reward import ImplicitReward
+
+        scorer = ImplicitReward.from_pretrained(name[len(IMPLICIT_PREFIX) :], ref_model=ref_model, beta=beta)
+        if device is not None:
+            scorer.model.to(device)
+            if scorer.ref_model is not None:
+                scorer.ref_model.to(device)
+        return scorer
+    if _FUNCTION_SPEC.fullmatch(name) and not os.path.exists(name):
+        return _import_function(name)
+    if os.path.isdir(name) or (name.count("/") == 1 and not name.startswith((".", "/")) and not os.path.exists(name)):
+        return reward_model.RewardModel.from_pretrained(name, device=device, **reward_model_kwargs)
+    raise UnknownRewardError(f"Unknown reward {name!r}: no such built-in reward, folder or Hub id. {SPELLINGS}")
+
+
+SPELLINGS = (
+    f"A reward is one of: a built-in name ({', '.join(sorted(BUILTIN_REWARDS))}); 'demo' (prefkit's demo reward "
+    "model); the folder or Hub id of a trained reward model; 'package.module:function' (a Python function "
+    "fn(prompts, completions) -> list[float]); 'implicit:PATH' (a DPO model's implicit reward); or, from Python, a "
+    "callable or an object with .score(prompts, completions)."
+)
+
+
+def resolve_rewards(rewards: Any, **kwargs: Any) -> list:
+    """:func:`resolve_reward` for one reward or a list of them (PPO and GRPO sum several)."""
+    if rewards is None:
+        raise ValueError(f"A reward is required. {SPELLINGS}")
+    items = list(rewards) if isinstance(rewards, (list, tuple)) else [rewards]
+    if not items:
+        raise ValueError(f"A reward is required. {SPELLINGS}")
+    return [resolve_reward(item, **kwargs) for item in items]

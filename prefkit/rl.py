@@ -232,20 +232,11 @@ def combine_rewards(
 
 
 def as_reward_functions(reward_funcs: Any) -> list[RewardFunction]:
-    """Normalize one reward or a list of them (callables, scorers, or paths to reward models)."""
-    if reward_funcs is None:
-        raise ValueError(
-            "A reward is required: pass reward_funcs= a callable reward_fn(prompts, completions) -> list[float], a "
-            "prefkit.RewardModel, a path to a trained reward model, or a list of these."
-        )
-    items = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
-    resolved = []
-    for item in items:
-        if isinstance(item, str):
-            from .rewards import load_reward
+    """One reward or a list of them, in any spelling :func:`prefkit.rewards.resolve_reward` takes, each wrapped in a
+    checked :class:`RewardFunction`."""
+    from .rewards import resolve_rewards
 
-            item = load_reward(item)
-        resolved.append(RewardFunction(item))
+    resolved = [RewardFunction(item) for item in resolve_rewards(reward_funcs)]
     names = [f.name for f in resolved]
     if len(set(names)) != len(names):
         # Metrics are logged per function name; make duplicates distinguishable.

@@ -210,7 +210,7 @@ def test_label_with_a_reward_model_loads_it_with_reward_model_from_pretrained(tm
 
 
 def test_label_with_the_demo_reward_model_name_uses_the_demo_loader(tmp_path, monkeypatch):
-    from prefkit import reward_model as reward_model_module
+    from prefkit import demo as demo_module
 
     class LengthReward:
         def score(self, prompts, responses):
@@ -218,7 +218,7 @@ def test_label_with_the_demo_reward_model_name_uses_the_demo_loader(tmp_path, mo
 
     calls = []
     monkeypatch.setattr(
-        reward_model_module, "load_demo_reward_model", lambda **kwargs: calls.append(kwargs) or LengthReward()
+        demo_module, "load_demo_reward_model", lambda **kwargs: calls.append(kwargs) or LengthReward()
     )
     output = tmp_path / "labeled.jsonl"
     pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)

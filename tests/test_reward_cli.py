@@ -60,9 +60,9 @@ def test_reward_command_without_held_out_data_for_evaluation_says_what_to_pass(t
 
 
 def test_demo_preset_trains_into_the_given_folder_and_prints_its_accuracy(tmp_path, capsys, monkeypatch):
-    import prefkit.trainers.reward as reward_trainer
+    import prefkit.demo as demo
 
-    monkeypatch.setattr(reward_trainer, "DEMO_PRESET", dataclasses.replace(reward_trainer.DEMO_PRESET, max_steps=1))
+    monkeypatch.setattr(demo, "DEMO_PRESET", dataclasses.replace(demo.DEMO_PRESET, max_steps=1))
     data = write_jsonl(separable_preference_rows(16), tmp_path / "pairs.jsonl")
     assert prefkit(["reward", "--preset", "demo", "--output_dir", str(tmp_path / "demo"), "--dataset_name", str(data)]) == 0
     printed = capsys.readouterr().out

@@ -6,14 +6,14 @@ import threading
 
 import pytest
 
-import prefkit.trainers.reward as reward_trainer
-from prefkit.reward_model import build_demo_reward_model, demo_reward_model_dir, load_demo_reward_model
+import prefkit.demo as demo
+from prefkit.demo import build_demo_reward_model, demo_reward_model_dir, load_demo_reward_model
 
 
 @pytest.fixture
 def short_demo_preset(monkeypatch):
     """The real recipe (MiniLM, bundled data, held-out topics), cut to two optimizer steps."""
-    monkeypatch.setattr(reward_trainer, "DEMO_PRESET", dataclasses.replace(reward_trainer.DEMO_PRESET, max_steps=2))
+    monkeypatch.setattr(demo, "DEMO_PRESET", dataclasses.replace(demo.DEMO_PRESET, max_steps=2))
 
 
 def test_load_demo_reward_model_trains_it_once_into_the_cache_and_reports_progress(short_demo_preset, tmp_path, monkeypatch):
@@ -51,7 +51,7 @@ def test_concurrent_builds_train_the_demo_model_once(tmp_path, monkeypatch):
         (output_dir / "reward_eval.json").write_text(json.dumps({"accuracy": 1.0}))
         return {"accuracy": 1.0}
 
-    monkeypatch.setattr(reward_trainer, "train_demo_reward_model", train_slowly)
+    monkeypatch.setattr(demo, "train_demo_reward_model", train_slowly)
     target = tmp_path / "demo"
     results = []
     threads = [threading.Thread(target=lambda: results.append(build_demo_reward_model(target))) for _ in range(2)]
@@ -69,7 +69,7 @@ def test_failed_training_leaves_no_half_written_model(tmp_path, monkeypatch):
         (output_dir / "config.json").write_text("{}")
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(reward_trainer, "train_demo_reward_model", crash)
+    monkeypatch.setattr(demo, "train_demo_reward_model", crash)
     with pytest.raises(RuntimeError, match="out of memory"):
         build_demo_reward_model(tmp_path / "demo")
     assert not (tmp_path / "demo").exists()

@@ -194,7 +194,7 @@ def test_saved_full_reward_model_reloads_with_identical_scores(tiny_reward_model
 
 
 def test_demo_reward_model_missing_without_training_says_how_to_train_it():
-    from prefkit.reward_model import load_demo_reward_model
+    from prefkit.demo import load_demo_reward_model
 
     with pytest.raises(FileNotFoundError, match="prefkit reward --preset demo"):
         load_demo_reward_model(train_if_missing=False)

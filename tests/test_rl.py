@@ -16,7 +16,7 @@ from prefkit.rl import (
     combine_rewards,
     validate_scores,
 )
-from prefkit.rewards import BUILTIN_REWARDS, bleu, load_reward, rouge, vader_sentiment
+from prefkit.rewards import BUILTIN_REWARDS, bleu, resolve_reward, rouge, vader_sentiment
 
 # --------------------------------------------------------------------------------------------------------------------
 # KL controllers
@@ -198,7 +198,7 @@ def test_bleu_needs_a_reference_column():
     assert RewardFunction(bleu).required_columns == ["reference"]
 
 
-def test_load_reward_by_name_and_unknown_name():
-    assert load_reward("vader") is BUILTIN_REWARDS["vader"]
+def test_resolve_reward_by_name_and_unknown_name():
+    assert resolve_reward("vader") is BUILTIN_REWARDS["vader"]
     with pytest.raises(ValueError, match="vader"):
-        load_reward("sentiment")
+        resolve_reward("sentiment")

@@ -90,7 +90,7 @@ class AppModels:
 
     def _load(self, settings) -> None:
         try:
-            from ..bon import load_reward
+            from ..rewards import resolve_reward
             from ..commands.bon import resolve_device
             from ..models import load_model
 
@@ -109,9 +109,7 @@ class AppModels:
 
             label = settings.reward_function or settings.reward_model
             self._set(0.3, f"Loading the reward model {label} (the demo model trains once on first use)...")
-            self.reward = load_reward(
-                settings.reward_model, reward_function=settings.reward_function, device=device, progress=reward_progress
-            )
+            self.reward = resolve_reward(label, device=device, progress=reward_progress)
             self.reward_name = label if label != "demo" else "prefkit demo reward model"
             self._set(1.0, "Ready.")
             self.ready.set()

@@ -29,8 +29,9 @@ class BestOfNArguments:
     reward_model: str = field(
         default="demo",
         metadata={
-            "help": "Reward model folder or Hub id (a sequence classifier trained with prefkit reward), or 'demo' for "
-            "prefkit's demo reward model (trained on first use). Ignored when --implicit_reward_model or "
+            "help": "Reward model folder or Hub id (a sequence classifier trained with prefkit reward), 'demo' for "
+            "prefkit's demo reward model (trained on first use), a built-in reward (vader, bleu, rouge), "
+            "'package.module:function' or 'implicit:DPO_MODEL'. Ignored when --implicit_reward_model or "
             "--reward_function is given."
         },
     )
@@ -109,19 +110,24 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def reward_spec(args: BestOfNArguments) -> str:
+    """What the flags name, as one :func:`prefkit.rewards.resolve_reward` spelling (``--reward_function`` first, then
+    ``--implicit_reward_model``, then ``--reward_model``, which itself takes every spelling)."""
+    from ..rewards import IMPLICIT_PREFIX
+
+    if args.reward_function:
+        return args.reward_function
+    if args.implicit_reward_model:
+        return IMPLICIT_PREFIX + args.implicit_reward_model
+    return args.reward_model
+
+
 def load_reward(args: BestOfNArguments, device: str):
     """The reward the flags ask for, on ``device``."""
-    from ..bon import load_reward as load
+    from ..rewards import resolve_reward
 
     try:
-        return load(
-            args.reward_model,
-            reward_function=args.reward_function,
-            implicit_reward_model=args.implicit_reward_model,
-            implicit_reward_ref=args.implicit_reward_ref,
-            beta=args.beta,
-            device=device,
-        )
+        return resolve_reward(reward_spec(args), ref_model=args.implicit_reward_ref, beta=args.beta, device=device)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
 

@@ -93,10 +93,10 @@ def build_judge(args: LabelArguments):
             raise SystemExit(
                 "error: --judge reward needs --reward_model PATH_OR_ID (a model trained with prefkit reward, or 'demo')."
             )
-        from ..reward_model import load_reward_model
+        from ..rewards import resolve_reward
 
         return judges.RewardModelJudge(
-            load_reward_model(args.reward_model), batch_size=args.batch_size, tie_threshold=args.tie_threshold
+            resolve_reward(args.reward_model), batch_size=args.batch_size, tie_threshold=args.tie_threshold
         )
     if args.base_url:
         if not args.api_model:

@@ -21,27 +21,31 @@ class RewardArguments:
     reward: list[str] | None = field(
         default=None,
         metadata={
-            "help": "Built-in rule reward(s): 'vader' (sentiment of the answer, offline), 'bleu' or 'rouge' (against "
-            "the dataset's 'reference' column)."
+            "help": "Reward(s), summed: built-in 'vader' (sentiment of the answer, offline), 'bleu' or 'rouge' "
+            "(against the dataset's 'reference' column); also 'demo', a reward model folder or Hub id, "
+            "'package.module:function' or 'implicit:DPO_MODEL'."
         },
     )
 
     def rewards(self) -> list:
         """The rewards named on the command line (reward models are loaded here), or a clear error if none."""
-        from ..rewards import BUILTIN_REWARDS, load_reward
+        from ..rewards import BUILTIN_REWARDS, SPELLINGS, UnknownRewardError, resolve_reward
 
-        names = list(self.reward or [])
-        unknown = [name for name in names if name not in BUILTIN_REWARDS]
-        if unknown:
-            raise SystemExit(f"error: unknown --reward {unknown}; built-in rewards are {sorted(BUILTIN_REWARDS)}.")
-        if not names and not self.reward_model:
+        named = [("--reward", name) for name in self.reward or []]
+        named += [("--reward_model", self.reward_model)] if self.reward_model else []
+        if not named:
             raise SystemExit(
                 "error: give a reward: --reward_model PATH (a trained reward model) and/or --reward NAME "
-                f"({', '.join(sorted(BUILTIN_REWARDS))})."
+                f"({', '.join(sorted(BUILTIN_REWARDS))}, 'demo', 'package.module:function' or 'implicit:DPO_MODEL')."
             )
-        rewards = [load_reward(name) for name in names]
-        if self.reward_model:
-            rewards.append(load_reward(self.reward_model))
+        rewards = []
+        for flag, name in named:
+            try:
+                rewards.append(resolve_reward(name))
+            except UnknownRewardError:
+                raise SystemExit(f"error: unknown {flag} {name!r}. {SPELLINGS}") from None
+            except ValueError as error:
+                raise SystemExit(f"error: {flag} {name!r}: {error}") from None
         return rewards
 
 

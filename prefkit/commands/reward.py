@@ -53,11 +53,11 @@ def _wants_preset(argv: list[str]) -> bool:
 def run_preset(argv: list[str], prog: str | None = None) -> int:
     args = make_preset_parser(prog).parse_args(argv)
 
-    from ..reward_model import _is_complete_model_dir, build_demo_reward_model, demo_reward_model_dir
+    from ..demo import build_demo_reward_model, demo_reward_model_dir, is_complete_model_dir
     from pathlib import Path
 
     target = Path(args.output_dir) if args.output_dir else demo_reward_model_dir()
-    if _is_complete_model_dir(target) and not args.force:
+    if is_complete_model_dir(target) and not args.force:
         print(f"prefkit reward: the demo reward model is already in {target} (pass --force to train it again).")
         metrics = build_demo_reward_model(target)
     else:

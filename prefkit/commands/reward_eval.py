@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     from ..data.io import load_dataset_any
     from ..data.validation import validate_preference_dataset
     from ..evaluation import evaluate_reward_model, format_summary, write_reward_evaluation
-    from ..reward_model import load_reward_model
+    from ..rewards import resolve_reward
 
     # Data first: a bad file is reported before minutes of model loading.
     pairs = load_dataset_any(args.dataset_name, split=args.dataset_split, config=args.dataset_config)
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         pairs = pairs.select(range(min(args.max_pairs, len(pairs))))
     validate_preference_dataset(pairs, args.dataset_name)
 
-    reward_model = load_reward_model(
+    reward_model = resolve_reward(
         args.model,
         train_demo_if_missing=False,  # evaluating a model trained just now for the occasion would say little
         trust_remote_code=args.trust_remote_code,

@@ -28,16 +28,17 @@ from .common import QLoRAArguments, default_output_dir, default_peft_config, res
 def as_trl_reward_func(reward: Any):
     """A reward in TRL's calling convention ``fn(prompts=..., completions=..., **columns) -> list[float]``.
 
-    Strings are built-in reward names, ``"demo"`` or reward-model paths (:func:`prefkit.rewards.load_reward`); a
+    Strings are any spelling :func:`prefkit.rewards.resolve_reward` takes (built-in names, ``"demo"``, reward-model
+    folders or Hub ids, ``module:function``, ``implicit:PATH``); a
     :class:`prefkit.RewardModel` gives its ``as_reward_func()``; TRL-loadable models (``nn.Module``) pass through.
     Anything else, a plain ``fn(prompts, completions)`` or an object with ``.score``, goes through
     :class:`prefkit.rl.RewardFunction`, as in prefkit's PPO: it receives only the dataset columns it names (TRL also
     passes ``completion_ids``, ``trainer_state``, ...), and a wrong number of scores or a NaN is a clear error.
     """
     if isinstance(reward, str):
-        from ..rewards import load_reward
+        from ..rewards import resolve_reward
 
-        reward = load_reward(reward)
+        reward = resolve_reward(reward)
     as_reward_func = getattr(reward, "as_reward_func", None)
     if callable(as_reward_func):
         return as_reward_func()

@@ -30,21 +30,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import trl
-from transformers import TrainerCallback
 
 from ..data.validation import PreferenceDataError, RowProblem, validate_preference_dataset
 from ..hub import ModelCardMixin
 from ..losses import bradley_terry_loss
 from ..models import context_length
-from ..reward_model import RewardModel, _no_cpu_weight_packing, encode_reward_input
+from ..reward_model import RewardModel, no_cpu_weight_packing, encode_reward_input
 from .common import (
     QLoRAArguments,
     default_output_dir,
@@ -230,8 +227,8 @@ class RewardTrainer(ModelCardMixin, trl.RewardTrainer):
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         # Evaluation must not repack 4-bit weights for bitsandbytes' CPU kernel: the repacking is undone only
-        # approximately when the model is saved (see prefkit.reward_model._no_cpu_weight_packing).
-        with _no_cpu_weight_packing(model):
+        # approximately when the model is saved (see prefkit.reward_model.no_cpu_weight_packing).
+        with no_cpu_weight_packing(model):
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
     # -- after training ------------------------------------------------------------------------------------------
@@ -386,129 +383,3 @@ def _save_head_with_adapter(peft_config, model) -> None:
     if hasattr(peft_config, "modules_to_save"):
         modules = list(peft_config.modules_to_save or [])
         peft_config.modules_to_save = modules + [head for head in _head_module_names(model) if head not in modules]
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# The demo reward model: MiniLM on the bundled preference pairs, a few minutes on a CPU
-# --------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DemoRewardPreset:
-    """Settings of ``prefkit reward --preset demo``: MiniLM (22M parameters) fine-tuned, word embeddings frozen."""
-
-    test_fraction: float = 0.15  # of prompts held out when the data has no train/test `split` column
-    learning_rate: float = 1e-4
-    num_train_epochs: float = 2.0
-    per_device_train_batch_size: int = 16
-    max_length: int = 256
-    warmup_ratio: float = 0.1
-    seed: int = 42
-    max_steps: int = -1
-    # The 30k x 384 word embeddings are half of MiniLM's weights; a few hundred pairs cannot improve them, and not
-    # training them saves their gradients and optimizer state.
-    freeze_embeddings: bool = True
-
-
-DEMO_PRESET = DemoRewardPreset()
-
-
-class _ProgressCallback(TrainerCallback):
-    """Forwards training progress to a ``progress(fraction, message)`` callback (the app's progress bar)."""
-
-    def __init__(self, progress: Callable[[float, str], None], start: float, end: float):
-        self.progress, self.start, self.end = progress, start, end
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.max_steps:
-            fraction = self.start + (self.end - self.start) * state.global_step / state.max_steps
-            self.progress(fraction, f"Training the demo reward model: step {state.global_step}/{state.max_steps}")
-
-
-def demo_preference_data():
-    """The preference pairs the demo model trains on: prefkit's bundled data set (synthetic, CC0)."""
-    from ..data import bundled_preferences_path
-
-    return bundled_preferences_path()
-
-
-def demo_splits(dataset, preset: DemoRewardPreset):
-    """The data's own ``split`` column when it has train and test rows (the bundled set holds out whole topics),
-    else a share of the prompts."""
-    from ..evaluation import split_pairs_by_prompt
-
-    if "split" in dataset.column_names and {"train", "test"} <= set(dataset["split"]):
-        return (
-            dataset.filter(lambda row: row["split"] == "train"),
-            dataset.filter(lambda row: row["split"] == "test"),
-        )
-    return split_pairs_by_prompt(dataset, preset.test_fraction, seed=preset.seed)
-
-
-def train_demo_reward_model(
-    output_dir: str | os.PathLike,
-    *,
-    dataset: Any = None,
-    progress: Callable[[float, str], None] | None = None,
-    preset: DemoRewardPreset | None = None,
-) -> dict[str, Any]:
-    """Train the demo reward model (MiniLM, :data:`prefkit.models.DEFAULT_ENCODER`) into ``output_dir``.
-
-    ``dataset`` (default: the bundled pairs) is a pairs file or ``datasets.Dataset``. Its ``test`` rows (the
-    bundled set holds out whole topics), or a share of its prompts when it has no ``split`` column, are held out; the
-    model's accuracy on them is returned and saved as ``reward_eval.json`` next to ``reward_distributions.png``.
-    Use :func:`prefkit.reward_model.load_demo_reward_model` to get the cached model instead.
-    """
-    from ..data.io import load_dataset_any
-    from ..models import DEFAULT_ENCODER
-
-    preset = preset or DEMO_PRESET
-    report = progress or (lambda fraction, message: None)
-    report(0.0, "Loading the preference pairs")
-    if dataset is None:
-        dataset = demo_preference_data()
-    if isinstance(dataset, (str, os.PathLike)):
-        dataset = load_dataset_any(dataset, split="train")
-    train_pairs, test_pairs = demo_splits(dataset, preset)
-    args = RewardConfig(
-        output_dir=os.fspath(output_dir),
-        learning_rate=preset.learning_rate,
-        num_train_epochs=preset.num_train_epochs,
-        max_steps=preset.max_steps,
-        per_device_train_batch_size=preset.per_device_train_batch_size,
-        per_device_eval_batch_size=32,
-        max_length=preset.max_length,
-        warmup_steps=preset.warmup_ratio,
-        lr_scheduler_type="linear",
-        seed=preset.seed,
-        gradient_checkpointing=False,  # 22M parameters: memory is no issue, recomputation would only cost time
-        save_strategy="no",
-        eval_strategy="no",
-        logging_steps=10,
-        report_to="none",
-        bf16=False,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=False,
-    )
-    report(0.02, "Loading MiniLM")
-    trainer = RewardTrainer(DEFAULT_ENCODER, args=args, train_dataset=train_pairs, eval_dataset=test_pairs)
-    if preset.freeze_embeddings:
-        trainer.model.get_input_embeddings().weight.requires_grad_(False)
-    if progress is not None:
-        trainer.add_callback(_ProgressCallback(progress, 0.05, 0.95))
-    started = time.perf_counter()
-    trainer.train()
-    train_seconds = time.perf_counter() - started
-    report(0.96, "Saving the demo reward model")
-    trainer.save_model(os.fspath(output_dir))
-    trainer.create_model_card(model_name="prefkit-demo-reward-model")
-    result = dict(trainer.reward_evaluation.get("eval", {}))
-    result.update(
-        train_seconds=round(train_seconds, 1),
-        train_pairs=len(train_pairs),
-        base_model=DEFAULT_ENCODER,
-        preset={k: getattr(preset, k) for k in preset.__dataclass_fields__},
-    )
-    with open(Path(output_dir) / "reward_eval.json", "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
-    return result
