@@ -371,20 +371,20 @@ class RewardModel:
             raise TypeError("Pass responses: reward_model(prompts, responses) or reward_model(prompts=..., completions=...).")
         return self.score(prompts, responses)
 
-    def as_reward_func(self, batch_size: int | None = None, name: str | None = None) -> RewardFunction:
+    def as_reward_func(self, batch_size: int | None = None, name: str | None = None) -> RewardModelFunc:
         """A reward function for TRL's ``GRPOTrainer`` / ``RLOOTrainer`` (``reward_funcs=[...]``).
 
         It has TRL's signature ``f(prompts, completions, **kwargs) -> list[float]`` and takes standard (text) or
         conversational (message-list) prompts and completions. ``name`` (default ``"reward_model"``) is what TRL
         logs the reward under, e.g. ``rewards/reward_model/mean``.
         """
-        return RewardFunction(self, batch_size=batch_size, name=name or "reward_model")
+        return RewardModelFunc(self, batch_size=batch_size, name=name or "reward_model")
 
     def __repr__(self) -> str:
         return f"RewardModel({self.name_or_path!r}, format={self.input_format!r}, device={self.device})"
 
 
-class RewardFunction:
+class RewardModelFunc:
     """``f(prompts, completions, **kwargs) -> list[float]`` over a :class:`RewardModel` (TRL's reward signature).
 
     A class rather than a closure so that ``__name__`` is an attribute TRL can read, and so it can be inspected.
@@ -399,7 +399,7 @@ class RewardFunction:
         return self.reward_model.score(prompts, completions, batch_size=self.batch_size)
 
     def __repr__(self) -> str:
-        return f"RewardFunction({self.__name__!r}, {self.reward_model!r})"
+        return f"RewardModelFunc({self.__name__!r}, {self.reward_model!r})"
 
 
 def _base_model(model):
