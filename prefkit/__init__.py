@@ -12,6 +12,10 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
+from .quiet import install_filters as _install_filters
+
+_install_filters()
+
 _LAZY = {
     # models
     "load_model": "prefkit.models",
