@@ -28,5 +28,12 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+# Every benchmark with its default settings, each printing ratios against the baseline it measures in the same run
+# (no timing is asserted anywhere). To run one with other settings, see e.g.
+# `$(BIN)/python scripts/bench_bon.py --help`.
+BENCHES := bench_dpo bench_bon bench_ppo bench_reward_score bench_generate_pairs bench_llm_judge
+bench: setup
+	@for bench in $(BENCHES); do echo "== scripts/$$bench.py"; HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/python scripts/$$bench.py || exit 1; done
+
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
