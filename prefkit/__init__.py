@@ -38,6 +38,9 @@ _LAZY = {
     "GRPOTrainer": "prefkit.trainers.grpo",
     "RLOOConfig": "prefkit.trainers.grpo",
     "RLOOTrainer": "prefkit.trainers.grpo",
+    # evaluation
+    "evaluate": "prefkit.policy_eval",
+    "EvaluationReport": "prefkit.policy_eval",
     # best-of-n
     "best_of_n": "prefkit.bon",
     "BestOfNResult": "prefkit.bon",
@@ -85,6 +88,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .data.scales import GradedScale
     from .data.votes import VoteStore
     from .evaluation import evaluate_reward_model
+    from .policy_eval import EvaluationReport, evaluate
     from .data.io import load_dataset_any
     from .data.validation import PreferenceDataError, validate_preference_dataset
     from .models import DEFAULT_ENCODER, DEFAULT_POLICY, load_model, load_tokenizer, resolve_model_path

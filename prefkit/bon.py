@@ -50,6 +50,7 @@ from typing import Any, Literal
 import torch
 
 from .chat import Prompt
+from .data.judges import verdict_winner
 from .losses import best_of_n_kl
 from .sampling import HFSampler, PromptTooLongError, seeded
 
@@ -238,7 +239,7 @@ def _round_robin(judge, prompts: Sequence[Prompt], responses: Sequence[str], n: 
     if len(verdicts) != len(pair_prompts):
         raise ValueError(f"The judge returned {len(verdicts)} verdicts for {len(pair_prompts)} pairs.")
     for (i, j), verdict in zip(pair_index, verdicts):
-        winner = _pairwise_winner(verdict)
+        winner = verdict_winner(verdict)
         if winner == 0:
             wins[i] += 1.0
         elif winner == 1:
@@ -247,25 +248,6 @@ def _round_robin(judge, prompts: Sequence[Prompt], responses: Sequence[str], n: 
             wins[i] += 0.5
             wins[j] += 0.5
     return wins
-
-
-def _pairwise_winner(verdict: Any) -> int | None:
-    """0 (first better), 1 (second better) or None (tie, both bad, no verdict) from a judge's answer: TRL's index,
-    or a prefkit ``Judgement`` / label ("A", "B", "A slightly better", "tie", "both bad" ...)."""
-    label = getattr(verdict, "label", verdict)
-    if isinstance(label, bool) or label is None:
-        return None
-    if isinstance(label, (int, float)):
-        return int(label) if label in (0, 1) else None
-    if isinstance(label, str):
-        from .data.scales import DEFAULT_SCALE
-
-        try:
-            point = DEFAULT_SCALE.parse(label)
-        except ValueError:
-            return None
-        return {"A": 0, "B": 1}.get(point.winner) if point.kind == "preference" else None
-    return None
 
 
 def score_responses(reward: RewardLike, prompts: Sequence[Prompt], responses: Sequence[str], n: int = 1) -> list[float]:

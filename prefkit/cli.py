@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ppo": ("prefkit.commands.ppo", "Train a policy with PPO (clip / KL-penalty; GAE, REINFORCE, RLOO, GRPO)."),
     "grpo": ("prefkit.commands.grpo", "Run TRL's GRPOTrainer with a prefkit reward model."),
     "rloo": ("prefkit.commands.rloo", "Run TRL's RLOOTrainer with a prefkit reward model."),
+    "eval": ("prefkit.commands.evaluate", "Did my run work? Reward, win rate, KL, length of policies vs their base."),
     "bon": ("prefkit.commands.bon", "Best-of-N: sample N answers per prompt, keep the best by reward."),
     "generate-pairs": ("prefkit.commands.generate_pairs", "Sample response pairs from a model for labeling."),
     "label": ("prefkit.commands.label", "Label pairs with a judge (llm, bleu, rouge, reward); resumable."),

@@ -428,3 +428,42 @@ def context_length(model, tokenizer=None) -> int | None:
     if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < 10**7:
         limits.append(tokenizer_limit)
     return min(limits) if limits else None
+
+
+def adapter_base(name_or_path: str | os.PathLike) -> str | None:
+    """The base model a LoRA adapter folder was trained on (``adapter_config.json``), or None for a full model."""
+    path = os.path.join(os.fspath(name_or_path), "adapter_config.json")
+    if not os.path.isfile(path):
+        return None
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        base = json.load(f).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{path} names no base model (base_model_name_or_path); it cannot be loaded on its own.")
+    return base
+
+
+def load_policy(
+    name_or_path: str | os.PathLike, *, dtype: Any = "auto", device: str | None = None, trust_remote_code: bool = False
+):
+    """A causal LM for inference: a full model (Hub id or folder) or a LoRA adapter folder on its recorded base.
+
+    An adapter's base is resolved like any name (prefkit's default models work offline), then the adapter is
+    loaded on it with ``peft``; its tokenizer is the adapter folder's when it saved one. Returns ``(model,
+    tokenizer)`` in eval mode, on ``device`` when given.
+    """
+    name = os.fspath(name_or_path)
+    base = adapter_base(name)
+    if base is None:
+        model, tokenizer = load_model(name, dtype=dtype, trust_remote_code=trust_remote_code)
+    else:
+        from peft import PeftModel
+
+        model, tokenizer = load_model(base, dtype=dtype, trust_remote_code=trust_remote_code)
+        if any(f.startswith("tokenizer") for f in os.listdir(name)):
+            tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code)
+        model = PeftModel.from_pretrained(model, name)
+    if device is not None:
+        model = model.to(device)
+    return model.eval(), tokenizer

@@ -88,6 +88,25 @@ def _check_inputs(prompts: Sequence[Prompt], response_pairs: Sequence[Sequence[R
             raise ValueError(f"response_pairs[{index}] has {len(pair)} responses; a pair has exactly 2 (A, B).")
 
 
+def verdict_winner(verdict: Any) -> int | None:
+    """0 (first better), 1 (second better) or None (tie, both bad, no verdict) from any judge's answer: a
+    :class:`Judgement`, a label ("A", "B", graded "A slightly better" ..., "tie", "both bad") or TRL's index."""
+    label = getattr(verdict, "label", verdict)
+    if isinstance(label, bool) or label is None:
+        return None
+    if isinstance(label, (int, float)):
+        return int(label) if label in (0, 1) else None
+    if isinstance(label, str):
+        from .scales import DEFAULT_SCALE
+
+        try:
+            point = DEFAULT_SCALE.parse(label)
+        except ValueError:
+            return None
+        return {"A": 0, "B": 1}.get(point.winner) if point.kind == "preference" else None
+    return None
+
+
 class Judge(ABC):
     """The common interface: ``judge(prompts, response_pairs) -> list[Judgement]`` (one per pair, in order)."""
 
