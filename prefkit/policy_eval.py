@@ -31,12 +31,13 @@ policy, with intervals) and the length distributions.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,10 +218,14 @@ class EvaluationReport:
 
 @dataclass
 class _Policy:
+    """A policy to sample: ``scope()`` is entered around its use (e.g. a PEFT model's ``disable_adapter`` makes the
+    same weights act as their base)."""
+
     name: str
     source: str | None
     model: Any = None
     tokenizer: Any = None
+    scope: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
 
 
 def _policy_name(source: str) -> str:
@@ -304,12 +309,17 @@ def _batch_seed(seed: int, prompt_indices: Sequence[int], sample: int) -> int:
 def _token_logprobs(model, samples, temperature: float) -> torch.Tensor:
     """Log-probs of each sampled completion token under ``model`` at ``temperature`` (0 where masked out)."""
     device = next(model.parameters()).device
-    logits = model(
-        input_ids=samples.input_ids.to(device),
-        attention_mask=samples.attention_mask.to(device),
-        position_ids=samples.position_ids.to(device),
-        use_cache=False,
-    ).logits
+    was_training = model.training
+    model.eval()  # no dropout: the log-probs of the policy as it samples
+    try:
+        logits = model(
+            input_ids=samples.input_ids.to(device),
+            attention_mask=samples.attention_mask.to(device),
+            position_ids=samples.position_ids.to(device),
+            use_cache=False,
+        ).logits
+    finally:
+        model.train(was_training)
     width = samples.completion_ids.shape[1]
     logits = logits[:, -width - 1 : -1].float() / temperature
     ids = samples.completion_ids.to(device).unsqueeze(-1)
@@ -459,10 +469,11 @@ def _sample_policy(policy, base, rows, prompt_list, columns, reward_function, do
                 records += kept
                 bar.update(len(indices))
                 continue
-            samples = sampler.generate(
-                [prompt_list[i] for i in indices], 1, max_new_tokens=max_new_tokens, temperature=temperature,
-                top_p=top_p, top_k=0, seed=_batch_seed(seed, indices, sample), truncation="left", first_index=start,
-            )
+            with policy.scope():
+                samples = sampler.generate(
+                    [prompt_list[i] for i in indices], 1, max_new_tokens=max_new_tokens, temperature=temperature,
+                    top_p=top_p, top_k=0, seed=_batch_seed(seed, indices, sample), truncation="left", first_index=start,
+                )
             batch_columns = {k: [v[i] for i in indices] for k, v in columns.items()}
             rewards = (
                 reward_function([prompt_list[i] for i in indices], samples.texts, batch_columns).tolist()
@@ -470,11 +481,13 @@ def _sample_policy(policy, base, rows, prompt_list, columns, reward_function, do
             )
             k1 = k3 = [None] * len(indices)
             if same_vocab:
-                own = _token_logprobs(policy.model, samples, temperature)
                 if policy is base:
                     k1 = k3 = [0.0] * len(indices)
                 else:
-                    reference = _token_logprobs(base.model, samples, temperature)
+                    with policy.scope():
+                        own = _token_logprobs(policy.model, samples, temperature)
+                    with base.scope():
+                        reference = _token_logprobs(base.model, samples, temperature)
                     k1_t, k3_t = kl_estimates(own, reference, samples.completion_mask.cpu().float())
                     k1, k3 = k1_t.tolist(), k3_t.tolist()
             lengths = samples.completion_lengths.tolist()

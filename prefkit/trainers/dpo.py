@@ -23,11 +23,12 @@ from ..data.validation import validate_preference_dataset
 from ..hub import ModelCardMixin
 from ..models import DEFAULT_POLICY
 from ..implicit_reward import ImplicitReward
+from .policy_eval_callback import PolicyEvalArguments, PolicyEvalMixin
 from .common import QLoRAArguments, default_output_dir, default_peft_config, resolve_model_argument
 
 
 @dataclass
-class DPOConfig(trl.DPOConfig, QLoRAArguments):
+class DPOConfig(trl.DPOConfig, QLoRAArguments, PolicyEvalArguments):
     r"""``trl.DPOConfig`` plus prefkit's model loading fields (:class:`~prefkit.trainers.common.QLoRAArguments`).
 
     Every TRL field keeps its meaning; ``bf16`` defaults to on only where the hardware supports it.
@@ -36,14 +37,17 @@ class DPOConfig(trl.DPOConfig, QLoRAArguments):
         quantization (`str`, *optional*): ``"4bit"`` (QLoRA) or ``"8bit"``; applies when ``model`` is a name.
         use_peft (`bool`, *optional*): train a LoRA adapter (default: on when ``quantization`` is set).
         lora_r, lora_alpha, lora_dropout, lora_target_modules, lora_modules_to_save: the LoRA adapter.
+        eval_prompts, eval_reward, eval_judge, eval_every_steps, ...: held-out evaluation while training
+            (:mod:`prefkit.trainers.policy_eval_callback`): logs eval/reward, eval/win_rate, eval/kl, eval/length.
     """
 
     def __post_init__(self):
         self._apply_prefkit_defaults()
+        self._check_policy_eval_fields()
         super().__post_init__()
 
 
-class DPOTrainer(ModelCardMixin, trl.DPOTrainer):
+class DPOTrainer(ModelCardMixin, PolicyEvalMixin, trl.DPOTrainer):
     """``trl.DPOTrainer`` that also takes a model name with QLoRA settings and validates data first.
 
     Example::
@@ -108,6 +112,7 @@ class DPOTrainer(ModelCardMixin, trl.DPOTrainer):
             quantization_config=quantization_config,
             peft_config=peft_config,
         )
+        self.add_policy_eval_from_args()
 
     def implicit_reward(self, batch_size: int | None = None, max_length: int | None = None) -> ImplicitReward:
         """An :class:`ImplicitReward` over the model being trained, with this trainer's β and reference."""

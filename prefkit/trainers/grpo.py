@@ -22,6 +22,7 @@ import trl
 
 from ..hub import ModelCardMixin
 from ..rl import RewardFunction
+from .policy_eval_callback import PolicyEvalArguments, PolicyEvalMixin
 from .common import QLoRAArguments, default_output_dir, default_peft_config, resolve_model_argument
 
 
@@ -77,24 +78,28 @@ def _prepare(model, reward_funcs, args, train_dataset, processing_class, peft_co
 
 
 @dataclass
-class GRPOConfig(trl.GRPOConfig, QLoRAArguments):
-    """``trl.GRPOConfig`` plus prefkit's QLoRA fields (``--quantization 4bit``, ``--use_peft``, ``lora_*``)."""
+class GRPOConfig(trl.GRPOConfig, QLoRAArguments, PolicyEvalArguments):
+    """``trl.GRPOConfig`` plus prefkit's QLoRA fields (``--quantization 4bit``, ``--use_peft``, ``lora_*``) and held-out
+    evaluation while training (``--eval_prompts``, ``--eval_reward``: :mod:`prefkit.trainers.policy_eval_callback`)."""
 
     def __post_init__(self):
         self._apply_prefkit_defaults()
+        self._check_policy_eval_fields()
         super().__post_init__()
 
 
 @dataclass
-class RLOOConfig(trl.RLOOConfig, QLoRAArguments):
-    """``trl.RLOOConfig`` plus prefkit's QLoRA fields (``--quantization 4bit``, ``--use_peft``, ``lora_*``)."""
+class RLOOConfig(trl.RLOOConfig, QLoRAArguments, PolicyEvalArguments):
+    """``trl.RLOOConfig`` plus prefkit's QLoRA fields (``--quantization 4bit``, ``--use_peft``, ``lora_*``) and held-out
+    evaluation while training (``--eval_prompts``, ``--eval_reward``: :mod:`prefkit.trainers.policy_eval_callback`)."""
 
     def __post_init__(self):
         self._apply_prefkit_defaults()
+        self._check_policy_eval_fields()
         super().__post_init__()
 
 
-class _PrefkitTRLLoop(ModelCardMixin):
+class _PrefkitTRLLoop(ModelCardMixin, PolicyEvalMixin):
     """What prefkit adds to TRL's GRPO and RLOO trainers; ``_config_class`` is the matching prefkit config."""
 
     _config_class: type
@@ -111,6 +116,7 @@ class _PrefkitTRLLoop(ModelCardMixin):
             processing_class=processing_class, callbacks=callbacks, optimizers=optimizers, peft_config=peft_config,
             **kwargs,
         )
+        self.add_policy_eval_from_args()
 
     def card_hyperparameters(self) -> dict[str, Any]:
         args = self.args
