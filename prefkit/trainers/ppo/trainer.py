@@ -45,10 +45,10 @@ import torch
 import torch.nn as nn
 from transformers import Trainer, TrainingArguments
 
-from ..data.validation import PreferenceDataError, RowProblem, check_messages, check_text
-from ..hub import ModelCardMixin
-from ..logprobs import entropy_from_logits, render_prompt, selective_log_softmax
-from ..losses import (
+from ...data.validation import PreferenceDataError, RowProblem, check_messages, check_text
+from ...hub import ModelCardMixin
+from ...logprobs import entropy_from_logits, render_prompt, selective_log_softmax
+from ...losses import (
     gae,
     grpo_advantages,
     kl_estimate,
@@ -61,8 +61,8 @@ from ..losses import (
     value_loss,
     whiten,
 )
-from ..rl import RewardFunctionError, as_reward_functions, combine_rewards, kl_controller
-from .common import QLoRAArguments, default_output_dir, default_peft_config, resolve_model_argument
+from ...rl import RewardFunctionError, as_reward_functions, combine_rewards, kl_controller
+from ..common import QLoRAArguments, default_output_dir, default_peft_config, resolve_model_argument
 
 logger = logging.getLogger(__name__)
 
@@ -602,7 +602,7 @@ class PPOTrainer(ModelCardMixin, Trainer):
         callbacks=None,
         optimizers=(None, None),
     ):
-        from ..models import DEFAULT_POLICY, ensure_pad_token
+        from ...models import DEFAULT_POLICY, ensure_pad_token
 
         model = DEFAULT_POLICY if model is None else model
         if isinstance(model, os.PathLike):
@@ -648,7 +648,7 @@ class PPOTrainer(ModelCardMixin, Trainer):
             value_model = model  # full fine-tuning: a value model from the same checkpoint
         model, processing_class = resolve_model_argument(model, args, processing_class=processing_class)
         if processing_class is None:
-            from ..models import load_tokenizer
+            from ...models import load_tokenizer
 
             processing_class = load_tokenizer(getattr(model.config, "_name_or_path"))
         processing_class.padding_side = "left"
@@ -666,7 +666,7 @@ class PPOTrainer(ModelCardMixin, Trainer):
         value_head = None
         if needs_values:
             if isinstance(value_model, str):
-                from ..models import load_model
+                from ...models import load_model
 
                 value_model, _ = load_model(
                     value_model, task="sequence-classification", num_labels=1, dtype=model.dtype
