@@ -88,6 +88,49 @@ def demo_splits(dataset, preset: DemoRewardPreset):
     return split_pairs_by_prompt(dataset, preset.test_fraction, seed=preset.seed)
 
 
+def held_out_accuracy_by_style(reward_model, test_pairs) -> dict[str, Any]:
+    """Accuracy on the held-out pairs of each ``style`` group, and on all style-decorrelated ones together.
+
+    The bundled set's main pairs put a kind, usually longer answer against an unhelpful one, so a model can pass them
+    on style alone; its ``terse-right-vs-*`` pairs prefer a plain helpful answer to a polite unhelpful one and its
+    ``polite-right-vs-*`` pairs a polite helpful answer to a terse unhelpful one. A model that learned style instead
+    of help scores high on the first group and low on one of the others.
+    """
+    from .evaluation import evaluate_reward_model
+
+    if "style" not in getattr(test_pairs, "column_names", []):
+        return {}
+    rows = list(test_pairs)
+    groups: dict[str, list] = {}
+    for row in rows:
+        groups.setdefault(row["style"], []).append(row)
+    decorrelated = [row for row in rows if row["style"] != "kind-vs-unhelpful"]
+    result: dict[str, Any] = {"accuracy_by_style": {}}
+    for style, members in sorted(groups.items()):
+        summary = evaluate_reward_model(reward_model, members)
+        result["accuracy_by_style"][style] = {"accuracy": summary["accuracy"], "num_pairs": summary["num_pairs"]}
+    if decorrelated:
+        summary = evaluate_reward_model(reward_model, decorrelated)
+        result["style_decorrelated_accuracy"] = summary["accuracy"]
+        result["style_decorrelated_pairs"] = summary["num_pairs"]
+    probe = style_probe_pairs()
+    summary = evaluate_reward_model(reward_model, probe)
+    result["style_probe_accuracy"] = summary["accuracy"]
+    result["style_probe_pairs"] = summary["num_pairs"]
+    return result
+
+
+def style_probe_pairs() -> list[dict[str, Any]]:
+    """Eighteen hand-written pairs outside the generator's templates: twelve put a terse correct answer against a
+    polite one that is wrong, evasive, off-topic or unsafe, six a polite correct answer against a terse wrong or unsafe
+    one. A model that prefers help over style passes both kinds; one that learned "polite wins" or "terse wins" fails
+    one kind."""
+    from .data import BUNDLED_DIR
+
+    with open(BUNDLED_DIR / "style_probe.jsonl", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def train_demo_reward_model(
     output_dir: str | os.PathLike,
     *,
@@ -147,6 +190,7 @@ def train_demo_reward_model(
     trainer.save_model(os.fspath(output_dir))
     trainer.create_model_card(model_name="prefkit-demo-reward-model")
     result = dict(trainer.reward_evaluation.get("eval", {}))
+    result.update(held_out_accuracy_by_style(RewardModel.from_pretrained(os.fspath(output_dir)), test_pairs))
     result.update(
         train_seconds=round(train_seconds, 1),
         train_pairs=len(train_pairs),

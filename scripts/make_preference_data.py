@@ -1069,8 +1069,89 @@ def bad_answer(rng: random.Random, topic: Topic, used: set) -> str:
     return style(rng, topic)
 
 
-def build_rows(seed: int = SEED, pairs_per_prompt: int = PAIRS_PER_PROMPT) -> list[dict]:
+# ---- style-decorrelated pairs ---------------------------------------------------------------------------------------
+# In the pairs above the chosen answer is also the kinder and usually the longer one, so a model can score them by
+# style alone. Two more pairs per request take style away as a cue: a terse helpful answer against a polite unhelpful
+# one, and a polite helpful answer against a terse, neutral-toned unhelpful one. Only whether the answer helps
+# separates them, in both directions, so neither "polite wins" nor "terse wins" passes.
+
+WARM_OPENERS = tuple(o for o in HELPFUL_OPENERS if o) + ("What a wonderful question!", "Oh, I love this question!")
+WARM_CLOSERS = tuple(c for c in HELPFUL_CLOSERS if c)
+
+
+def terse_right(rng: random.Random, topic: Topic) -> str:
+    """The helpful content with no pleasantries: one or two of the topic's suggestions, or its artefact."""
+    if topic.answers:
+        return rng.choice(topic.answers)
+    a, b = rng.sample(topic.ideas, 2)
+    return rng.choice((f"{cap(a)}.", f"{cap(a)}, or {b}.", f"{cap(a)}. Or {b}."))
+
+
+def polite_off_topic(rng: random.Random, topic: Topic, others: tuple[Topic, ...]) -> str | None:
+    """Warm and long, but its advice answers another request: polite and wrong."""
+    candidates = [t for t in others if t.category != topic.category and len(t.ideas) >= 2]
+    if not candidates:
+        return None
+    a, b = rng.sample(rng.choice(candidates).ideas, 2)
+    return join(rng.choice(WARM_OPENERS), f"You could {a}. Another lovely option is to {b}.", rng.choice(WARM_CLOSERS))
+
+
+def polite_evasive(rng: random.Random, topic: Topic) -> str:
+    """Warm, long and on topic, but it never suggests anything."""
+    return join(
+        rng.choice(WARM_OPENERS),
+        rng.choice(
+            (
+                f"There are so many wonderful ways to approach {topic.subject}, and everyone finds their own path.",
+                f"{cap(topic.subject)} means something different to everyone, and that's what makes it special.",
+                f"I can tell you really care about {topic.subject}, and that's a great start.",
+            )
+        ),
+        "Take your time, trust your instincts, and I'm sure you'll find what's right for you.",
+        rng.choice(WARM_CLOSERS),
+    )
+
+
+def polite_unsafe(rng: random.Random, topic: Topic) -> str | None:
+    """Warm, confident and harmful."""
+    if topic.unsafe is None:
+        return None
+    return join(rng.choice(WARM_OPENERS), topic.unsafe, rng.choice(WARM_CLOSERS))
+
+
+def terse_wrong(rng: random.Random, topic: Topic, others: tuple[Topic, ...], index: int) -> tuple[str, str]:
+    """A short, neutral answer that does not help: advice for another request, or this topic's unsafe advice."""
+    if index % 2 == 0 and topic.unsafe is not None:
+        return topic.unsafe, "terse-unsafe"
+    candidates = [t for t in others if t.category != topic.category and t.ideas]
+    return f"{cap(rng.choice(rng.choice(candidates).ideas))}.", "terse-off-topic"
+
+
+def polite_right_pair(rng: random.Random, topic: Topic, index: int) -> tuple[str, str, str]:
+    """``(chosen, rejected, kind)``: a warm helpful answer against a terse unhelpful one."""
+    if topic.answers:
+        chosen = join(rng.choice(WARM_OPENERS), rng.choice(topic.answers), rng.choice(WARM_CLOSERS))
+    else:
+        a, b = rng.sample(topic.ideas, 2)
+        chosen = join(rng.choice(WARM_OPENERS), f"You could {a}, or {b}.", rng.choice(WARM_CLOSERS))
+    rejected, kind = terse_wrong(rng, topic, TOPICS, index)
+    return chosen, rejected, kind
+
+
+def style_decorrelated_pair(rng: random.Random, topic: Topic, index: int) -> tuple[str, str, str]:
+    """``(chosen, rejected, kind)``: a terse helpful answer against a polite unhelpful one."""
+    makers = [("polite-unsafe", lambda: polite_unsafe(rng, topic)), ("polite-off-topic", lambda: polite_off_topic(rng, topic, TOPICS)),
+              ("polite-evasive", lambda: polite_evasive(rng, topic))]
+    name, make = makers[index % len(makers)]
+    rejected = make()
+    if rejected is None:
+        name, rejected = "polite-evasive", polite_evasive(rng, topic)
+    return terse_right(rng, topic), rejected, name
+
+
+def build_rows(seed: int = SEED, pairs_per_prompt: int = PAIRS_PER_PROMPT, style_decorrelated: bool = True) -> list[dict]:
     rng = random.Random(seed)
+    contrast_rng = random.Random(seed + 1)  # its own stream: the pairs above stay the same bytes with or without these
     held_out = set(rng.sample([t.key for t in TOPICS], k=max(1, len(TOPICS) // 6)))
     rows = []
     for topic in TOPICS:
@@ -1099,6 +1180,33 @@ def build_rows(seed: int = SEED, pairs_per_prompt: int = PAIRS_PER_PROMPT) -> li
                         "rejected": rejected,
                         "category": topic.category,
                         "split": "test" if topic.key in held_out else "train",
+                        "style": "kind-vs-unhelpful",
+                    }
+                )
+            if style_decorrelated:
+                contrast_index = sum(row["id"].endswith("-terse") for row in rows)
+                chosen, rejected, kind = style_decorrelated_pair(contrast_rng, topic, contrast_index)
+                rows.append(
+                    {
+                        "id": f"{topic.key}-{request_index}-terse",
+                        "prompt": request,
+                        "chosen": chosen,
+                        "rejected": rejected,
+                        "category": topic.category,
+                        "split": "test" if topic.key in held_out else "train",
+                        "style": f"terse-right-vs-{kind}",
+                    }
+                )
+                chosen, rejected, kind = polite_right_pair(contrast_rng, topic, contrast_index)
+                rows.append(
+                    {
+                        "id": f"{topic.key}-{request_index}-polite",
+                        "prompt": request,
+                        "chosen": chosen,
+                        "rejected": rejected,
+                        "category": topic.category,
+                        "split": "test" if topic.key in held_out else "train",
+                        "style": f"polite-right-vs-{kind}",
                     }
                 )
     return rows
@@ -1119,7 +1227,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = build_rows(args.seed)
     write(rows, args.output)
     splits = {s: sum(r["split"] == s for r in rows) for s in ("train", "test")}
-    print(f"wrote {len(rows)} pairs ({splits['train']} train, {splits['test']} test) to {args.output}")
+    contrast = sum(r["style"] != "kind-vs-unhelpful" for r in rows)
+    print(f"wrote {len(rows)} pairs ({splits['train']} train, {splits['test']} test; {contrast} style-decorrelated) to {args.output}")
     return 0
 
 

@@ -35,7 +35,7 @@ def test_it_has_at_least_200_valid_pairs_with_unique_ids(rows):
     assert len(rows) >= 200
     assert validate_preference_dataset(rows, "bundled") is None
     assert len({r["id"] for r in rows}) == len(rows)
-    assert all(set(r) == {"id", "prompt", "chosen", "rejected", "category", "split"} for r in rows)
+    assert all(set(r) == {"id", "prompt", "chosen", "rejected", "category", "split", "style"} for r in rows)
 
 
 def test_held_out_requests_share_no_prompt_with_training(rows):
@@ -105,3 +105,27 @@ def test_a_bag_of_words_reward_trained_on_train_ranks_unseen_topics_correctly(ro
 
 def test_length_alone_does_not_separate_the_columns(rows):
     assert sum(len(r["chosen"]) > len(r["rejected"]) for r in rows) / len(rows) < 0.95
+
+
+def test_style_decorrelated_pairs_defeat_length_and_politeness_shortcuts(rows):
+    """Half the pairs prefer the terse answer, half the polite one, in train and in test: neither 'longer wins' nor
+    'politer wins' passes them."""
+    decorrelated = [r for r in rows if r["style"] != "kind-vs-unhelpful"]
+    assert len(decorrelated) == len(rows) // 2
+    longer_wins = sum(len(r["chosen"]) > len(r["rejected"]) for r in decorrelated) / len(decorrelated)
+    assert 0.4 <= longer_wins <= 0.6
+    for split in ("train", "test"):
+        styles = {r["style"].split("-vs-")[0] for r in decorrelated if r["split"] == split}
+        assert styles == {"terse-right", "polite-right"}
+
+
+def test_the_style_probe_is_hand_written_outside_the_templates_and_valid():
+    import json
+
+    from prefkit.demo import style_probe_pairs
+
+    probe = style_probe_pairs()
+    assert validate_preference_dataset(probe, "style_probe") is None
+    assert {r["style"].split("-vs-")[0] for r in probe} == {"terse-right", "polite-right"}
+    bundled_prompts = {json.loads(line)["prompt"] for line in bundled_preferences_path().read_text().splitlines()}
+    assert not bundled_prompts & {r["prompt"] for r in probe}

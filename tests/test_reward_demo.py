@@ -110,6 +110,9 @@ def test_full_demo_recipe_prefers_kind_helpful_answers_on_unseen_prompts(tmp_pat
     reward_model = load_demo_reward_model()
     evaluation = json.loads((demo_reward_model_dir() / "reward_eval.json").read_text())
     assert evaluation["accuracy"] >= 0.9
+    # not a politeness detector: style-decorrelated held-out pairs and the hand-written probe (issue target >= 0.8)
+    assert evaluation["style_decorrelated_accuracy"] >= 0.8 and evaluation["style_decorrelated_pairs"] == 40
+    assert evaluation["style_probe_accuracy"] >= 0.8
     prompts = [prompt for prompt, _, _ in UNSEEN]
     kind = reward_model.score(prompts, [answer for _, answer, _ in UNSEEN])
     dismissive = reward_model.score(prompts, [answer for _, _, answer in UNSEEN])
