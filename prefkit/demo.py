@@ -2,7 +2,7 @@
 
 It is what the app, ``prefkit bon`` and ``--reward_model demo`` score with when nobody names a reward model, so it
 works offline on any machine: the first use trains it (:func:`build_demo_reward_model`, atomically, once, under a
-file lock) into ``cache_dir()/"reward-demo"``, later uses load it (:func:`load_demo_reward_model`).
+file lock) into ``cache_dir()/"reward-demo-v2"``, later uses load it (:func:`load_demo_reward_model`).
 
 The recipe (:class:`DemoRewardPreset`) is ``prefkit reward --preset demo``. This module sits above the trainers
 because it trains with :class:`prefkit.RewardTrainer`; the inference side, :class:`prefkit.RewardModel`, knows
@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 DEMO_NAME = "demo"
 """The reward name that means this model (``--reward_model demo``, ``reward_funcs="demo"``)."""
 
-DEMO_REWARD_DIR = "reward-demo"
+DEMO_REWARD_DIR = "reward-demo-v2"  # v2: trained on the style-decorrelated data; a v1 cache is not reused
 """Folder under :func:`prefkit.models.cache_dir` that holds the demo reward model (``prefkit reward --preset demo``)."""
 
 
@@ -203,7 +203,7 @@ def train_demo_reward_model(
 
 
 def demo_reward_model_dir() -> Path:
-    """Where the demo reward model lives: ``cache_dir() / "reward-demo"``."""
+    """Where the demo reward model lives: ``cache_dir() / "reward-demo-v2"``."""
     return cache_dir() / DEMO_REWARD_DIR
 
 
@@ -218,7 +218,7 @@ def load_demo_reward_model(
 ) -> RewardModel:
     """The offline demo reward model (MiniLM trained by prefkit on its bundled preference pairs).
 
-    Loaded from ``cache_dir()/"reward-demo"``; when it is not there and ``train_if_missing``, it is trained first (a
+    Loaded from ``cache_dir()/"reward-demo-v2"``; when it is not there and ``train_if_missing``, it is trained first (a
     few minutes on a CPU, with a progress bar; ``progress(fraction, message)`` is called as training goes, e.g. by
     the app). Training writes into a temporary folder renamed into place when complete, under a file lock, so two
     processes never train it twice and a crash never leaves half a model behind.

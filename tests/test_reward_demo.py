@@ -22,7 +22,7 @@ def test_load_demo_reward_model_trains_it_once_into_the_cache_and_reports_progre
     reward_model = load_demo_reward_model(progress=lambda fraction, message: updates.append((fraction, message)))
 
     folder = demo_reward_model_dir()
-    assert folder == tmp_path / "reward-demo"
+    assert folder == tmp_path / "reward-demo-v2"
     assert (folder / "reward_distributions.png").exists()
     evaluation = json.loads((folder / "reward_eval.json").read_text())
     assert evaluation["num_pairs"] == 40 and evaluation["train_pairs"] == 212  # the bundled set's held-out topics
@@ -30,7 +30,7 @@ def test_load_demo_reward_model_trains_it_once_into_the_cache_and_reports_progre
     fractions = [fraction for fraction, _ in updates]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert any("step 2/2" in message for _, message in updates)
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".reward-demo-")]  # no staging folder left
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".reward-demo-v2-")]  # no staging folder left
 
     updates.clear()
     load_demo_reward_model(progress=lambda fraction, message: updates.append(message))
