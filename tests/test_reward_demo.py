@@ -25,7 +25,7 @@ def test_load_demo_reward_model_trains_it_once_into_the_cache_and_reports_progre
     assert folder == tmp_path / "reward-demo-v2"
     assert (folder / "reward_distributions.png").exists()
     evaluation = json.loads((folder / "reward_eval.json").read_text())
-    assert evaluation["num_pairs"] == 40 and evaluation["train_pairs"] == 212  # the bundled set's held-out topics
+    assert evaluation["num_pairs"] == 80 and evaluation["train_pairs"] == 424  # the bundled set's held-out topics
     assert reward_model.input_format == "pair"
     fractions = [fraction for fraction, _ in updates]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
