@@ -167,3 +167,38 @@ def split_pairs_by_prompt(dataset, test_fraction: float, seed: int = 42):
     test_rows = [i for i, key in enumerate(keys) if key in test_keys]
     train_rows = [i for i, key in enumerate(keys) if key not in test_keys]
     return dataset.select(train_rows), dataset.select(test_rows)
+
+
+def plot_training_curves(log_history: list[dict[str, Any]], path: str) -> str | None:
+    """Reward, KL, entropy and losses over PPO steps as a PNG (``ppo_curves.png``); ``None`` when nothing was logged."""
+    panels = [
+        ("reward", ["objective/scores", "objective/rlhf_reward"]),
+        ("KL to the reference (nats / completion)", ["objective/kl"]),
+        ("entropy (nats / completion)", ["objective/entropy"]),
+        ("loss", ["loss/policy_avg", "loss/value_avg"]),
+    ]
+    entries = [e for e in log_history if "objective/scores" in e]
+    if not entries:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+    for axis, (title, keys) in zip(axes.flat, panels):
+        for key in keys:
+            points = [(e["step"], e[key]) for e in entries if key in e]
+            if points:
+                axis.plot(*zip(*points), marker="." if len(points) < 50 else None, label=key)
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+        if len(keys) > 1:
+            axis.legend(fontsize=8)
+    for axis in axes[-1]:
+        axis.set_xlabel("PPO step")
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -1,23 +1,25 @@
-"""PPO for language models: :class:`PPOConfig` and :class:`PPOTrainer` (see :mod:`prefkit.trainers.ppo.trainer`)."""
+"""PPO for language models, in parts a reader can follow:
 
-from .trainer import (
-    ADVANTAGE_ESTIMATORS,
-    COMPLETIONS_NAME,
-    CURVES_NAME,
-    LOSS_TYPES,
+- :mod:`.config`: :class:`PPOConfig`, ``TrainingArguments`` plus the PPO fields;
+- :mod:`.policy_value`: :class:`PolicyAndValue`, the policy, reference and value model on one shared base;
+- :mod:`.rollout`: sample, score, old/reference log-probs and values, KL-shaped rewards, advantages (a :class:`Rollout`);
+- :mod:`.trainer`: :class:`PPOTrainer`, the loop and the minibatch optimization;
+- :mod:`.callbacks`: :class:`CompletionSamplesCallback`, sample completions in ``completions.jsonl``.
+"""
+
+from ...evaluation import plot_training_curves
+from .callbacks import COMPLETIONS_NAME, CompletionSamplesCallback
+from .config import ADVANTAGE_ESTIMATORS, LOSS_TYPES, PPOConfig
+from .policy_value import (
     POLICY_ADAPTER,
-    PPO_STATE_NAME,
     VALUE_ADAPTER,
     VALUE_FOLDER,
     VALUE_HEAD_NAME,
     VALUE_MODEL_FOLDER,
     PolicyAndValue,
-    PPOConfig,
-    PPOTrainer,
-    Rollout,
-    plot_training_curves,
-    validate_prompt_dataset,
 )
+from .rollout import Rollout, RunningBaseline
+from .trainer import CURVES_NAME, PPO_STATE_NAME, PPOTrainer, validate_prompt_dataset
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
@@ -30,10 +32,12 @@ __all__ = [
     "VALUE_FOLDER",
     "VALUE_HEAD_NAME",
     "VALUE_MODEL_FOLDER",
+    "CompletionSamplesCallback",
     "PPOConfig",
     "PPOTrainer",
     "PolicyAndValue",
     "Rollout",
+    "RunningBaseline",
     "plot_training_curves",
     "validate_prompt_dataset",
 ]

@@ -21,11 +21,8 @@ optimized token by token with advantages :math:`\hat A_t \approx` reward − bas
    loss, entropy, approximate KL and clip fractions; one optimizer step per minibatch;
 7. **adaptive β**: the KL coefficient moves towards ``target_kl`` (optional).
 
-The four roles of RLHF cost about one model under LoRA: the **policy** is a LoRA adapter on a (4-bit) base; the
-**reference** is the same base with the adapter disabled; the **value model** is a second adapter (``"value"``) on the
-same base plus a scalar head; the **reward** is any ``reward_fn(prompts, completions) -> scores`` or an object with
-``.score`` (:class:`prefkit.RewardModel`). Without LoRA, the reference is a frozen copy of the policy and the value
-model a separate ``AutoModelForSequenceClassification`` (three copies of the weights plus optimizer state for two).
+Steps 1-5 are in :mod:`.rollout`, the four roles on one base in :mod:`.policy_value`, the configuration in
+:mod:`.config`.
 """
 
 from __future__ import annotations
@@ -37,530 +34,37 @@ import logging
 import math
 import os
 import time
-import warnings
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn as nn
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 
 from ...data.validation import PreferenceDataError, RowProblem, check_messages, check_text
+from ...evaluation import plot_training_curves
 from ...hub import ModelCardMixin
-from ...logprobs import entropy_from_logits, render_prompt, selective_log_softmax
-from ...losses import (
-    gae,
-    grpo_advantages,
-    kl_estimate,
-    masked_mean,
-    masked_var,
-    ppo_clip_loss,
-    ppo_kl_penalty_loss,
-    reinforce_advantages,
-    rloo_advantages,
-    value_loss,
-    whiten,
+from ...logprobs import entropy_from_logits, selective_log_softmax
+from ...losses import kl_estimate, masked_mean, masked_var, ppo_clip_loss, ppo_kl_penalty_loss, value_loss
+from ...rl import RewardFunctionError, as_reward_functions, kl_controller
+from ..common import default_output_dir, default_peft_config, resolve_model_argument
+from .callbacks import CompletionSamplesCallback
+from .config import PPOConfig
+from .policy_value import PolicyAndValue, add_value_adapter, backbone_and_head, disable_dropout
+from .rollout import (
+    Rollout,
+    RunningBaseline,
+    compute_advantages,
+    generate_responses,
+    kl_shaped_rewards,
+    rollout_logprobs_and_values,
+    score_completions,
+    stop_token_ids,
 )
-from ...rl import RewardFunctionError, as_reward_functions, combine_rewards, kl_controller
-from ..common import QLoRAArguments, default_output_dir, default_peft_config, resolve_model_argument
 
 logger = logging.getLogger(__name__)
 
-LOSS_TYPES = ("clip", "kl_penalty")
-ADVANTAGE_ESTIMATORS = ("gae", "reinforce", "rloo", "grpo")
-POLICY_ADAPTER = "default"  # PEFT's name for the first adapter: the policy
-VALUE_ADAPTER = "value"
-VALUE_FOLDER = "value"  # <output_dir>/value/: the value adapter and value_head.safetensors (shared base)
-VALUE_MODEL_FOLDER = "value_model"  # <output_dir>/value_model/: a separate value model (full fine-tuning)
-VALUE_HEAD_NAME = "value_head.safetensors"
 PPO_STATE_NAME = "ppo_state.json"  # KL coefficients and the REINFORCE running baseline, for resuming
-COMPLETIONS_NAME = "completions.jsonl"
 CURVES_NAME = "ppo_curves.png"
-
-
-# ====================================================================================================================
-# Configuration
-# ====================================================================================================================
-
-
-@dataclass
-class PPOConfig(TrainingArguments, QLoRAArguments):
-    r"""Configuration of :class:`PPOTrainer`: ``transformers.TrainingArguments`` plus the PPO fields, named as in TRL's
-    former ``PPOConfig`` where it had them, plus prefkit's QLoRA fields (``--quantization 4bit``).
-
-    Batch sizes (per process): one PPO iteration samples ``per_device_train_batch_size × gradient_accumulation_steps ×
-    num_mini_batches`` completions (``local_batch_size``), from ``local_batch_size / num_generations`` prompts; each of
-    ``num_ppo_epochs`` epochs splits them into ``num_mini_batches`` minibatches, one optimizer step each, accumulated
-    over ``gradient_accumulation_steps`` micro-batches of ``per_device_train_batch_size``. ``max_steps`` (if > 0)
-    counts PPO iterations; otherwise ``total_episodes`` completions, otherwise ``num_train_epochs`` passes over the
-    prompts.
-    """
-
-    # ---- TrainingArguments defaults that suit on-policy RL
-    learning_rate: float = field(
-        default=1e-5, metadata={"help": "Initial AdamW learning rate (LoRA usually wants 1e-5 to 1e-4, full fine-tuning ~1e-6)."}
-    )
-    logging_steps: float = field(
-        default=1, metadata={"help": "Log every X PPO iterations (each one samples a whole batch, so log often)."}
-    )
-    bf16: bool | None = field(
-        default=None, metadata={"help": "bf16 mixed precision; default: on where the hardware supports it natively."}
-    )
-    model_init_kwargs: dict | str | None = field(
-        default=None, metadata={"help": "Keyword arguments for from_pretrained when the model is given by name."}
-    )
-
-    # ---- Rollout
-    response_length: int = field(default=53, metadata={"help": "Maximum number of tokens generated per completion."})
-    max_prompt_length: int | None = field(
-        default=512, metadata={"help": "Prompts longer than this many tokens keep their last tokens. None: no limit."}
-    )
-    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (log-probs use the same one)."})
-    stop_token_ids: list[int] | None = field(
-        default=None,
-        metadata={"help": "Token ids that end a completion besides the tokenizer's and generation config's EOS."},
-    )
-    missing_eos_penalty: float | None = field(
-        default=None,
-        metadata={"help": "Subtract this from the score of completions that hit response_length without EOS."},
-    )
-    num_generations: int = field(
-        default=1, metadata={"help": "Completions sampled per prompt (RLOO and GRPO need at least 2)."}
-    )
-    local_rollout_forward_batch_size: int = field(
-        default=64, metadata={"help": "Batch size of generation and of the no-gradient forward passes."}
-    )
-    ds3_gather_for_generation: bool = field(
-        default=True, metadata={"help": "Gather DeepSpeed ZeRO-3 weights for generation (faster, more memory)."}
-    )
-
-    # ---- Batches and epochs
-    num_mini_batches: int = field(default=1, metadata={"help": "Minibatches (optimizer steps) per PPO epoch."})
-    num_ppo_epochs: int = field(default=4, metadata={"help": "Epochs over each rollout batch."})
-    total_episodes: int | None = field(
-        default=None, metadata={"help": "Completions to train on in total (instead of num_train_epochs)."}
-    )
-
-    # ---- Objective
-    loss_type: str = field(
-        default="clip",
-        metadata={
-            "help": "Policy objective: 'clip' (PPO-Clip) or 'kl_penalty' (PPO-KL-penalty: rho*A - beta*KL to the "
-            "reference, no clipping).",
-            "choices": list(LOSS_TYPES),
-        },
-    )
-    advantage_estimator: str = field(
-        default="gae",
-        metadata={
-            "help": "'gae' (token-level, with a value model), 'reinforce' (return minus a baseline), 'rloo' "
-            "(leave-one-out over num_generations samples) or 'grpo' (group-normalized).",
-            "choices": list(ADVANTAGE_ESTIMATORS),
-        },
-    )
-    cliprange: float = field(default=0.2, metadata={"help": "PPO-Clip epsilon: ratios are clipped to [1-eps, 1+eps]."})
-    kl_coef: float = field(
-        default=0.05, metadata={"help": "beta_ref: weight of the per-token KL to the reference in the reward."}
-    )
-    kl_estimator: str = field(
-        default="k1",
-        metadata={"help": "Estimator of the reward's per-token KL: 'k1' (log ratio) or 'k3' (non-negative).", "choices": ["k1", "k3"]},
-    )
-    kl_penalty_coef: float = field(
-        default=0.1, metadata={"help": "beta of loss_type='kl_penalty': weight of the KL penalty in the loss."}
-    )
-    kl_penalty_estimator: str = field(
-        default="k3",
-        metadata={
-            "help": "Per-token penalty of loss_type='kl_penalty': 'k3' (its gradient is that of KL(ref || policy)) or "
-            "'k2' (gradient of KL(policy || ref)).",
-            "choices": ["k2", "k3"],
-        },
-    )
-    adaptive_kl: bool = field(
-        default=False,
-        metadata={
-            "help": "Adapt beta towards target_kl (Ziegler et al. 2019): kl_penalty_coef with loss_type='kl_penalty', "
-            "kl_coef otherwise."
-        },
-    )
-    target_kl: float = field(default=6.0, metadata={"help": "Target KL per completion (nats) of the adaptive controller."})
-    kl_horizon: int = field(default=10000, metadata={"help": "Horizon (episodes) of the adaptive KL controller."})
-    gamma: float = field(default=1.0, metadata={"help": "Discount factor."})
-    lam: float = field(default=0.95, metadata={"help": "GAE lambda."})
-    vf_coef: float = field(default=0.1, metadata={"help": "Weight of the value loss."})
-    value_lora_r: int | None = field(
-        default=None,
-        metadata={
-            "help": "LoRA rank of the value adapter on the shared base (default: lora_r). A smaller rank saves "
-            "its weights, gradients and AdamW state (the only memory the value model adds)."
-        },
-    )
-    cliprange_value: float | None = field(
-        default=0.2, metadata={"help": "Clip range of the value loss around the rollout values (None: unclipped)."}
-    )
-    whiten_rewards: bool = field(default=False, metadata={"help": "Rescale per-token rewards to unit variance."})
-    whiten_advantages: bool | None = field(
-        default=None,
-        metadata={"help": "Normalize advantages over the batch. Default: on for gae/reinforce, off for rloo/grpo."},
-    )
-    reinforce_baseline: str = field(
-        default="running",
-        metadata={"help": "REINFORCE baseline: 'running' (moving average of past returns) or 'batch' (batch mean).", "choices": ["running", "batch"]},
-    )
-    baseline_momentum: float = field(default=0.9, metadata={"help": "Momentum of the running REINFORCE baseline."})
-    grpo_scale_rewards: bool = field(
-        default=True, metadata={"help": "GRPO: divide by the group's standard deviation (False: Dr. GRPO)."}
-    )
-    reward_weights: list[float] | None = field(
-        default=None, metadata={"help": "Weights of several reward functions (default: all 1)."}
-    )
-
-    # ---- Samples
-    log_completions: bool = field(default=True, metadata={"help": "Log sample completions as a table."})
-    log_completions_steps: int = field(default=10, metadata={"help": "Log sample completions every N iterations."})
-    num_completions_to_log: int = field(default=8, metadata={"help": "Completions per sample table."})
-
-    def __post_init__(self):
-        self._apply_prefkit_defaults()
-        if isinstance(self.model_init_kwargs, str):
-            self.model_init_kwargs = json.loads(self.model_init_kwargs)
-        super().__post_init__()
-        self._check_ppo_fields()
-
-    def _check_ppo_fields(self) -> None:
-        problems = []
-        if self.loss_type not in LOSS_TYPES:
-            problems.append(f"loss_type={self.loss_type!r}: use one of {list(LOSS_TYPES)}")
-        if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
-            problems.append(f"advantage_estimator={self.advantage_estimator!r}: use one of {list(ADVANTAGE_ESTIMATORS)}")
-        if self.kl_estimator not in ("k1", "k3"):
-            problems.append(f"kl_estimator={self.kl_estimator!r}: use 'k1' or 'k3'")
-        if self.kl_penalty_estimator not in ("k2", "k3"):
-            problems.append(
-                f"kl_penalty_estimator={self.kl_penalty_estimator!r}: use 'k3' or 'k2' (k1's gradient is zero in expectation)"
-            )
-        if self.reinforce_baseline not in ("running", "batch"):
-            problems.append(f"reinforce_baseline={self.reinforce_baseline!r}: use 'running' or 'batch'")
-        if self.num_generations < 1:
-            problems.append(f"num_generations={self.num_generations}: must be at least 1")
-        elif self.advantage_estimator in ("rloo", "grpo") and self.num_generations < 2:
-            problems.append(
-                f"advantage_estimator={self.advantage_estimator!r} compares several completions of the same prompt, so "
-                f"it needs num_generations >= 2 (got {self.num_generations}); e.g. --num_generations 4"
-            )
-        if self.num_mini_batches < 1 or self.num_ppo_epochs < 1:
-            problems.append("num_mini_batches and num_ppo_epochs must be at least 1")
-        elif self.num_generations >= 1 and self.local_batch_size % self.num_generations:
-            problems.append(
-                f"the rollout batch (per_device_train_batch_size × gradient_accumulation_steps × num_mini_batches = "
-                f"{self.local_batch_size}) must be a multiple of num_generations={self.num_generations}"
-            )
-        if self.response_length < 1:
-            problems.append(f"response_length={self.response_length}: must be at least 1")
-        if not self.temperature > 0:
-            problems.append(f"temperature={self.temperature}: must be > 0")
-        if not self.cliprange > 0:
-            problems.append(f"cliprange={self.cliprange}: must be > 0")
-        if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
-            problems.append(f"gamma={self.gamma}, lam={self.lam}: both must be in [0, 1]")
-        if self.adaptive_kl and not (self.target_kl > 0 and self.kl_horizon > 0):
-            problems.append(f"adaptive_kl needs target_kl > 0 and kl_horizon > 0 (got {self.target_kl}, {self.kl_horizon})")
-        if not 0 <= self.baseline_momentum < 1:
-            problems.append(f"baseline_momentum={self.baseline_momentum}: must be in [0, 1)")
-        if self.eval_strategy != "no":
-            problems.append(
-                "PPOTrainer does not run evaluation (eval_strategy must be 'no'): it logs the rollout's scores every "
-                "iteration and sample completions every log_completions_steps"
-            )
-        if problems:
-            raise ValueError("Invalid PPOConfig:\n  " + "\n  ".join(problems))
-        if self.whiten_advantages is None:
-            self.whiten_advantages = self.advantage_estimator in ("gae", "reinforce")
-
-    # Derived sizes (per process)
-    @property
-    def local_batch_size(self) -> int:
-        """Completions sampled per process per PPO iteration."""
-        return self.per_device_train_batch_size * self.gradient_accumulation_steps * self.num_mini_batches
-
-    @property
-    def local_mini_batch_size(self) -> int:
-        """Completions per optimizer step per process."""
-        return self.per_device_train_batch_size * self.gradient_accumulation_steps
-
-    @property
-    def prompts_per_rollout(self) -> int:
-        """Prompts per process per PPO iteration."""
-        return self.local_batch_size // self.num_generations
-
-
-# ====================================================================================================================
-# Policy, reference and value on one base
-# ====================================================================================================================
-
-
-def _causal_lm_logits(model, input_ids, attention_mask, position_ids, response_width: int) -> torch.Tensor:
-    """Logits that predict the last ``response_width`` tokens, ``[batch, response_width, vocab]``."""
-    output = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        logits_to_keep=response_width + 1,
-        use_cache=False,
-    )
-    return output.logits[:, -response_width - 1 : -1]
-
-
-def _backbone_and_head(sequence_classifier):
-    """The transformer body and the ``score`` head of a decoder ``*ForSequenceClassification`` (maybe under PEFT)."""
-    base = sequence_classifier.get_base_model() if hasattr(sequence_classifier, "get_base_model") else sequence_classifier
-    backbone = getattr(base, base.base_model_prefix, None)
-    head = getattr(base, "score", None)
-    if backbone is None or head is None:
-        raise ValueError(
-            f"value_model is a {type(base).__name__}; a token-level value model must be a decoder "
-            "*ForSequenceClassification (num_labels=1) with a 'score' head, e.g. "
-            "AutoModelForSequenceClassification.from_pretrained(policy_name, num_labels=1)."
-        )
-    return backbone, head
-
-
-class PolicyAndValue(nn.Module):
-    r"""The trained roles in one module, which is what the optimizer, DDP and checkpoints see.
-
-    - ``policy``: a causal LM; under PEFT its adapter ``"default"`` is the policy and the disabled adapter is the
-      reference (:meth:`reference`).
-    - shared value (``value_head`` set): the policy's base with the second adapter ``"value"`` active, then
-      ``value_head`` (``nn.Linear(hidden, 1)``) on the last hidden states.
-    - separate value (``value_model`` set): a decoder ``*ForSequenceClassification`` whose ``score`` head is applied
-      to every position.
-
-    ``forward`` returns the policy's response logits and the values in one call, so that DDP sees one forward per
-    backward and synchronizes the gradients of both.
-    """
-
-    def __init__(self, policy: nn.Module, value_model: nn.Module | None = None, value_head: nn.Module | None = None):
-        super().__init__()
-        if value_model is not None and value_head is not None:
-            raise ValueError("Give either a separate value_model or a value_head on the shared base, not both.")
-        self.policy = policy
-        self.value_model = value_model
-        self.value_head = value_head
-        self._checkpointing_kwargs: dict | None = None
-
-    # ---- what kind of setup this is
-    @property
-    def is_peft(self) -> bool:
-        return hasattr(self.policy, "disable_adapter") and hasattr(self.policy, "peft_config")
-
-    @property
-    def has_values(self) -> bool:
-        return self.value_model is not None or self.value_head is not None
-
-    @property
-    def shares_base(self) -> bool:
-        return self.value_head is not None
-
-    def get_base_model(self):
-        """The policy's base model (for model cards and placement)."""
-        return self.policy.get_base_model() if self.is_peft else self.policy
-
-    @property
-    def peft_config(self):
-        """The policy adapter's config only (model cards describe the policy)."""
-        if not self.is_peft:
-            raise AttributeError("peft_config")
-        return {POLICY_ADAPTER: self.policy.peft_config[POLICY_ADAPTER]}
-
-    @property
-    def quantization_method(self):
-        # Lets Trainer see that bitsandbytes weights must not be moved with .to()
-        return getattr(self.get_base_model(), "quantization_method", None)
-
-    # ---- adapters
-    def _restore_trainable(self) -> None:
-        # PEFT's set_adapter / disable_adapter freeze every adapter but the active one; both of ours train.
-        if self.shares_base:
-            self.policy.set_requires_grad([POLICY_ADAPTER, VALUE_ADAPTER], True)
-
-    @contextlib.contextmanager
-    def _active_adapter(self, name: str):
-        previous = self.policy.active_adapter
-        if previous == name:
-            yield
-            return
-        self.policy.set_adapter(name)
-        try:
-            yield
-        finally:
-            self.policy.set_adapter(previous)
-            self._restore_trainable()
-
-    @contextlib.contextmanager
-    def reference(self):
-        """The reference policy: the same weights with the LoRA adapter disabled."""
-        if not self.is_peft:
-            raise RuntimeError("Without LoRA the reference is a separate frozen copy (PPOTrainer.ref_model).")
-        try:
-            with self.policy.disable_adapter():
-                yield self.policy
-        finally:
-            self._restore_trainable()
-
-    # ---- the three computations
-    def policy_logits(self, input_ids, attention_mask, position_ids, response_width: int) -> torch.Tensor:
-        return _causal_lm_logits(self.policy, input_ids, attention_mask, position_ids, response_width)
-
-    def values(self, input_ids, attention_mask, position_ids, response_width: int) -> torch.Tensor:
-        """:math:`V(s_t)` for each response token: read at the position that predicts it, ``[batch, response_width]``."""
-        if self.value_head is not None:
-            base = self.policy.get_base_model()
-            backbone = getattr(base, base.base_model_prefix)
-            with self._active_adapter(VALUE_ADAPTER):
-                hidden = backbone(
-                    input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-                ).last_hidden_state
-            head = self.value_head
-        elif self.value_model is not None:
-            backbone, head = _backbone_and_head(self.value_model)
-            hidden = backbone(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-            ).last_hidden_state
-        else:
-            raise RuntimeError("This setup has no value model (advantage_estimator is not 'gae').")
-        hidden = hidden[:, -response_width - 1 : -1]
-        return head(hidden.to(head.weight.dtype)).squeeze(-1).float()
-
-    def forward(self, input_ids, attention_mask, position_ids, response_width: int, with_values: bool = True):
-        logits = self.policy_logits(input_ids, attention_mask, position_ids, response_width)
-        values = self.values(input_ids, attention_mask, position_ids, response_width) if with_values and self.has_values else None
-        return logits, values
-
-    # ---- activation checkpointing (what Trainer and TRL's generation helper call)
-    def _recompute_under_same_adapter(self):
-        """``context_fn`` for ``torch.utils.checkpoint``: recompute a layer under the adapter it first ran with.
-
-        The policy and value passes run the same layers under different adapters, and the backward pass
-        recomputes checkpointed layers after both have run; without this, the value pass would be recomputed with
-        the policy adapter (wrong gradients, no error).
-        """
-        name = self.policy.active_adapter
-
-        @contextlib.contextmanager
-        def recompute():
-            with self._active_adapter(name):
-                yield
-
-        return contextlib.nullcontext(), recompute()
-
-    def _checkpointed_models(self):
-        models = [self.get_base_model()]
-        if self.value_model is not None:
-            value = self.value_model
-            models.append(value.get_base_model() if hasattr(value, "get_base_model") else value)
-        return models
-
-    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, every_n_layers: int = 1, offload: bool = False):
-        kwargs = dict(activation_checkpointing_kwargs or {})
-        if self.shares_base:
-            if kwargs.get("use_reentrant"):
-                warnings.warn("The shared-base value adapter needs non-reentrant activation checkpointing; using it.")
-            kwargs.update(use_reentrant=False, context_fn=self._recompute_under_same_adapter)
-        kwargs.setdefault("use_reentrant", False)
-        self._checkpointing_kwargs = {"kwargs": kwargs, "every_n_layers": every_n_layers, "offload": offload}
-        for model in self._checkpointed_models():
-            model.activation_checkpointing_enable(
-                activation_checkpointing_kwargs=kwargs, every_n_layers=every_n_layers, offload=offload
-            )
-
-    def activation_checkpointing_disable(self):
-        for model in self._checkpointed_models():
-            model.activation_checkpointing_disable()
-
-    @property
-    def is_activation_checkpointing(self) -> bool:
-        return any(model.is_activation_checkpointing for model in self._checkpointed_models())
-
-    # TRL's unwrap_model_for_generation still calls the pre-5.x names
-    @property
-    def is_gradient_checkpointing(self) -> bool:
-        return self.is_activation_checkpointing
-
-    def gradient_checkpointing_disable(self):
-        self.activation_checkpointing_disable()
-
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
-        saved = self._checkpointing_kwargs or {}
-        self.activation_checkpointing_enable(
-            gradient_checkpointing_kwargs or saved.get("kwargs"),
-            every_n_layers=saved.get("every_n_layers", 1),
-            offload=saved.get("offload", False),
-        )
-
-
-def _disable_dropout(model: nn.Module | None) -> None:
-    """PPO's ratio must be exactly 1 on the first minibatch: no dropout in any role (LoRA dropout included)."""
-    if model is None:
-        return
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-
-
-# ====================================================================================================================
-# Data
-# ====================================================================================================================
-
-
-def validate_prompt_dataset(dataset: Any, name: str = "train_dataset") -> None:
-    """Raise :class:`PreferenceDataError` listing every bad row of a prompt-only dataset (TRL's ``prompt`` column,
-    text or a conversation that does not end with an assistant turn)."""
-    columns = getattr(dataset, "column_names", None)
-    if columns is not None and "prompt" not in columns:
-        raise PreferenceDataError(
-            name,
-            [RowProblem(None, "prompt", f"is missing; the dataset has columns {sorted(columns)}")],
-            hint="PPO trains on prompts only: a 'prompt' column of text or of messages [{'role': 'user', ...}].",
-        )
-    problems: list[RowProblem] = []
-    count = 0
-    for index, example in enumerate(dataset):
-        count += 1
-        prompt = example.get("prompt")
-        if isinstance(prompt, list):
-            found = check_messages(prompt, "prompt", index)
-            if not found and prompt[-1].get("role") == "assistant":
-                found = [RowProblem(index, "prompt", "ends with an assistant turn; the model should answer the last message")]
-            problems += found
-        else:
-            problems += check_text(prompt, "prompt", index)
-    if count == 0:
-        raise PreferenceDataError(name, [RowProblem(None, None, "is empty; it needs at least one prompt")])
-    if problems:
-        raise PreferenceDataError(name, problems, total_rows=count)
-
-
-@dataclass
-class Rollout:
-    """What the optimization epochs of one PPO iteration read (per process): ``B`` completions, ``P`` prompt
-    tokens (left-padded), ``T`` response tokens (right-padded)."""
-
-    query_responses: torch.Tensor  # [B, P + T] prompt then completion token ids
-    attention_mask: torch.Tensor  # [B, P + T] 1 on real prompt tokens and on completion tokens up to EOS
-    position_ids: torch.Tensor  # [B, P + T]
-    responses: torch.Tensor  # [B, T] completion token ids (pad after EOS)
-    response_mask: torch.Tensor  # [B, T] float, 1 up to and including the stop token
-    old_logprobs: torch.Tensor  # [B, T] log pi_old(a_t | s_t), the policy that sampled
-    ref_logprobs: torch.Tensor  # [B, T] log pi_ref(a_t | s_t)
-    values: torch.Tensor | None  # [B, T] V(s_t) at sampling time (gae only)
-    advantages: torch.Tensor  # [B, T]
-    returns: torch.Tensor | None  # [B, T] the value model's labels (gae only)
-
-
-# ====================================================================================================================
-# Trainer
-# ====================================================================================================================
 
 
 class PPOTrainer(ModelCardMixin, Trainer):
@@ -584,6 +88,9 @@ class PPOTrainer(ModelCardMixin, Trainer):
             policy taken before training.
         processing_class: the tokenizer (default: the model's, left-padded).
         peft_config: a ``peft.LoraConfig`` (default: from ``args.use_peft`` / ``lora_*``).
+
+    Sample completions go to ``completions.jsonl`` through a :class:`CompletionSamplesCallback`
+    (``self.completion_samples``; ``args.log_completions=False`` leaves it out).
     """
 
     _tag_names = ["prefkit", "ppo", "trl"]
@@ -673,9 +180,9 @@ class PPOTrainer(ModelCardMixin, Trainer):
                 )
                 ensure_pad_token(processing_class, value_model)
             if value_model is None:  # shared base: a second adapter and a scalar head
-                value_head = self._add_value_adapter(model, args.value_lora_r)
+                value_head = add_value_adapter(model, args.value_lora_r)
             else:
-                _backbone_and_head(value_model)  # fail now if it cannot give token-level values
+                backbone_and_head(value_model)  # fail now if it cannot give token-level values
 
         if ref_model is None and not is_peft_model:
             # Full fine-tuning: the reference is a frozen copy of the policy as it is now.
@@ -683,7 +190,7 @@ class PPOTrainer(ModelCardMixin, Trainer):
         if ref_model is not None:
             ref_model.eval().requires_grad_(False)
         for role in (model, value_model, ref_model):
-            _disable_dropout(role)
+            disable_dropout(role)
 
         wrapper = PolicyAndValue(model, value_model=value_model, value_head=value_head)
         super().__init__(
@@ -703,43 +210,15 @@ class PPOTrainer(ModelCardMixin, Trainer):
         self.kl_penalty_ctl = kl_controller(
             args.kl_penalty_coef, args.adaptive_kl and args.loss_type == "kl_penalty", args.target_kl, args.kl_horizon
         )
-        self.running_baseline: float | None = None
-        self._stop_token_ids = self._collect_stop_token_ids(model, processing_class, args.stop_token_ids)
+        self.reinforce_baseline = RunningBaseline(args.baseline_momentum, use_batch_mean=args.reinforce_baseline == "batch")
+        self.stop_ids = stop_token_ids(model, processing_class, args.stop_token_ids)
+        self.completion_samples: CompletionSamplesCallback | None = None
+        if args.log_completions:
+            self.completion_samples = CompletionSamplesCallback(args.log_completions_steps, args.num_completions_to_log)
+            self.add_callback(self.completion_samples)
         self._metrics_since_log: list[dict[str, float]] = []
 
     # ------------------------------------------------------------------------------------------------------------
-    # Setup helpers
-    # ------------------------------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _add_value_adapter(policy, rank: int | None = None) -> nn.Module:
-        """Add the ``"value"`` LoRA adapter to the policy's base and return a zero-initialized scalar head."""
-        policy_config = policy.peft_config[POLICY_ADAPTER]
-        value_config = copy.deepcopy(policy_config)
-        value_config.modules_to_save = None  # e.g. a trained lm_head belongs to the policy only
-        if rank is not None and rank != policy_config.r:
-            value_config.lora_alpha = policy_config.lora_alpha * rank / policy_config.r  # same scale alpha / r
-            value_config.r = rank
-        policy.add_adapter(VALUE_ADAPTER, value_config)
-        policy.set_adapter(POLICY_ADAPTER)
-        policy.set_requires_grad([POLICY_ADAPTER, VALUE_ADAPTER], True)
-        base = policy.get_base_model()
-        hidden_size = base.config.get_text_config().hidden_size
-        device = next(p.device for p in policy.parameters())
-        head = nn.Linear(hidden_size, 1, device=device, dtype=torch.float32)
-        nn.init.zeros_(head.weight)  # V = 0 at the start: no made-up value estimates
-        nn.init.zeros_(head.bias)
-        return head
-
-    @staticmethod
-    def _collect_stop_token_ids(model, tokenizer, extra: list[int] | None) -> list[int]:
-        ids: list[int] = []
-        for candidate in (tokenizer.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
-            if candidate is None:
-                continue
-            ids += list(candidate) if isinstance(candidate, (list, tuple)) else [candidate]
-        ids += list(extra or [])
-        return sorted(set(int(i) for i in ids))
 
     @property
     def _policy_and_value(self) -> PolicyAndValue:
@@ -858,57 +337,56 @@ class PPOTrainer(ModelCardMixin, Trainer):
     def _ppo_iteration(self, model) -> dict[str, float]:
         args = self.args
         accelerator = self.accelerator
-        policy_and_value = self._policy_and_value
         device = accelerator.device
         timings: dict[str, float] = {}
 
-        # 1. Rollout: sample completions with the current policy.
+        # 1. Rollout: sample completions with the current policy, the k samples of a prompt side by side.
         tick = time.perf_counter()
         rows = [self.train_dataset[i] for i in self._prompt_indices(self.state.global_step)]
-        rows = [row for row in rows for _ in range(args.num_generations)]  # k samples of a prompt side by side
+        rows = [row for row in rows for _ in range(args.num_generations)]
         prompts = [row["prompt"] for row in rows]
-        rollout_tensors = self._generate(prompts)
-        completions = self.processing_class.batch_decode(rollout_tensors["responses"], skip_special_tokens=True)
+        sampled = generate_responses(
+            self.model_wrapped, self.processing_class, prompts, accelerator=accelerator,
+            max_new_tokens=args.response_length, temperature=args.temperature, stop_ids=self.stop_ids,
+            max_prompt_length=args.max_prompt_length, batch_size=args.local_rollout_forward_batch_size,
+            gather_deepspeed3_params=args.ds3_gather_for_generation,
+        )
+        self.state.num_input_tokens_seen += int(accelerator.gather(sampled.attention_mask.sum()).sum().item())
+        completions = self.processing_class.batch_decode(sampled.responses, skip_special_tokens=True)
+        response_mask = sampled.response_mask  # [B, T]
         timings["time/rollout"] = time.perf_counter() - tick
 
         # 2. Score the completions.
         tick = time.perf_counter()
-        columns = {key: [row[key] for row in rows] for key in rows[0] if key != "prompt"}
-        scores, per_function = combine_rewards(self.reward_functions, args.reward_weights, prompts, completions, columns)
-        scores = scores.to(device)
-        contains_eos = rollout_tensors["contains_eos"]
-        if args.missing_eos_penalty is not None:
-            scores = scores - args.missing_eos_penalty * (~contains_eos).float()
+        scores, per_function = score_completions(
+            self.reward_functions, args.reward_weights, rows, completions, sampled.contains_eos, args.missing_eos_penalty
+        )  # [B]
         timings["time/scoring"] = time.perf_counter() - tick
 
         # 3. Log-probs of the sampled tokens under the old policy and the reference; values.
         tick = time.perf_counter()
-        query_responses = rollout_tensors["query_responses"]
-        attention_mask = rollout_tensors["attention_mask"]
-        position_ids = rollout_tensors["position_ids"]
-        responses = rollout_tensors["responses"]
-        response_mask = rollout_tensors["response_mask"]
-        old_logprobs, ref_logprobs, values = self._rollout_logprobs_and_values(
-            policy_and_value, query_responses, attention_mask, position_ids, responses
-        )
+        old_logprobs, ref_logprobs, values = rollout_logprobs_and_values(
+            self._policy_and_value, self.ref_model, sampled, temperature=args.temperature,
+            batch_size=args.local_rollout_forward_batch_size, autocast=accelerator.autocast,
+        )  # [B, T] each
         timings["time/logprobs"] = time.perf_counter() - tick
 
         # 4. Per-token rewards: -beta_ref * KL_t everywhere, plus the sequence score on the last real token.
         kl = kl_estimate(old_logprobs, ref_logprobs, args.kl_estimator) * response_mask  # [B, T]
-        non_score_rewards = -self.kl_ctl.value * kl
-        last_index = response_mask.sum(dim=1).long() - 1  # [B]
-        rewards = non_score_rewards.clone()
-        rewards[torch.arange(len(rewards), device=device), last_index] += scores
-        if args.whiten_rewards:
-            rewards = whiten(rewards, response_mask, shift_mean=False)
+        rewards, non_score_rewards = kl_shaped_rewards(scores, kl, self.kl_ctl.value, response_mask, args.whiten_rewards)
 
-        # 5. Advantages (and returns, the value model's labels).
-        advantages, returns = self._advantages(rewards, values, response_mask)
+        # 5. Advantages (and returns, the value model's labels). REINFORCE's running baseline moves after its use.
+        baseline = None
+        if args.advantage_estimator == "reinforce":
+            mean_return = self._mean_over_processes({"mean": rewards.sum(dim=1).mean()})["mean"]
+            baseline = self.reinforce_baseline.baseline(mean_return)
+            self.reinforce_baseline.update(mean_return)
+        advantages, returns = compute_advantages(rewards, values, response_mask, args, baseline)
 
-        # 6. Epochs over shuffled minibatches.
+        # 6. Epochs over shuffled minibatches, one optimizer step each.
         tick = time.perf_counter()
         rollout = Rollout(
-            query_responses, attention_mask, position_ids, responses, response_mask,
+            sampled.query_responses, sampled.attention_mask, sampled.position_ids, sampled.responses, response_mask,
             old_logprobs, ref_logprobs, values, advantages, returns,
         )
         stats = self._optimize(model, rollout)
@@ -916,14 +394,14 @@ class PPOTrainer(ModelCardMixin, Trainer):
         self.lr_scheduler.step()
 
         # 7. Metrics (averaged over processes), then adapt beta to the KL we just measured.
-        sequence_kl = kl.sum(dim=1)
+        sequence_kl = kl.sum(dim=1)  # [B]
         metrics = {
             "objective/kl": sequence_kl.mean(),
             "objective/entropy": (-old_logprobs * response_mask).sum(dim=1).mean(),
             "objective/non_score_reward": non_score_rewards.sum(dim=1).mean(),
             "objective/rlhf_reward": (scores + non_score_rewards.sum(dim=1)).mean(),
             "objective/scores": scores.mean(),
-            "val/num_eos_tokens": contains_eos.float().sum(),
+            "val/num_eos_tokens": sampled.contains_eos.float().sum(),
             "val/response_length": response_mask.sum(dim=1).mean(),
             **{f"rewards/{name}": function_scores.to(device).mean() for name, function_scores in per_function.items()},
             **stats,
@@ -932,7 +410,7 @@ class PPOTrainer(ModelCardMixin, Trainer):
             residual_variance = masked_var(returns - values, response_mask, unbiased=False)
             metrics["val/var_explained"] = 1.0 - residual_variance / masked_var(returns, response_mask, unbiased=False).clamp(min=1e-8)
         metrics.update({key: torch.tensor(seconds) for key, seconds in timings.items()})
-        metrics = self._reduce(metrics)
+        metrics = self._mean_over_processes(metrics)
         metrics["val/num_eos_tokens"] *= max(args.world_size, 1)  # a count: sum over processes, not mean
         metrics["objective/kl_coef"] = self.kl_ctl.value
         if args.loss_type == "kl_penalty":
@@ -941,142 +419,9 @@ class PPOTrainer(ModelCardMixin, Trainer):
         self.kl_ctl.update(metrics["objective/kl"], n_episodes)
         self.kl_penalty_ctl.update(metrics["objective/kl"], n_episodes)
 
-        if args.log_completions and (self.state.global_step % max(args.log_completions_steps, 1) == 0):
-            self._log_completions(prompts, completions, scores)
+        if self.completion_samples is not None:
+            self.completion_samples.add_rollout(self.state.global_step + 1, prompts, completions, scores)
         return metrics
-
-    # ---- 1. rollout
-    @torch.no_grad()
-    def _generate(self, prompts: list[Any]) -> dict[str, torch.Tensor]:
-        from transformers import GenerationConfig
-        from trl.models import unwrap_model_for_generation
-
-        args = self.args
-        tokenizer = self.processing_class
-        device = self.accelerator.device
-        texts = [render_prompt(tokenizer, prompt) for prompt in prompts]
-        truncation = {"truncation": True, "max_length": args.max_prompt_length} if args.max_prompt_length else {}
-        previous_side = tokenizer.truncation_side
-        tokenizer.truncation_side = "left"  # keep the end of a long prompt, where the question is
-        try:
-            encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False, **truncation)
-        finally:
-            tokenizer.truncation_side = previous_side
-        query_ids = encoded["input_ids"].to(device)
-        query_mask = encoded["attention_mask"].to(device)
-        generation_config = GenerationConfig(
-            max_new_tokens=args.response_length,
-            do_sample=True,
-            temperature=args.temperature,
-            top_k=0,  # sample from the policy itself: no truncation, or the ratios would be off
-            top_p=1.0,
-            min_p=None,
-            repetition_penalty=1.0,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=self._stop_token_ids or None,
-            use_cache=True,
-        )
-        chunks = []
-        with unwrap_model_for_generation(
-            self.model_wrapped, self.accelerator, gather_deepspeed3_params=args.ds3_gather_for_generation
-        ) as unwrapped:
-            policy = unwrapped.policy
-            was_training = policy.training
-            policy.eval()
-            try:
-                for start in range(0, len(query_ids), args.local_rollout_forward_batch_size):
-                    end = start + args.local_rollout_forward_batch_size
-                    with self.accelerator.autocast():
-                        output = policy.generate(
-                            input_ids=query_ids[start:end],
-                            attention_mask=query_mask[start:end],
-                            generation_config=generation_config,
-                        )
-                    chunks.append(output[:, query_ids.shape[1] :])
-            finally:
-                policy.train(was_training)
-        width = max(chunk.shape[1] for chunk in chunks)
-        responses = torch.cat(
-            [nn.functional.pad(chunk, (0, width - chunk.shape[1]), value=tokenizer.pad_token_id) for chunk in chunks]
-        )
-        # A completion ends at its first stop token (kept: the model must learn to stop); the rest is padding.
-        is_stop = torch.isin(responses, torch.tensor(self._stop_token_ids, device=device)) if self._stop_token_ids else torch.zeros_like(responses, dtype=torch.bool)
-        contains_eos = is_stop.any(dim=1)
-        first_stop = torch.where(contains_eos, is_stop.float().argmax(dim=1), torch.full_like(contains_eos, width - 1, dtype=torch.long))
-        positions = torch.arange(width, device=device).unsqueeze(0)
-        response_mask = (positions <= first_stop.unsqueeze(1)).float()
-        responses = torch.where(response_mask.bool(), responses, torch.full_like(responses, tokenizer.pad_token_id))
-        attention_mask = torch.cat([query_mask, response_mask.long()], dim=1)
-        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-        self.state.num_input_tokens_seen += int(self.accelerator.gather(attention_mask.sum()).sum().item())
-        return {
-            "query_responses": torch.cat([query_ids, responses], dim=1),
-            "attention_mask": attention_mask,
-            "position_ids": position_ids,
-            "responses": responses,
-            "response_mask": response_mask,
-            "contains_eos": contains_eos,
-        }
-
-    # ---- 3. old / reference log-probs and values
-    @torch.no_grad()
-    def _rollout_logprobs_and_values(self, policy_and_value: PolicyAndValue, query_responses, attention_mask, position_ids, responses):
-        args = self.args
-        width = responses.shape[1]
-        old_logprobs, ref_logprobs, values = [], [], []
-        was_training = policy_and_value.training
-        policy_and_value.eval()
-        try:
-            for start in range(0, len(responses), args.local_rollout_forward_batch_size):
-                batch = slice(start, start + args.local_rollout_forward_batch_size)
-                inputs = (query_responses[batch], attention_mask[batch], position_ids[batch])
-                with self.accelerator.autocast():
-                    logits = policy_and_value.policy_logits(*inputs, width)
-                    old_logprobs.append(selective_log_softmax(logits.float() / args.temperature, responses[batch]))
-                    del logits
-                    if self.ref_model is not None:
-                        ref_logits = _causal_lm_logits(self.ref_model, *inputs, width)
-                    else:
-                        with policy_and_value.reference() as reference:
-                            ref_logits = _causal_lm_logits(reference, *inputs, width)
-                    ref_logprobs.append(selective_log_softmax(ref_logits.float() / args.temperature, responses[batch]))
-                    del ref_logits
-                    if policy_and_value.has_values:
-                        values.append(policy_and_value.values(*inputs, width))
-        finally:
-            policy_and_value.train(was_training)
-        return torch.cat(old_logprobs), torch.cat(ref_logprobs), (torch.cat(values) if values else None)
-
-    # ---- 5. advantages
-    def _advantages(self, rewards, values, response_mask) -> tuple[torch.Tensor, torch.Tensor | None]:
-        args = self.args
-        if args.advantage_estimator == "gae":
-            advantages, returns = gae(rewards, values, response_mask, gamma=args.gamma, lam=args.lam)
-        else:
-            # Sequence-level estimators: one return per completion (score plus its KL penalty), the same
-            # advantage for each of its tokens.
-            sequence_returns = rewards.sum(dim=1)  # [B]
-            if args.advantage_estimator == "rloo":
-                sequence_advantages = rloo_advantages(sequence_returns, args.num_generations)
-            elif args.advantage_estimator == "grpo":
-                sequence_advantages = grpo_advantages(sequence_returns, args.num_generations, scale=args.grpo_scale_rewards)
-            else:
-                batch_mean = self._reduce({"mean": sequence_returns.mean()})["mean"]
-                if args.reinforce_baseline == "batch" or self.running_baseline is None:
-                    baseline = batch_mean
-                else:
-                    baseline = self.running_baseline
-                sequence_advantages = reinforce_advantages(sequence_returns, baseline)
-                if self.running_baseline is None:
-                    self.running_baseline = batch_mean
-                else:  # updated after use, so the baseline never depends on the samples it is subtracted from
-                    momentum = args.baseline_momentum
-                    self.running_baseline = momentum * self.running_baseline + (1 - momentum) * batch_mean
-            advantages = sequence_advantages.unsqueeze(1) * response_mask
-            returns = None
-        if args.whiten_advantages:
-            advantages = whiten(advantages, response_mask)
-        return advantages, returns
 
     # ---- 6. optimization
     def _optimize(self, model, rollout: Rollout) -> dict[str, torch.Tensor]:
@@ -1149,43 +494,12 @@ class PPOTrainer(ModelCardMixin, Trainer):
                     del logits, new_logprobs, new_values, loss
         return {key: torch.stack(items).mean() for key, items in stats.items() if items}
 
-    def _reduce(self, metrics: dict[str, torch.Tensor]) -> dict[str, float]:
+    def _mean_over_processes(self, metrics: dict[str, torch.Tensor]) -> dict[str, float]:
         """Mean of each scalar metric over processes, as Python floats."""
         keys = list(metrics)
         stacked = torch.stack([torch.as_tensor(metrics[k], dtype=torch.float32, device=self.accelerator.device) for k in keys])
         stacked = self.accelerator.reduce(stacked, "mean")
         return {key: float(value) for key, value in zip(keys, stacked.tolist())}
-
-    # ---- samples
-    def _log_completions(self, prompts: list[Any], completions: list[str], scores: torch.Tensor) -> None:
-        from accelerate.utils import gather_object
-
-        count = self.args.num_completions_to_log
-        rows = [
-            {"step": self.state.global_step + 1, "prompt": _prompt_text(p), "completion": c, "score": float(s)}
-            for p, c, s in zip(prompts[:count], completions[:count], scores[:count].tolist())
-        ]
-        rows = gather_object(rows)[:count]
-        if not self.is_world_process_zero():
-            return
-        os.makedirs(self.args.output_dir, exist_ok=True)
-        with open(os.path.join(self.args.output_dir, COMPLETIONS_NAME), "a", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        report_to = self.args.report_to or []
-        if "wandb" in report_to:
-            import wandb
-
-            if wandb.run is not None:
-                import pandas as pd
-
-                wandb.log({"completions": wandb.Table(dataframe=pd.DataFrame(rows))})
-        if "trackio" in report_to:
-            import trackio
-
-            import pandas as pd
-
-            trackio.log({"completions": trackio.Table(dataframe=pd.DataFrame(rows))})
 
     # ------------------------------------------------------------------------------------------------------------
     # Saving and resuming: policy adapter at the root, value adapter + head in value/, PPO state in ppo_state.json
@@ -1196,22 +510,7 @@ class PPOTrainer(ModelCardMixin, Trainer):
         if not self.args.should_save:
             return
         os.makedirs(output_dir, exist_ok=True)
-        policy_and_value = self._policy_and_value
-        policy = policy_and_value.policy
-        if policy_and_value.is_peft:
-            policy.save_pretrained(output_dir, selected_adapters=[POLICY_ADAPTER])
-        else:
-            policy.save_pretrained(output_dir)
-        if policy_and_value.shares_base:
-            from safetensors.torch import save_file
-
-            policy.save_pretrained(output_dir, selected_adapters=[VALUE_ADAPTER])  # -> <output_dir>/value/
-            save_file(
-                {k: v.detach().cpu().contiguous() for k, v in policy_and_value.value_head.state_dict().items()},
-                os.path.join(output_dir, VALUE_FOLDER, VALUE_HEAD_NAME),
-            )
-        elif policy_and_value.value_model is not None:
-            policy_and_value.value_model.save_pretrained(os.path.join(output_dir, VALUE_MODEL_FOLDER))
+        self._policy_and_value.save(output_dir)
         self.processing_class.save_pretrained(output_dir)
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
         with open(os.path.join(output_dir, PPO_STATE_NAME), "w", encoding="utf-8") as f:
@@ -1221,7 +520,7 @@ class PPOTrainer(ModelCardMixin, Trainer):
         return {
             "kl_coef": self.kl_ctl.state_dict(),
             "kl_penalty_coef": self.kl_penalty_ctl.state_dict(),
-            "running_baseline": self.running_baseline,
+            "running_baseline": self.reinforce_baseline.value,
         }
 
     def _load_ppo_state(self, checkpoint: str) -> None:
@@ -1233,35 +532,10 @@ class PPOTrainer(ModelCardMixin, Trainer):
             state = json.load(f)
         self.kl_ctl.load_state_dict(state["kl_coef"])
         self.kl_penalty_ctl.load_state_dict(state["kl_penalty_coef"])
-        self.running_baseline = state.get("running_baseline")
+        self.reinforce_baseline.value = state.get("running_baseline")
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        from safetensors.torch import load_file
-
-        policy_and_value = self.accelerator.unwrap_model(model if model is not None else self.model)
-        policy = policy_and_value.policy
-        device = next(policy.parameters()).device
-
-        def weights(folder: str, name: str) -> dict[str, torch.Tensor]:
-            path = os.path.join(folder, name)
-            if not os.path.isfile(path):
-                raise ValueError(f"Can't resume from {resume_from_checkpoint}: {path} is missing.")
-            return load_file(path, device=str(device))
-
-        if policy_and_value.is_peft:
-            from peft import set_peft_model_state_dict
-
-            set_peft_model_state_dict(policy, weights(resume_from_checkpoint, "adapter_model.safetensors"), adapter_name=POLICY_ADAPTER)
-            if policy_and_value.shares_base:
-                value_folder = os.path.join(resume_from_checkpoint, VALUE_FOLDER)
-                set_peft_model_state_dict(policy, weights(value_folder, "adapter_model.safetensors"), adapter_name=VALUE_ADAPTER)
-                policy_and_value.value_head.load_state_dict(weights(value_folder, VALUE_HEAD_NAME))
-            policy.set_adapter(POLICY_ADAPTER)
-            policy_and_value._restore_trainable()
-        else:
-            _load_pretrained_weights(policy, resume_from_checkpoint)
-        if policy_and_value.value_model is not None:
-            _load_pretrained_weights(policy_and_value.value_model, os.path.join(resume_from_checkpoint, VALUE_MODEL_FOLDER))
+        self.accelerator.unwrap_model(model if model is not None else self.model).load(resume_from_checkpoint)
 
     # ------------------------------------------------------------------------------------------------------------
     # Model card
@@ -1292,62 +566,34 @@ class PPOTrainer(ModelCardMixin, Trainer):
         return {**values, **super().card_hyperparameters()}
 
 
-def _load_pretrained_weights(model: nn.Module, folder: str) -> None:
-    """Load a ``save_pretrained`` folder's weights into an existing model (single file or sharded)."""
-    from safetensors.torch import load_file
-
-    single = os.path.join(folder, "model.safetensors")
-    if os.path.isfile(single):
-        model.load_state_dict(load_file(single, device="cpu"), strict=False)
-        return
-    from transformers.modeling_utils import load_sharded_checkpoint
-
-    if not os.path.isfile(os.path.join(folder, "model.safetensors.index.json")):
-        raise ValueError(f"Can't resume: no model weights in {folder}.")
-    load_sharded_checkpoint(model, folder, strict=False)
-
-
-def _prompt_text(prompt: Any) -> str:
-    if isinstance(prompt, list):
-        return "\n".join(f"{m.get('role')}: {m.get('content')}" for m in prompt)
-    return str(prompt)
+def validate_prompt_dataset(dataset: Any, name: str = "train_dataset") -> None:
+    """Raise :class:`PreferenceDataError` listing every bad row of a prompt-only dataset (TRL's ``prompt`` column,
+    text or a conversation that does not end with an assistant turn)."""
+    columns = getattr(dataset, "column_names", None)
+    if columns is not None and "prompt" not in columns:
+        raise PreferenceDataError(
+            name,
+            [RowProblem(None, "prompt", f"is missing; the dataset has columns {sorted(columns)}")],
+            hint="PPO trains on prompts only: a 'prompt' column of text or of messages [{'role': 'user', ...}].",
+        )
+    problems: list[RowProblem] = []
+    count = 0
+    for index, example in enumerate(dataset):
+        count += 1
+        prompt = example.get("prompt")
+        if isinstance(prompt, list):
+            found = check_messages(prompt, "prompt", index)
+            if not found and prompt[-1].get("role") == "assistant":
+                found = [RowProblem(index, "prompt", "ends with an assistant turn; the model should answer the last message")]
+            problems += found
+        else:
+            problems += check_text(prompt, "prompt", index)
+    if count == 0:
+        raise PreferenceDataError(name, [RowProblem(None, None, "is empty; it needs at least one prompt")])
+    if problems:
+        raise PreferenceDataError(name, problems, total_rows=count)
 
 
 def _average(history: list[dict[str, float]]) -> dict[str, float]:
     keys = {key for entry in history for key in entry}
     return {key: sum(e[key] for e in history if key in e) / sum(1 for e in history if key in e) for key in sorted(keys)}
-
-
-def plot_training_curves(log_history: list[dict[str, Any]], path: str) -> str | None:
-    """Reward, KL, entropy and losses over PPO steps as a PNG (``ppo_curves.png``); ``None`` when nothing was logged."""
-    panels = [
-        ("reward", ["objective/scores", "objective/rlhf_reward"]),
-        ("KL to the reference (nats / completion)", ["objective/kl"]),
-        ("entropy (nats / completion)", ["objective/entropy"]),
-        ("loss", ["loss/policy_avg", "loss/value_avg"]),
-    ]
-    entries = [e for e in log_history if "objective/scores" in e]
-    if not entries:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
-    for axis, (title, keys) in zip(axes.flat, panels):
-        for key in keys:
-            points = [(e["step"], e[key]) for e in entries if key in e]
-            if points:
-                axis.plot(*zip(*points), marker="." if len(points) < 50 else None, label=key)
-        axis.set_title(title)
-        axis.grid(alpha=0.3)
-        if len(keys) > 1:
-            axis.legend(fontsize=8)
-    for axis in axes[-1]:
-        axis.set_xlabel("PPO step")
-    figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path

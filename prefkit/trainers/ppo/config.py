@@ -1,0 +1,225 @@
+"""The configuration of :class:`prefkit.trainers.ppo.PPOTrainer`: ``TrainingArguments`` plus the PPO fields."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from ..common import QLoRAArguments
+
+LOSS_TYPES = ("clip", "kl_penalty")
+ADVANTAGE_ESTIMATORS = ("gae", "reinforce", "rloo", "grpo")
+
+
+@dataclass
+class PPOConfig(TrainingArguments, QLoRAArguments):
+    r"""Configuration of :class:`PPOTrainer`: ``transformers.TrainingArguments`` plus the PPO fields, named as in TRL's
+    former ``PPOConfig`` where it had them, plus prefkit's QLoRA fields (``--quantization 4bit``).
+
+    Batch sizes (per process): one PPO iteration samples ``per_device_train_batch_size × gradient_accumulation_steps ×
+    num_mini_batches`` completions (``local_batch_size``), from ``local_batch_size / num_generations`` prompts; each of
+    ``num_ppo_epochs`` epochs splits them into ``num_mini_batches`` minibatches, one optimizer step each, accumulated
+    over ``gradient_accumulation_steps`` micro-batches of ``per_device_train_batch_size``. ``max_steps`` (if > 0)
+    counts PPO iterations; otherwise ``total_episodes`` completions, otherwise ``num_train_epochs`` passes over the
+    prompts.
+    """
+
+    # ---- TrainingArguments defaults that suit on-policy RL
+    learning_rate: float = field(
+        default=1e-5, metadata={"help": "Initial AdamW learning rate (LoRA usually wants 1e-5 to 1e-4, full fine-tuning ~1e-6)."}
+    )
+    logging_steps: float = field(
+        default=1, metadata={"help": "Log every X PPO iterations (each one samples a whole batch, so log often)."}
+    )
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bf16 mixed precision; default: on where the hardware supports it natively."}
+    )
+    model_init_kwargs: dict | str | None = field(
+        default=None, metadata={"help": "Keyword arguments for from_pretrained when the model is given by name."}
+    )
+
+    # ---- Rollout
+    response_length: int = field(default=53, metadata={"help": "Maximum number of tokens generated per completion."})
+    max_prompt_length: int | None = field(
+        default=512, metadata={"help": "Prompts longer than this many tokens keep their last tokens. None: no limit."}
+    )
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (log-probs use the same one)."})
+    stop_token_ids: list[int] | None = field(
+        default=None,
+        metadata={"help": "Token ids that end a completion besides the tokenizer's and generation config's EOS."},
+    )
+    missing_eos_penalty: float | None = field(
+        default=None,
+        metadata={"help": "Subtract this from the score of completions that hit response_length without EOS."},
+    )
+    num_generations: int = field(
+        default=1, metadata={"help": "Completions sampled per prompt (RLOO and GRPO need at least 2)."}
+    )
+    local_rollout_forward_batch_size: int = field(
+        default=64, metadata={"help": "Batch size of generation and of the no-gradient forward passes."}
+    )
+    ds3_gather_for_generation: bool = field(
+        default=True, metadata={"help": "Gather DeepSpeed ZeRO-3 weights for generation (faster, more memory)."}
+    )
+
+    # ---- Batches and epochs
+    num_mini_batches: int = field(default=1, metadata={"help": "Minibatches (optimizer steps) per PPO epoch."})
+    num_ppo_epochs: int = field(default=4, metadata={"help": "Epochs over each rollout batch."})
+    total_episodes: int | None = field(
+        default=None, metadata={"help": "Completions to train on in total (instead of num_train_epochs)."}
+    )
+
+    # ---- Objective
+    loss_type: str = field(
+        default="clip",
+        metadata={
+            "help": "Policy objective: 'clip' (PPO-Clip) or 'kl_penalty' (PPO-KL-penalty: rho*A - beta*KL to the "
+            "reference, no clipping).",
+            "choices": list(LOSS_TYPES),
+        },
+    )
+    advantage_estimator: str = field(
+        default="gae",
+        metadata={
+            "help": "'gae' (token-level, with a value model), 'reinforce' (return minus a baseline), 'rloo' "
+            "(leave-one-out over num_generations samples) or 'grpo' (group-normalized).",
+            "choices": list(ADVANTAGE_ESTIMATORS),
+        },
+    )
+    cliprange: float = field(default=0.2, metadata={"help": "PPO-Clip epsilon: ratios are clipped to [1-eps, 1+eps]."})
+    kl_coef: float = field(
+        default=0.05, metadata={"help": "beta_ref: weight of the per-token KL to the reference in the reward."}
+    )
+    kl_estimator: str = field(
+        default="k1",
+        metadata={"help": "Estimator of the reward's per-token KL: 'k1' (log ratio) or 'k3' (non-negative).", "choices": ["k1", "k3"]},
+    )
+    kl_penalty_coef: float = field(
+        default=0.1, metadata={"help": "beta of loss_type='kl_penalty': weight of the KL penalty in the loss."}
+    )
+    kl_penalty_estimator: str = field(
+        default="k3",
+        metadata={
+            "help": "Per-token penalty of loss_type='kl_penalty': 'k3' (its gradient is that of KL(ref || policy)) or "
+            "'k2' (gradient of KL(policy || ref)).",
+            "choices": ["k2", "k3"],
+        },
+    )
+    adaptive_kl: bool = field(
+        default=False,
+        metadata={
+            "help": "Adapt beta towards target_kl (Ziegler et al. 2019): kl_penalty_coef with loss_type='kl_penalty', "
+            "kl_coef otherwise."
+        },
+    )
+    target_kl: float = field(default=6.0, metadata={"help": "Target KL per completion (nats) of the adaptive controller."})
+    kl_horizon: int = field(default=10000, metadata={"help": "Horizon (episodes) of the adaptive KL controller."})
+    gamma: float = field(default=1.0, metadata={"help": "Discount factor."})
+    lam: float = field(default=0.95, metadata={"help": "GAE lambda."})
+    vf_coef: float = field(default=0.1, metadata={"help": "Weight of the value loss."})
+    value_lora_r: int | None = field(
+        default=None,
+        metadata={
+            "help": "LoRA rank of the value adapter on the shared base (default: lora_r). A smaller rank saves "
+            "its weights, gradients and AdamW state (the only memory the value model adds)."
+        },
+    )
+    cliprange_value: float | None = field(
+        default=0.2, metadata={"help": "Clip range of the value loss around the rollout values (None: unclipped)."}
+    )
+    whiten_rewards: bool = field(default=False, metadata={"help": "Rescale per-token rewards to unit variance."})
+    whiten_advantages: bool | None = field(
+        default=None,
+        metadata={"help": "Normalize advantages over the batch. Default: on for gae/reinforce, off for rloo/grpo."},
+    )
+    reinforce_baseline: str = field(
+        default="running",
+        metadata={"help": "REINFORCE baseline: 'running' (moving average of past returns) or 'batch' (batch mean).", "choices": ["running", "batch"]},
+    )
+    baseline_momentum: float = field(default=0.9, metadata={"help": "Momentum of the running REINFORCE baseline."})
+    grpo_scale_rewards: bool = field(
+        default=True, metadata={"help": "GRPO: divide by the group's standard deviation (False: Dr. GRPO)."}
+    )
+    reward_weights: list[float] | None = field(
+        default=None, metadata={"help": "Weights of several reward functions (default: all 1)."}
+    )
+
+    # ---- Samples
+    log_completions: bool = field(default=True, metadata={"help": "Log sample completions as a table."})
+    log_completions_steps: int = field(default=10, metadata={"help": "Log sample completions every N iterations."})
+    num_completions_to_log: int = field(default=8, metadata={"help": "Completions per sample table."})
+
+    def __post_init__(self):
+        self._apply_prefkit_defaults()
+        if isinstance(self.model_init_kwargs, str):
+            self.model_init_kwargs = json.loads(self.model_init_kwargs)
+        super().__post_init__()
+        self._check_ppo_fields()
+
+    def _check_ppo_fields(self) -> None:
+        problems = []
+        if self.loss_type not in LOSS_TYPES:
+            problems.append(f"loss_type={self.loss_type!r}: use one of {list(LOSS_TYPES)}")
+        if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
+            problems.append(f"advantage_estimator={self.advantage_estimator!r}: use one of {list(ADVANTAGE_ESTIMATORS)}")
+        if self.kl_estimator not in ("k1", "k3"):
+            problems.append(f"kl_estimator={self.kl_estimator!r}: use 'k1' or 'k3'")
+        if self.kl_penalty_estimator not in ("k2", "k3"):
+            problems.append(
+                f"kl_penalty_estimator={self.kl_penalty_estimator!r}: use 'k3' or 'k2' (k1's gradient is zero in expectation)"
+            )
+        if self.reinforce_baseline not in ("running", "batch"):
+            problems.append(f"reinforce_baseline={self.reinforce_baseline!r}: use 'running' or 'batch'")
+        if self.num_generations < 1:
+            problems.append(f"num_generations={self.num_generations}: must be at least 1")
+        elif self.advantage_estimator in ("rloo", "grpo") and self.num_generations < 2:
+            problems.append(
+                f"advantage_estimator={self.advantage_estimator!r} compares several completions of the same prompt, so "
+                f"it needs num_generations >= 2 (got {self.num_generations}); e.g. --num_generations 4"
+            )
+        if self.num_mini_batches < 1 or self.num_ppo_epochs < 1:
+            problems.append("num_mini_batches and num_ppo_epochs must be at least 1")
+        elif self.num_generations >= 1 and self.local_batch_size % self.num_generations:
+            problems.append(
+                f"the rollout batch (per_device_train_batch_size × gradient_accumulation_steps × num_mini_batches = "
+                f"{self.local_batch_size}) must be a multiple of num_generations={self.num_generations}"
+            )
+        if self.response_length < 1:
+            problems.append(f"response_length={self.response_length}: must be at least 1")
+        if not self.temperature > 0:
+            problems.append(f"temperature={self.temperature}: must be > 0")
+        if not self.cliprange > 0:
+            problems.append(f"cliprange={self.cliprange}: must be > 0")
+        if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
+            problems.append(f"gamma={self.gamma}, lam={self.lam}: both must be in [0, 1]")
+        if self.adaptive_kl and not (self.target_kl > 0 and self.kl_horizon > 0):
+            problems.append(f"adaptive_kl needs target_kl > 0 and kl_horizon > 0 (got {self.target_kl}, {self.kl_horizon})")
+        if not 0 <= self.baseline_momentum < 1:
+            problems.append(f"baseline_momentum={self.baseline_momentum}: must be in [0, 1)")
+        if self.eval_strategy != "no":
+            problems.append(
+                "PPOTrainer does not run evaluation (eval_strategy must be 'no'): it logs the rollout's scores every "
+                "iteration and sample completions every log_completions_steps"
+            )
+        if problems:
+            raise ValueError("Invalid PPOConfig:\n  " + "\n  ".join(problems))
+        if self.whiten_advantages is None:
+            self.whiten_advantages = self.advantage_estimator in ("gae", "reinforce")
+
+    # Derived sizes (per process)
+    @property
+    def local_batch_size(self) -> int:
+        """Completions sampled per process per PPO iteration."""
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps * self.num_mini_batches
+
+    @property
+    def local_mini_batch_size(self) -> int:
+        """Completions per optimizer step per process."""
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps
+
+    @property
+    def prompts_per_rollout(self) -> int:
+        """Prompts per process per PPO iteration."""
+        return self.local_batch_size // self.num_generations
