@@ -4,7 +4,8 @@
 - :mod:`.policy_value`: :class:`PolicyAndValue`, the policy, reference and value model on one shared base;
 - :mod:`.rollout`: sample, score, old/reference log-probs and values, KL-shaped rewards, advantages (a :class:`Rollout`);
 - :mod:`.trainer`: :class:`PPOTrainer`, the loop and the minibatch optimization;
-- :mod:`.callbacks`: :class:`CompletionSamplesCallback`, sample completions in ``completions.jsonl``.
+- :mod:`.callbacks`: :class:`CompletionSamplesCallback`, sample completions in ``completions.jsonl``;
+- :mod:`.hf_trainer`: what the loop borrows from ``transformers.Trainer``'s private API, in one place.
 """
 
 from ...evaluation import plot_training_curves

@@ -22,7 +22,7 @@ optimized token by token with advantages :math:`\hat A_t \approx` reward − bas
 7. **adaptive β**: the KL coefficient moves towards ``target_kl`` (optional).
 
 Steps 1-5 are in :mod:`.rollout`, the four roles on one base in :mod:`.policy_value`, the configuration in
-:mod:`.config`.
+:mod:`.config`, and what the loop borrows from ``transformers.Trainer`` in :mod:`.hf_trainer`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from transformers import Trainer
 
 from ...data.validation import PreferenceDataError, RowProblem, check_messages, check_text
 from ...evaluation import plot_training_curves
@@ -49,6 +48,7 @@ from ...rl import RewardFunctionError, as_reward_functions, kl_controller
 from ..common import default_output_dir, default_peft_config, resolve_model_argument
 from .callbacks import CompletionSamplesCallback
 from .config import PPOConfig
+from .hf_trainer import CustomLoopTrainer
 from .policy_value import PolicyAndValue, add_value_adapter, backbone_and_head, disable_dropout
 from .rollout import (
     Rollout,
@@ -67,7 +67,7 @@ PPO_STATE_NAME = "ppo_state.json"  # KL coefficients and the REINFORCE running b
 CURVES_NAME = "ppo_curves.png"
 
 
-class PPOTrainer(ModelCardMixin, Trainer):
+class PPOTrainer(ModelCardMixin, CustomLoopTrainer):
     r"""PPO / REINFORCE / RLOO / GRPO on a ``transformers.Trainer``: callbacks, ``report_to``, checkpoints,
     ``resume_from_checkpoint`` and ``push_to_hub`` come from the framework; :meth:`_ppo_iteration` is the algorithm.
 
@@ -253,19 +253,13 @@ class PPOTrainer(ModelCardMixin, Trainer):
     # Training loop (Trainer.train calls this after resolving and loading the checkpoint)
     # ------------------------------------------------------------------------------------------------------------
 
-    def _inner_training_loop(
-        self, batch_size=None, args=None, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None
-    ):
+    def training_loop(self, resume_from_checkpoint: str | None = None, trial=None):
         args = self.args
-        self.accelerator.free_memory()
         max_steps = self._total_iterations()
         iterations_per_epoch = self._iterations_per_epoch()
-        num_train_epochs = math.ceil(max_steps / iterations_per_epoch)
-        self._init_training_state(max_steps, iterations_per_epoch, num_train_epochs, resume_from_checkpoint, trial)
-        model, _ = self._prepare_for_training(max_steps, None, resume_from_checkpoint)
+        model = self.prepare_training(max_steps, iterations_per_epoch, resume_from_checkpoint, trial)
         if resume_from_checkpoint is not None:
             self._load_ppo_state(resume_from_checkpoint)
-            self._load_rng_state(resume_from_checkpoint)
 
         world_size = max(args.world_size, 1)
         logger.info("***** Running PPO *****")
@@ -277,14 +271,8 @@ class PPOTrainer(ModelCardMixin, Trainer):
         logger.info("  Objective = %s, advantages = %s", args.loss_type, args.advantage_estimator)
 
         start_time = time.time()
-        self._initial_num_input_tokens_seen = self.state.num_input_tokens_seen
-        self._initial_global_step = self.state.global_step
-        self._tr_loss = torch.tensor(0.0, device=args.device)
-        self._total_loss_scalar = 0.0
-        self._globalstep_last_logged = self.state.global_step
         self._metrics_since_log = []
-        model.zero_grad()
-        self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
+        self.begin_training(model)
 
         while self.state.global_step < max_steps and not self.control.should_training_stop:
             self.control = self.callback_handler.on_step_begin(args, self.state, self.control)
@@ -295,37 +283,27 @@ class PPOTrainer(ModelCardMixin, Trainer):
             self.state.global_step += 1
             self.state.epoch = self.state.global_step / iterations_per_epoch
             self._metrics_since_log.append(metrics)
-            self._tr_loss += metrics["loss/policy_avg"] + args.vf_coef * metrics.get("loss/value_avg", 0.0)
+            self.add_step_loss(metrics["loss/policy_avg"] + args.vf_coef * metrics.get("loss/value_avg", 0.0))
             self.control = self.callback_handler.on_step_end(args, self.state, self.control)
-            self._maybe_log_and_save(model, trial, start_time)
+            self.log_and_save(model, trial, start_time, self._metrics_to_log)
 
-        output = self._finalize_training(trial, max_steps * args.prompts_per_rollout * world_size, start_time)
+        output = self.finish_training(trial, max_steps * args.prompts_per_rollout * world_size, start_time)
         if self.is_world_process_zero():
             plot_training_curves(self.state.log_history, os.path.join(args.output_dir, CURVES_NAME))
         return output
 
-    def _maybe_log_and_save(self, model, trial, start_time) -> None:
-        if self.control.should_log and self.state.global_step > self._globalstep_last_logged:
-            logs = _average(self._metrics_since_log)
-            self._metrics_since_log = []
-            logs["learning_rate"] = self._get_learning_rate()
-            logs["episode"] = self.state.global_step * self.args.local_batch_size * max(self.args.world_size, 1)
-            tr_loss = self.accelerator.reduce(self._tr_loss.clone(), "mean").item()
-            self._tr_loss -= self._tr_loss
-            logs["loss"] = tr_loss / (self.state.global_step - self._globalstep_last_logged)
-            self._total_loss_scalar += tr_loss
-            self._globalstep_last_logged = self.state.global_step
-            self.store_flos()
-            self.log(logs, start_time)
-        if self.control.should_save:
-            self._save_checkpoint(model, trial)
-            self.control = self.callback_handler.on_save(self.args, self.state, self.control)
+    def _metrics_to_log(self) -> dict[str, float]:
+        """The mean of each metric over the iterations since the last log, and the episodes (completions) so far."""
+        logs = _average(self._metrics_since_log)
+        self._metrics_since_log = []
+        logs["episode"] = self.state.global_step * self.args.local_batch_size * max(self.args.world_size, 1)
+        return logs
 
     def _keep_progress(self, error: RewardFunctionError, model, trial) -> RewardFunctionError:
         """A reward that breaks mid-run must not cost the iterations already trained: checkpoint, then report."""
         message = f"At PPO step {self.state.global_step + 1}: {error}"
         if self.state.global_step > 0 and self.args.save_strategy != "no":
-            self._save_checkpoint(model, trial)
+            self.save_checkpoint(model, trial)
             folder = os.path.join(self.args.output_dir, f"checkpoint-{self.state.global_step}")
             message += f"\nTraining up to step {self.state.global_step} was saved to {folder}; resume with resume_from_checkpoint."
         return RewardFunctionError(message)
@@ -446,7 +424,7 @@ class PPOTrainer(ModelCardMixin, Trainer):
                 micro_batches = mini_batch.split(args.per_device_train_batch_size)
                 for position, index in enumerate(micro_batches):
                     is_last = position == len(micro_batches) - 1
-                    accelerator.gradient_state._set_sync_gradients(is_last)
+                    self.set_sync_gradients(is_last)
                     mask = rollout.response_mask[index]
                     old_logprobs = rollout.old_logprobs[index]
                     advantages = rollout.advantages[index]
@@ -534,8 +512,10 @@ class PPOTrainer(ModelCardMixin, Trainer):
         self.kl_penalty_ctl.load_state_dict(state["kl_penalty_coef"])
         self.reinforce_baseline.value = state.get("running_baseline")
 
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        self.accelerator.unwrap_model(model if model is not None else self.model).load(resume_from_checkpoint)
+    def load_checkpoint_weights(self, folder: str, model=None) -> None:
+        """Resuming: the policy, value adapter and head (or value model) saved in ``folder`` (the optimizer,
+        scheduler and random state are Trainer's)."""
+        self.accelerator.unwrap_model(model if model is not None else self.model).load(folder)
 
     # ------------------------------------------------------------------------------------------------------------
     # Model card
