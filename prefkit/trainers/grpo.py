@@ -57,13 +57,13 @@ def as_trl_reward_func(reward: Any):
 def _prepare(model, reward_funcs, args, train_dataset, processing_class, peft_config, config_class, quantization_config=None):
     """What both trainers do before handing over to TRL: validate, load by name, resolve rewards."""
     from ..models import DEFAULT_POLICY
-    from .ppo import validate_prompt_dataset
+    from ..data.validation import validate_dataset
 
     if args is None:
         args = config_class(output_dir=default_output_dir(DEFAULT_POLICY if model is None else model, config_class.__name__[:-6]))
     if train_dataset is None:
         raise ValueError("train_dataset is required: a dataset with a 'prompt' column.")
-    validate_prompt_dataset(train_dataset, "train_dataset")
+    validate_dataset(train_dataset, "train_dataset", format="prompts", id_column=None)
     if reward_funcs is None:
         raise ValueError("reward_funcs is required: a RewardModel, its path, a built-in name (vader, bleu, rouge) or a callable.")
     rewards = reward_funcs if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]

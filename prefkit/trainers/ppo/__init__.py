@@ -20,7 +20,7 @@ from .policy_value import (
     PolicyAndValue,
 )
 from .rollout import Rollout, RunningBaseline
-from .trainer import CURVES_NAME, PPO_STATE_NAME, PPOTrainer, validate_prompt_dataset
+from .trainer import CURVES_NAME, PPO_STATE_NAME, PPOTrainer
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
@@ -40,5 +40,4 @@ __all__ = [
     "Rollout",
     "RunningBaseline",
     "plot_training_curves",
-    "validate_prompt_dataset",
 ]

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ...data.validation import PreferenceDataError, RowProblem, check_messages, check_text
+from ...data.validation import PreferenceDataError, validate_dataset
 from ...evaluation import plot_training_curves
 from ...hub import ModelCardMixin
 from ...logprobs import entropy_from_logits, selective_log_softmax
@@ -65,6 +65,10 @@ logger = logging.getLogger(__name__)
 
 PPO_STATE_NAME = "ppo_state.json"  # KL coefficients and the REINFORCE running baseline, for resuming
 CURVES_NAME = "ppo_curves.png"
+PROMPTS_HINT = (
+    "PPO trains on prompts only: a 'prompt' column of text or of messages [{'role': 'user', 'content': ...}] that "
+    "end before the answer."
+)
 
 
 class PPOTrainer(ModelCardMixin, CustomLoopTrainer):
@@ -122,7 +126,7 @@ class PPOTrainer(ModelCardMixin, CustomLoopTrainer):
         # ---- everything that can be checked before a model loads
         if train_dataset is None:
             raise ValueError("train_dataset is required: a dataset with a 'prompt' column.")
-        validate_prompt_dataset(train_dataset, "train_dataset")
+        _validate_prompts(train_dataset, "train_dataset")
         reward_functions = as_reward_functions(reward_funcs)
         for function in reward_functions:
             function.check_columns(train_dataset.column_names)
@@ -546,32 +550,13 @@ class PPOTrainer(ModelCardMixin, CustomLoopTrainer):
         return {**values, **super().card_hyperparameters()}
 
 
-def validate_prompt_dataset(dataset: Any, name: str = "train_dataset") -> None:
-    """Raise :class:`PreferenceDataError` listing every bad row of a prompt-only dataset (TRL's ``prompt`` column,
-    text or a conversation that does not end with an assistant turn)."""
-    columns = getattr(dataset, "column_names", None)
-    if columns is not None and "prompt" not in columns:
-        raise PreferenceDataError(
-            name,
-            [RowProblem(None, "prompt", f"is missing; the dataset has columns {sorted(columns)}")],
-            hint="PPO trains on prompts only: a 'prompt' column of text or of messages [{'role': 'user', ...}].",
-        )
-    problems: list[RowProblem] = []
-    count = 0
-    for index, example in enumerate(dataset):
-        count += 1
-        prompt = example.get("prompt")
-        if isinstance(prompt, list):
-            found = check_messages(prompt, "prompt", index)
-            if not found and prompt[-1].get("role") == "assistant":
-                found = [RowProblem(index, "prompt", "ends with an assistant turn; the model should answer the last message")]
-            problems += found
-        else:
-            problems += check_text(prompt, "prompt", index)
-    if count == 0:
-        raise PreferenceDataError(name, [RowProblem(None, None, "is empty; it needs at least one prompt")])
-    if problems:
-        raise PreferenceDataError(name, problems, total_rows=count)
+def _validate_prompts(dataset: Any, name: str) -> None:
+    """Every bad row of a prompt dataset in one error, before a model loads (ids may repeat: they are not checked)."""
+    try:
+        validate_dataset(dataset, name, format="prompts", id_column=None)
+    except PreferenceDataError as error:
+        # validate_dataset's hint suggests drop_invalid, which PPOTrainer does not take: say what PPO reads instead.
+        raise PreferenceDataError(error.name, error.problems, error.total_rows, hint=PROMPTS_HINT) from None
 
 
 def _average(history: list[dict[str, float]]) -> dict[str, float]:
