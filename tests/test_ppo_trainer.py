@@ -97,6 +97,8 @@ ESTIMATORS = [
 ]
 
 
+# 30 iterations each (minutes on a 2-core CPU for the GAE runs), with thresholds calibrated on seed 0: slow.
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator,loss_type,num_generations", ESTIMATORS, ids=[f"{e}-{l}" for e, l, _ in ESTIMATORS])
 def test_training_raises_the_reward_and_the_kl_penalized_objective(
     tiny_model_dir, prompts_dataset, tmp_path, estimator, loss_type, num_generations
