@@ -1,5 +1,5 @@
 """How good is a reward model? Pairwise accuracy and margins on held-out pairs, and a picture of both reward
-distributions.
+distributions. Also the training curves of a PPO run (:func:`plot_training_curves`).
 
 ::
 
@@ -170,7 +170,11 @@ def split_pairs_by_prompt(dataset, test_fraction: float, seed: int = 42):
 
 
 def plot_training_curves(log_history: list[dict[str, Any]], path: str) -> str | None:
-    """Reward, KL, entropy and losses over PPO steps as a PNG (``ppo_curves.png``); ``None`` when nothing was logged."""
+    """Reward, KL, entropy and losses over PPO steps as a PNG (``ppo_curves.png``); ``None`` when nothing was logged.
+
+    ``log_history`` is a ``Trainer.state.log_history`` of :class:`prefkit.trainers.ppo.PPOTrainer`. Like
+    :func:`plot_reward_distributions`, it draws on matplotlib's Agg canvas directly and leaves pyplot alone.
+    """
     panels = [
         ("reward", ["objective/scores", "objective/rlhf_reward"]),
         ("KL to the reference (nats / completion)", ["objective/kl"]),
@@ -180,12 +184,12 @@ def plot_training_curves(log_history: list[dict[str, Any]], path: str) -> str | 
     entries = [e for e in log_history if "objective/scores" in e]
     if not entries:
         return None
-    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+    figure = Figure(figsize=(10, 7))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(2, 2, sharex=True)
     for axis, (title, keys) in zip(axes.flat, panels):
         for key in keys:
             points = [(e["step"], e[key]) for e in entries if key in e]
@@ -200,5 +204,4 @@ def plot_training_curves(log_history: list[dict[str, Any]], path: str) -> str | 
     figure.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     figure.savefig(path, dpi=110)
-    plt.close(figure)
     return path
