@@ -190,3 +190,24 @@ def test_prefkit_eval_prints_the_table_and_writes_its_files(tiny_model_dir, tmp_
 def test_prefkit_eval_without_a_reward_or_judge_says_what_to_add(tiny_model_dir):
     with pytest.raises(SystemExit, match="--reward"):
         prefkit(["eval", "--policy", str(tiny_model_dir), "--prompt", "Hi"])
+
+
+@pytest.mark.slow
+def test_bench_alignment_quick_runs_every_method_and_writes_the_frontier(tmp_path):
+    """Smoke test of scripts/bench_alignment.py --quick (tiny random model: checks the pipeline, not the methods)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_alignment.py"
+    result = subprocess.run([sys.executable, str(script), "--quick", "--output_dir", str(tmp_path)], capture_output=True,
+                            text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    methods = {r["method"] for r in rows}
+    assert {"base", "best-of-1", "best-of-8", "dpo (beta 0.1)", "ppo_clip_gae", "ppo_kl", "reinforce", "rloo", "grpo",
+            "TRL GRPO", "TRL RLOO"} <= methods
+    assert all(math.isfinite(r["gold"]) and r["kl"] is not None and r["kl"] >= 0 for r in rows)
+    bon = {r["method"]: r for r in rows if r["method"].startswith("best-of-")}
+    assert bon["best-of-1"]["kl_analytic"] == 0.0 and bon["best-of-8"]["kl_analytic"] == pytest.approx(math.log(8) - 7 / 8)
+    assert (tmp_path / "frontier.png").stat().st_size > 0 and "| method |" in (tmp_path / "results.md").read_text()

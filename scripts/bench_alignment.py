@@ -1,0 +1,338 @@
+"""The lecture's methods on one reward-KL plot, offline: which moves the model furthest for the KL it spends?
+
+    python scripts/bench_alignment.py --quick                 # every method on a tiny random model: a smoke test
+    python scripts/bench_alignment.py --output_dir bench-out  # the full run the docs report (hours on a CPU)
+    python scripts/bench_alignment.py --methods base bon dpo rloo --output_dir bench-out
+
+Setup. The policy is SmolLM2-135M-Instruct (offline copy) with LoRA. The **gold reward** is VADER sentiment of the
+answer, in [-1, 1], on neutral everyday prompts; it stands in for people, and no method optimises it directly:
+
+1. the base model answers the training prompts several times; the gold reward ranks its answers into pairs (the
+   "human labels");
+2. a **proxy reward model** (MiniLM, Bradley-Terry) trains on those pairs;
+3. **DPO** trains on the same pairs (a beta sweep); **PPO-Clip + GAE**, **PPO with the KL penalty**, **REINFORCE**,
+   **RLOO** and **GRPO** (prefkit) and TRL's **GRPOTrainer** / **RLOOTrainer** optimise the proxy reward model;
+   **Best-of-N** picks by the proxy among N base samples (N = 1 ... 64);
+4. every result is measured on **held-out prompts** by :func:`prefkit.evaluate`: gold reward (bootstrap interval),
+   proxy reward, and KL to the base (k3, on the policy's own samples). Best-of-N reports the analytic bound
+   log N - (N-1)/N and a measured estimate, the mean of log N + (N-1) log F(proxy of the pick), F the proxy's CDF
+   estimated on N further base samples that were not candidates (noisy for small pools; ties in the proxy, common
+   with short answers, make the true KL lower than the bound).
+
+Gold and proxy plotted against KL show reward over-optimisation (Gao et al., 2022): the proxy keeps rising while
+the gold reward flattens or falls. Outputs in --output_dir: results.json, results.md (the table) and frontier.png.
+What the numbers do not show: VADER rewards sentiment words, not helpfulness; one seed; small held-out set (see the
+intervals). The quick mode runs every method on prefkit's tiny random test model (for the policy and the proxy's
+backbone) with budgets far too small to learn anything: it checks that the pipeline runs, not how methods compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+SUBJECTS = [
+    "a rainy Monday", "the bus ride to work", "an old bicycle", "a cup of coffee", "the neighbour's dog", "a long queue",
+    "a quiet library", "a broken umbrella", "the first snow", "a new haircut", "a spreadsheet", "a train delay",
+    "a garden in autumn", "a crowded beach", "a power cut", "a birthday party", "a job interview", "a thunderstorm",
+    "moving house", "a late-night snack", "a museum visit", "a flat tyre", "a video call", "a morning run",
+    "cleaning the kitchen", "a school reunion", "a lost key", "a picnic", "a traffic jam", "a street market",
+    "learning to cook", "a dentist appointment",
+]
+TEMPLATES = ["Describe {}.", "Write two sentences about {}.", "What do you think of {}?"]
+
+ALL_METHODS = ["base", "bon", "dpo", "ppo_clip_gae", "ppo_kl", "reinforce", "rloo", "grpo", "trl_grpo", "trl_rloo"]
+
+
+def prompts(seed: int = 0) -> tuple[list[str], list[str]]:
+    """Training and held-out prompts; held-out prompts are about subjects never seen in training."""
+    rng = random.Random(seed)
+    subjects = SUBJECTS[:]
+    rng.shuffle(subjects)
+    held = subjects[:8]
+    train = [t.format(s) for s in subjects[8:] for t in TEMPLATES]
+    heldout = [t.format(s) for s in held for t in TEMPLATES]
+    return train, heldout
+
+
+def budgets(quick: bool) -> dict:
+    if quick:
+        return dict(train_prompts=8, heldout_prompts=6, samples_per_prompt=4, max_new_tokens=8, rm_epochs=1,
+                    dpo_steps=2, dpo_betas=[0.1], rl_iterations=1, rl_batch=8, bon_ns=[1, 2, 4, 8], eval_samples=1)
+    return dict(train_prompts=72, heldout_prompts=24, samples_per_prompt=4, max_new_tokens=48, rm_epochs=3,
+                dpo_steps=60, dpo_betas=[0.05, 0.1, 0.3], rl_iterations=40, rl_batch=16,
+                bon_ns=[1, 2, 4, 8, 16, 32, 64], eval_samples=2)
+
+
+def gold(prompts, completions, **columns):
+    from prefkit.rewards import vader_sentiment
+
+    return vader_sentiment(prompts, completions)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def make_pairs(policy, tokenizer, train_prompts, b, seed):
+    """Base samples of the training prompts, ranked by the gold reward into (chosen, rejected) pairs."""
+    from prefkit.sampling import generate
+
+    samples = generate(policy, tokenizer, train_prompts, b["samples_per_prompt"], max_new_tokens=b["max_new_tokens"],
+                       temperature=1.0, top_k=0, seed=seed)
+    pairs = []
+    for prompt, answers in zip(train_prompts, samples.by_prompt()):
+        scored = sorted(zip(gold([prompt] * len(answers), answers), answers), reverse=True)
+        for i in range(len(scored) // 2):  # best with worst, second best with second worst, ...
+            (high, better), (low, worse) = scored[i], scored[-1 - i]
+            if high > low and better.strip() and worse.strip():
+                pairs.append({"prompt": prompt, "chosen": better, "rejected": worse})
+    return pairs, len(train_prompts) * b["samples_per_prompt"]
+
+
+def train_proxy(pairs, out, b, backbone):
+    from datasets import Dataset
+
+    from prefkit import RewardConfig, RewardModel, RewardTrainer
+    from prefkit.models import DEFAULT_ENCODER
+
+    args = RewardConfig(output_dir=str(out), num_train_epochs=b["rm_epochs"], per_device_train_batch_size=16,
+                        learning_rate=1e-4, report_to="none", save_strategy="no", logging_steps=5, bf16=False,
+                        disable_tqdm=True, max_length=256, seed=0, final_evaluation=False)
+    trainer = RewardTrainer(backbone or DEFAULT_ENCODER, args=args, train_dataset=Dataset.from_list(pairs))
+    trainer.train()
+    trainer.save_model(str(out))
+    return RewardModel.from_pretrained(str(out))
+
+
+def lora_common(out, b, **extra):
+    return dict(output_dir=str(out), use_peft=True, lora_r=16, lora_alpha=32, report_to="none", save_strategy="no",
+                logging_steps=1, bf16=False, disable_tqdm=True, seed=0, **extra)
+
+
+def run_dpo(policy_name, pairs, out, b, beta):
+    from datasets import Dataset
+
+    from prefkit import DPOConfig, DPOTrainer
+
+    args = DPOConfig(**lora_common(out, b, max_steps=b["dpo_steps"], per_device_train_batch_size=8, learning_rate=5e-5,
+                                   beta=beta, max_length=256, gradient_checkpointing=False))
+    trainer = DPOTrainer(policy_name, args=args, train_dataset=Dataset.from_list(pairs))
+    trainer.train()
+    return trainer.model, trainer.processing_class
+
+
+def run_ppo(policy_name, proxy, train_prompts, out, b, **ppo):
+    from datasets import Dataset
+
+    from prefkit import PPOConfig, PPOTrainer
+
+    args = PPOConfig(**lora_common(out, b, max_steps=b["rl_iterations"], per_device_train_batch_size=b["rl_batch"],
+                                   response_length=b["max_new_tokens"], temperature=1.0, learning_rate=1e-4,
+                                   num_ppo_epochs=2, gradient_checkpointing=False, log_completions=False, **ppo))
+    data = Dataset.from_list([{"prompt": p} for p in train_prompts])
+    trainer = PPOTrainer(policy_name, reward_funcs=proxy.as_reward_func(name="proxy"), args=args, train_dataset=data)
+    trainer.train()
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    return getattr(model, "policy", model), trainer.processing_class
+
+
+def run_trl(kind, policy_name, proxy, train_prompts, out, b):
+    import trl
+    from datasets import Dataset
+    from peft import LoraConfig
+
+    from prefkit.models import load_model
+
+    model, tokenizer = load_model(policy_name)
+    common = dict(output_dir=str(out), max_steps=b["rl_iterations"], per_device_train_batch_size=b["rl_batch"],
+                  num_generations=4, max_completion_length=b["max_new_tokens"], temperature=1.0, learning_rate=1e-4,
+                  report_to="none", save_strategy="no", logging_steps=1, bf16=False, disable_tqdm=True, seed=0)
+    config = trl.GRPOConfig(**common) if kind == "grpo" else trl.RLOOConfig(**common)
+    trainer_class = trl.GRPOTrainer if kind == "grpo" else trl.RLOOTrainer
+    data = Dataset.from_list([{"prompt": p} for p in train_prompts])
+    trainer = trainer_class(model=model, reward_funcs=proxy.as_reward_func(name="proxy"), args=config,
+                            train_dataset=data, processing_class=tokenizer,
+                            peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
+    trainer.train()
+    return trainer.model, tokenizer
+
+
+def best_of_n_curve(policy, tokenizer, proxy, heldout, b, seed):
+    """Gold and proxy reward of the proxy's pick among the first N of a pool of base samples, for every N."""
+    from prefkit.policy_eval import bootstrap_interval
+    from prefkit.sampling import generate
+
+    pool_size = 2 * max(b["bon_ns"])  # the first N are the candidates, the rest estimate the proxy's CDF
+    samples = generate(policy, tokenizer, heldout, pool_size, max_new_tokens=b["max_new_tokens"], temperature=1.0,
+                       top_k=0, seed=seed)
+    rows = []
+    groups = samples.by_prompt()
+    proxy_scores = [proxy.score([p] * len(a), a) for p, a in zip(heldout, groups)]
+    gold_scores = [gold([p] * len(a), a) for p, a in zip(heldout, groups)]
+    for n in b["bon_ns"]:
+        picks_gold, picks_proxy, log_ratio = [], [], []
+        for proxies, golds in zip(proxy_scores, gold_scores):
+            best = max(range(n), key=lambda i: proxies[i])
+            picks_gold.append(golds[best])
+            picks_proxy.append(proxies[best])
+            # pi_BoN(y) / pi(y) = N F(r(y))^(N-1) for a continuous reward; F from samples that were not candidates
+            rest = proxies[n:]
+            below = sum(p < proxies[best] for p in rest) + 0.5 * sum(p == proxies[best] for p in rest)
+            cdf = min(max(below / len(rest), 0.5 / len(rest)), 1.0)
+            log_ratio.append(math.log(n) + (n - 1) * math.log(cdf))
+        analytic = math.log(n) - (n - 1) / n
+        rows.append({
+            "method": f"best-of-{n}", "gold": sum(picks_gold) / len(picks_gold),
+            "gold_interval": bootstrap_interval(picks_gold), "proxy": sum(picks_proxy) / len(picks_proxy),
+            "kl": max(0.0, sum(log_ratio) / len(log_ratio)), "kl_sem": None, "kl_analytic": analytic,
+            "samples": n * len(heldout),
+        })
+    return rows
+
+
+def measure(name, base_pair, trained_pair, heldout, proxy, b, started, samples_used, out):
+    """Held-out gold reward and KL of a trained policy (prefkit.evaluate), and the proxy's mean on the same answers."""
+    from prefkit import evaluate
+    from prefkit.data.io import read_jsonl
+
+    wall = round(time.perf_counter() - started, 1)  # training time; the evaluation below is not counted
+    folder = out / "eval" / name.replace(" ", "_").replace("(", "").replace(")", "")
+    report = evaluate({"base": base_pair, name: trained_pair}, heldout, reward=gold, num_samples=b["eval_samples"],
+                      max_new_tokens=b["max_new_tokens"], temperature=1.0, output_dir=folder, progress=False)
+    answers = [r for r in read_jsonl(folder / "samples.jsonl") if r["policy"] == name]
+    proxy_scores = proxy.score([r["prompt"] for r in answers], [r["completion"] for r in answers])
+    policy = report[name]
+    return {"method": name, "gold": policy.reward, "gold_interval": policy.reward_interval,
+            "proxy": sum(proxy_scores) / len(proxy_scores), "kl": policy.kl_k3, "kl_sem": policy.kl_k3_sem,
+            "win_rate": policy.win_rate, "length": policy.length, "wall_seconds": wall, "samples": samples_used}
+
+
+def plot(rows, path):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 5))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    bon = [r for r in rows if r["method"].startswith("best-of-")]
+    if bon:
+        axes.plot([r["kl"] for r in bon], [r["gold"] for r in bon], "o-", color="gray", label="Best-of-N (gold)")
+        if all(r.get("proxy") is not None for r in bon):
+            axes.plot([r["kl"] for r in bon], [r["proxy"] for r in bon], "o--", color="lightgray", label="Best-of-N (proxy)")
+    for r in rows:
+        if r["method"].startswith("best-of-") or r["kl"] is None:
+            continue
+        low, high = r["gold_interval"]
+        axes.errorbar([r["kl"]], [r["gold"]], yerr=[[r["gold"] - low], [high - r["gold"]]],
+                      xerr=[[r["kl_sem"] or 0.0], [r["kl_sem"] or 0.0]], fmt="o", capsize=3, label=r["method"])
+    axes.set_xlabel("KL to the base policy (nats per answer)")
+    axes.set_ylabel("gold reward (VADER) on held-out prompts")
+    axes.set_title("Reward-KL frontier, SmolLM2-135M-Instruct + LoRA")
+    axes.legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+def table(rows) -> str:
+    lines = ["| method | gold reward [95% CI] | proxy reward | KL (nats) | wall time (s) | samples |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        interval = r.get("gold_interval") or (math.nan, math.nan)
+        kl = "-" if r["kl"] is None else f"{r['kl']:.2f}" + (f" ± {r['kl_sem']:.2f}" if r.get("kl_sem") else "")
+        if r.get("kl_analytic") is not None:
+            kl += f" (bound {r['kl_analytic']:.2f})"
+        proxy = "-" if r.get("proxy") is None else f"{r['proxy']:.3f}"
+        wall = "-" if r.get("wall_seconds") is None else f"{r['wall_seconds']:.0f}"
+        lines.append(f"| {r['method']} | {r['gold']:.3f} [{interval[0]:.3f}, {interval[1]:.3f}] | {proxy} | {kl} | {wall} | "
+                     f"{r.get('samples', '-')} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny budgets: checks the pipeline in a few minutes")
+    parser.add_argument("--methods", nargs="+", default=ALL_METHODS, choices=ALL_METHODS)
+    parser.add_argument("--output_dir", default="bench-alignment")
+    parser.add_argument("--policy", default=None, help="policy model (default: SmolLM2-135M-Instruct; --quick: tiny)")
+    parser.add_argument("--proxy_backbone", default=None, help="proxy reward model backbone (default: MiniLM; --quick: tiny)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from prefkit.models import DEFAULT_POLICY, load_model
+
+    torch.manual_seed(args.seed)
+    b = budgets(args.quick)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train_prompts, heldout = prompts(args.seed)
+    train_prompts, heldout = train_prompts[: b["train_prompts"]], heldout[: b["heldout_prompts"]]
+    policy_name, backbone = args.policy, args.proxy_backbone
+    if args.quick and policy_name is None:
+        from prefkit.testing import build_tiny_model
+
+        policy_name = str(build_tiny_model(out / "tiny-model"))
+        backbone = backbone or policy_name
+    policy_name = policy_name or DEFAULT_POLICY
+    base_model, tokenizer = load_model(policy_name)
+    base_pair = (base_model.eval(), tokenizer)
+
+    began = time.perf_counter()
+    pairs, pair_samples = make_pairs(base_model, tokenizer, train_prompts, b, args.seed)
+    print(f"{len(pairs)} gold-ranked pairs from {pair_samples} base samples ({time.perf_counter() - began:.0f} s)")
+    began = time.perf_counter()
+    proxy = train_proxy(pairs, out / "proxy-rm", b, backbone)
+    rm_seconds = time.perf_counter() - began
+    print(f"proxy reward model trained in {rm_seconds:.0f} s")
+
+    rows = []
+    for method in args.methods:
+        started = time.perf_counter()
+        print(f"== {method}")
+        if method == "base":
+            from prefkit import evaluate
+
+            report = evaluate({"base": base_pair}, heldout, reward=gold, num_samples=b["eval_samples"],
+                              max_new_tokens=b["max_new_tokens"], progress=False)
+            rows.append({"method": "base", "gold": report["base"].reward, "gold_interval": report["base"].reward_interval,
+                         "kl": 0.0, "kl_sem": 0.0, "samples": 0, "wall_seconds": round(time.perf_counter() - started, 1)})
+        elif method == "bon":
+            rows += best_of_n_curve(base_model, tokenizer, proxy, heldout, b, args.seed)
+        elif method == "dpo":
+            for beta in b["dpo_betas"]:
+                started = time.perf_counter()
+                pair = run_dpo(policy_name, pairs, out / f"dpo-{beta}", b, beta)
+                rows.append(measure(f"dpo (beta {beta})", base_pair, pair, heldout, proxy, b, started, pair_samples, out))
+        elif method in ("trl_grpo", "trl_rloo"):
+            pair = run_trl(method.split("_")[1], policy_name, proxy, train_prompts, out / method, b)
+            rows.append(measure(f"TRL {method.split('_')[1].upper()}", base_pair, pair, heldout, proxy, b, started,
+                                b["rl_iterations"] * b["rl_batch"], out))
+        else:
+            settings = {
+                "ppo_clip_gae": dict(loss_type="clip", advantage_estimator="gae"),
+                "ppo_kl": dict(loss_type="kl_penalty", advantage_estimator="gae"),
+                "reinforce": dict(advantage_estimator="reinforce"),
+                "rloo": dict(advantage_estimator="rloo", num_generations=4),
+                "grpo": dict(advantage_estimator="grpo", num_generations=4),
+            }[method]
+            pair = run_ppo(policy_name, proxy, train_prompts, out / method, b, **settings)
+            rows.append(measure(method, base_pair, pair, heldout, proxy, b, started, b["rl_iterations"] * b["rl_batch"], out))
+        print(table(rows[-1:]).splitlines()[-1])
+
+    (out / "results.json").write_text(json.dumps({"budgets": b, "quick": args.quick, "rows": rows,
+                                                  "proxy_training_seconds": round(rm_seconds, 1)}, indent=2))
+    (out / "results.md").write_text(table(rows) + "\n")
+    plot(rows, out / "frontier.png")
+    print(table(rows))
+    print(f"\nwrote {out}/results.json, results.md and frontier.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
