@@ -217,7 +217,7 @@ class EvaluationReport:
 
 
 @dataclass
-class _Policy:
+class PolicyUnderTest:
     """A policy to sample: ``scope()`` is entered around its use (e.g. a PEFT model's ``disable_adapter`` makes the
     same weights act as their base)."""
 
@@ -226,24 +226,25 @@ class _Policy:
     model: Any = None
     tokenizer: Any = None
     scope: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    owned: bool = False  # loaded by evaluate from ``source``, so released when done with it
 
 
 def _policy_name(source: str) -> str:
     return os.path.basename(os.path.normpath(source)) or source
 
 
-def _as_policies(policies: Any) -> list[_Policy]:
+def _as_policies(policies: Any) -> list[PolicyUnderTest]:
     if isinstance(policies, (str, os.PathLike)) or (isinstance(policies, tuple) and len(policies) == 2 and not isinstance(policies[0], str)):
         policies = [policies]
     items = list(policies.items()) if isinstance(policies, Mapping) else [(None, p) for p in policies]
-    out: list[_Policy] = []
+    out: list[PolicyUnderTest] = []
     for name, item in items:
         if isinstance(item, (str, os.PathLike)):
             source = os.fspath(item)
-            out.append(_Policy(name or _policy_name(source), source))
+            out.append(PolicyUnderTest(name or _policy_name(source), source))
         elif isinstance(item, tuple) and len(item) == 2:
             model, tokenizer = item
-            out.append(_Policy(name or f"policy {len(out)}", None, model, tokenizer))
+            out.append(PolicyUnderTest(name or f"policy {len(out)}", None, model, tokenizer))
         else:
             raise EvaluationError(
                 f"policy {name or len(out)!r} is a {type(item).__name__}; pass a model id, a folder (a full model or a "
@@ -258,7 +259,7 @@ def _as_policies(policies: Any) -> list[_Policy]:
     return out
 
 
-def _as_rows(prompts: Any) -> list[dict[str, Any]]:
+def prompt_rows(prompts: Any) -> list[dict[str, Any]]:
     if prompts is None:
         raise EvaluationError("No prompts: pass a list of prompts (strings or message lists) or rows with a 'prompt' column.")
     if hasattr(prompts, "column_names"):
@@ -283,7 +284,7 @@ def _same_model(a: str, b: str) -> bool:
     return a.rstrip("/") == b.rstrip("/")
 
 
-def _check_adapter_bases(policies: list[_Policy], baseline: _Policy) -> None:
+def _check_adapter_bases(policies: list[PolicyUnderTest], baseline: PolicyUnderTest) -> None:
     from .models import adapter_base
 
     if baseline.source is None:
@@ -371,7 +372,7 @@ def evaluate(
         raise EvaluationError("num_samples, max_new_tokens and batch_size must be at least 1.")
     if not temperature > 0:
         raise EvaluationError(f"temperature must be > 0: the evaluation samples (got {temperature}).")
-    rows = _as_rows(prompts)
+    rows = prompt_rows(prompts)
     specs = _as_policies(policies)
     if isinstance(baseline, str):
         matches = [p for p in specs if p.name == baseline or p.source == baseline]
@@ -419,7 +420,7 @@ def evaluate(
     with tqdm(total=total, desc="evaluating", unit="answer", disable=not progress) as bar:
         for policy in [base] + [p for p in specs if p is not base]:
             _load(policy, device)
-            records[policy.name] = _sample_policy(
+            records[policy.name] = sample_policy(
                 policy, base, rows, prompt_list, columns, reward_function, done, out_dir, bar,
                 num_samples=num_samples, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                 batch_size=batch_size, seed=seed,
@@ -427,7 +428,7 @@ def evaluate(
             if policy is not base:
                 _release(policy)
 
-    report = _summarize(specs, base, records, rows, num_samples, reward_function, judge, confidence,
+    report = summarize(specs, base, records, rows, num_samples, reward_function, judge, confidence,
                         bootstrap_resamples, seed, settings)
     if out_dir is not None:
         report.output_dir = str(out_dir)
@@ -437,21 +438,27 @@ def evaluate(
     return report
 
 
-def _load(policy: _Policy, device: str | None) -> None:
+def _load(policy: PolicyUnderTest, device: str | None) -> None:
     if policy.model is None:
         from .models import load_policy
 
         policy.model, policy.tokenizer = load_policy(policy.source, device=device)
-        policy._loaded_here = True  # type: ignore[attr-defined]
+        policy.owned = True
 
 
-def _release(policy: _Policy) -> None:
-    if getattr(policy, "_loaded_here", False):
+def _release(policy: PolicyUnderTest) -> None:
+    if policy.owned:
         policy.model = policy.tokenizer = None
 
 
-def _sample_policy(policy, base, rows, prompt_list, columns, reward_function, done, out_dir, bar, *, num_samples,
+def sample_policy(policy, base, rows, prompt_list, columns, reward_function, done, out_dir, bar, *, num_samples,
                    max_new_tokens, temperature, top_p, batch_size, seed) -> list[dict[str, Any]]:
+    """Answer every prompt ``num_samples`` times with ``policy`` and score each answer: reward, and KL to ``base``.
+
+    One record per answer (policy, prompt_index, sample, prompt, completion, num_tokens, finished, reward, kl_k1,
+    kl_k3); records already in ``done`` are reused, new ones are appended to ``out_dir/samples.jsonl``. Batches are
+    seeded by (seed, prompts, sample), so every policy sees the same random numbers.
+    """
     from .data.labeling import append_jsonl
     from .sampling import HFSampler
 
@@ -505,7 +512,8 @@ def _sample_policy(policy, base, rows, prompt_list, columns, reward_function, do
     return records
 
 
-def _summarize(specs, base, records, rows, num_samples, reward_function, judge, confidence, resamples, seed, settings):
+def summarize(specs, base, records, rows, num_samples, reward_function, judge, confidence, resamples, seed, settings):
+    """The :class:`EvaluationReport` of ``records`` (``{policy name: sample_policy records}``) against ``base``."""
     base_records = {(r["prompt_index"], r["sample"]): r for r in records[base.name]}
     reports = []
     for policy in specs:

@@ -102,7 +102,7 @@ class PolicyEvalCallback(TrainerCallback):
 
     def __init__(self, trainer, prompts, reward=None, judge=None, *, every_steps: int = 50, max_new_tokens: int = 64,
                  temperature: float = 1.0, batch_size: int = 8, seed: int = 0):
-        from ..policy_eval import EvaluationError, _as_rows
+        from ..policy_eval import EvaluationError, prompt_rows
         from ..rewards import resolve_reward
         from ..rl import RewardFunction
 
@@ -111,7 +111,7 @@ class PolicyEvalCallback(TrainerCallback):
         if every_steps < 1:
             raise EvaluationError(f"eval_every_steps must be at least 1, got {every_steps}.")
         self.trainer = trainer
-        self.rows = _as_rows(prompts)
+        self.rows = prompt_rows(prompts)
         self.prompts = [r["prompt"] for r in self.rows]
         self.columns = {k: [r.get(k) for r in self.rows] for k in self.rows[0] if k != "prompt"}
         self.reward_function = None
@@ -131,24 +131,24 @@ class PolicyEvalCallback(TrainerCallback):
     # ---- the starting model ----------------------------------------------------------------------------------------
 
     def _reference(self, policy):
-        from ..policy_eval import _Policy
+        from ..policy_eval import PolicyUnderTest
 
         tokenizer = self.trainer.processing_class
         tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
         if hasattr(policy, "disable_adapter"):
-            return _Policy("start", None, policy, tokenizer, scope=policy.disable_adapter)
+            return PolicyUnderTest("start", None, policy, tokenizer, scope=policy.disable_adapter)
         ref = getattr(self.trainer, "ref_model", None)
         if ref is not None:
-            return _Policy("start", None, _policy_of(ref), tokenizer)
+            return PolicyUnderTest("start", None, _policy_of(ref), tokenizer)
         logger.warning("No reference model to compare with: keeping a frozen copy of the policy as it starts training.")
-        return _Policy("start", None, copy.deepcopy(policy).eval().requires_grad_(False), tokenizer)
+        return PolicyUnderTest("start", None, copy.deepcopy(policy).eval().requires_grad_(False), tokenizer)
 
     def _current(self):
-        from ..policy_eval import _Policy
+        from ..policy_eval import PolicyUnderTest
 
         model = _policy_of(self.trainer.accelerator.unwrap_model(self.trainer.model))
         tokenizer = self.trainer.processing_class
-        return model, _Policy("policy", None, model, getattr(tokenizer, "tokenizer", tokenizer))
+        return model, PolicyUnderTest("policy", None, model, getattr(tokenizer, "tokenizer", tokenizer))
 
     # ---- one evaluation --------------------------------------------------------------------------------------------
 
@@ -156,7 +156,7 @@ class PolicyEvalCallback(TrainerCallback):
         """Sample the policy on the held-out prompts and return the ``eval/*`` metrics (also logged)."""
         from tqdm.auto import tqdm
 
-        from ..policy_eval import _sample_policy, _summarize
+        from ..policy_eval import sample_policy, summarize
 
         model, current = self._current()
         if self._base is None:
@@ -168,11 +168,11 @@ class PolicyEvalCallback(TrainerCallback):
         with tqdm(total=len(self.rows) * (2 if self._base_records is None else 1), desc="held-out eval", unit="answer",
                   leave=False, disable=not self.trainer.is_world_process_zero()) as bar:
             if self._base_records is None:
-                self._base_records = _sample_policy(self._base, self._base, self.rows, self.prompts, self.columns,
+                self._base_records = sample_policy(self._base, self._base, self.rows, self.prompts, self.columns,
                                                     self.reward_function, {}, None, bar, **kwargs)
-            records = _sample_policy(current, self._base, self.rows, self.prompts, self.columns, self.reward_function,
+            records = sample_policy(current, self._base, self.rows, self.prompts, self.columns, self.reward_function,
                                      {}, None, bar, **kwargs)
-        report = _summarize([self._base, current], self._base, {"start": self._base_records, "policy": records},
+        report = summarize([self._base, current], self._base, {"start": self._base_records, "policy": records},
                             self.rows, num_samples, self.reward_function, self.judge, 0.95, 1000, settings["seed"], {})
         policy = report["policy"]
         metrics = {"eval/length": policy.length, "eval/empty_rate": policy.empty_rate}
