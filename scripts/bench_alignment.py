@@ -132,7 +132,7 @@ def run_ppo(policy_name, proxy, train_prompts, out, b, **ppo):
     from prefkit import PPOConfig, PPOTrainer
 
     args = PPOConfig(**lora_common(out, b, max_steps=b["rl_iterations"], per_device_train_batch_size=b["rl_batch"],
-                                   response_length=b["max_new_tokens"], temperature=1.0, learning_rate=1e-4,
+                                   max_completion_length=b["max_new_tokens"], temperature=1.0, learning_rate=1e-4,
                                    num_ppo_epochs=2, gradient_checkpointing=False, log_completions=False, **ppo))
     data = Dataset.from_list([{"prompt": p} for p in train_prompts])
     trainer = PPOTrainer(policy_name, reward_funcs=proxy.as_reward_func(name="proxy"), args=args, train_dataset=data)

@@ -175,7 +175,7 @@ def run_ppo(options) -> dict:
             per_device_train_batch_size=options.batch,
             num_mini_batches=1,
             num_ppo_epochs=options.epochs,
-            response_length=options.response_length,
+            max_completion_length=options.response_length,
             temperature=1.0,
             max_steps=options.iterations,
             advantage_estimator="gae",

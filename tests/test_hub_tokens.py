@@ -99,7 +99,7 @@ def ppo(model_dir, output_dir, token):
     from prefkit import PPOConfig, PPOTrainer
 
     args = PPOConfig(
-        **common_args(output_dir, token, "ppo"), per_device_train_batch_size=4, response_length=4, num_ppo_epochs=1,
+        **common_args(output_dir, token, "ppo"), per_device_train_batch_size=4, max_completion_length=4, num_ppo_epochs=1,
         log_completions_steps=1,
     )
     return PPOTrainer(model_dir, reward_funcs=kindness, args=args, train_dataset=Dataset.from_dict({"prompt": PROMPTS}))

@@ -61,7 +61,7 @@ def make_config(tmp_path, **overrides) -> PPOConfig:
         per_device_train_batch_size=16,
         num_mini_batches=1,
         num_ppo_epochs=2,
-        response_length=8,
+        max_completion_length=8,
         temperature=1.0,
         kl_coef=0.01,
         max_steps=30,
@@ -505,3 +505,43 @@ def test_reward_breaking_mid_run_keeps_what_was_trained(tiny_model_dir, prompts_
         trainer.train()
     checkpoint = tmp_path / "ppo" / "checkpoint-2"
     assert (checkpoint / "adapter_model.safetensors").is_file() and (checkpoint / "optimizer.pt").is_file()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Defaults, vocabulary, held-out evaluation
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_learning_rate_defaults_to_a_lora_rate_under_lora_and_a_full_rate_otherwise(tmp_path, tiny_model_dir, prompts_dataset):
+    from prefkit.trainers.ppo.config import FULL_LEARNING_RATE, LORA_LEARNING_RATE
+
+    assert PPOConfig(output_dir=str(tmp_path), use_peft=True, report_to="none").learning_rate == LORA_LEARNING_RATE
+    assert PPOConfig(output_dir=str(tmp_path), report_to="none").learning_rate == FULL_LEARNING_RATE
+    assert PPOConfig(output_dir=str(tmp_path), use_peft=True, learning_rate=3e-5, report_to="none").learning_rate == 3e-5
+    # a LoRA adapter given as peft_config, not by flags, also gets the LoRA rate
+    from peft import LoraConfig
+
+    args = PPOConfig(output_dir=str(tmp_path), report_to="none", advantage_estimator="rloo", num_generations=4,
+                     per_device_train_batch_size=16)
+    trainer = PPOTrainer(tiny_model_dir, reward_funcs=letter_share, args=args, train_dataset=prompts_dataset,
+                         peft_config=LoraConfig(r=4, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    assert trainer.args.learning_rate == LORA_LEARNING_RATE
+
+
+def test_response_length_is_a_deprecated_alias_of_max_completion_length(tmp_path):
+    with pytest.warns(FutureWarning, match="max_completion_length"):
+        args = PPOConfig(output_dir=str(tmp_path), response_length=12, report_to="none")
+    assert args.max_completion_length == 12 and args.response_length is None
+
+
+def test_ppo_logs_held_out_metrics_and_the_reward_hacking_flag(tiny_model_dir, prompts_dataset, tmp_path):
+    heldout = tmp_path / "heldout.txt"
+    heldout.write_text("Say something.\nTell me about the sea.\n")
+    args = make_config(tmp_path, max_steps=2, advantage_estimator="rloo", num_generations=4, eval_prompts=str(heldout),
+                       eval_reward="vader", eval_every_steps=1, eval_max_new_tokens=4)
+    trainer = PPOTrainer(tiny_model_dir, reward_funcs=letter_share, args=args, train_dataset=prompts_dataset)
+    trainer.train()
+    evals = [entry for entry in trainer.state.log_history if "eval/kl" in entry]
+    assert len(evals) == 3  # before training and after each of the two iterations
+    assert {"eval/reward", "eval/win_rate", "eval/length", "eval/reward_hacking"} <= set(evals[-1])
+    assert evals[0]["eval/kl"] == pytest.approx(0.0, abs=1e-4) and evals[-1]["eval/kl"] > 0

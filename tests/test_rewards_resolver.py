@@ -132,7 +132,7 @@ def test_prefkit_ppo_takes_a_module_function_reward_like_prefkit_bon(tiny_model_
     argv = [
         "ppo", "--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(prompts), "--output_dir", str(out),
         "--reward", f"{reward_module}:exclamations", "--use_peft", "--max_steps", "1", "--per_device_train_batch_size",
-        "4", "--response_length", "4", "--num_ppo_epochs", "1", "--report_to", "none", "--save_strategy", "no",
+        "4", "--max_completion_length", "4", "--num_ppo_epochs", "1", "--report_to", "none", "--save_strategy", "no",
         "--disable_tqdm", "true",
     ]
     assert prefkit(argv) == 0

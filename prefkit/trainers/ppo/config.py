@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
 from ..common import QLoRAArguments
+from ..policy_eval_callback import PolicyEvalArguments
 
 LOSS_TYPES = ("clip", "kl_penalty")
+LORA_LEARNING_RATE = 1e-4
+FULL_LEARNING_RATE = 1e-5
 ADVANTAGE_ESTIMATORS = ("gae", "reinforce", "rloo", "grpo")
 
 
 @dataclass
-class PPOConfig(TrainingArguments, QLoRAArguments):
+class PPOConfig(TrainingArguments, QLoRAArguments, PolicyEvalArguments):
     r"""Configuration of :class:`PPOTrainer`: ``transformers.TrainingArguments`` plus the PPO fields, named as in TRL's
     former ``PPOConfig`` where it had them, plus prefkit's QLoRA fields (``--quantization 4bit``).
 
@@ -27,8 +31,11 @@ class PPOConfig(TrainingArguments, QLoRAArguments):
     """
 
     # ---- TrainingArguments defaults that suit on-policy RL
-    learning_rate: float = field(
-        default=1e-5, metadata={"help": "Initial AdamW learning rate (LoRA usually wants 1e-5 to 1e-4, full fine-tuning ~1e-6)."}
+    learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Initial AdamW learning rate. Default: 1e-4 when training a LoRA adapter (use_peft, "
+                  "quantization, a PeftModel or peft_config), 1e-5 for full fine-tuning: a LoRA adapter barely moves "
+                  "in a short run at full fine-tuning rates."},
     )
     logging_steps: float = field(
         default=1, metadata={"help": "Log every X PPO iterations (each one samples a whole batch, so log often)."}
@@ -41,7 +48,12 @@ class PPOConfig(TrainingArguments, QLoRAArguments):
     )
 
     # ---- Rollout
-    response_length: int = field(default=53, metadata={"help": "Maximum number of tokens generated per completion."})
+    max_completion_length: int = field(
+        default=53, metadata={"help": "Maximum number of tokens generated per completion (TRL's name)."}
+    )
+    response_length: int | None = field(
+        default=None, metadata={"help": "Deprecated alias of max_completion_length (the name in TRL's former PPOConfig)."}
+    )
     max_prompt_length: int | None = field(
         default=512, metadata={"help": "Prompts longer than this many tokens keep their last tokens. None: no limit."}
     )
@@ -52,7 +64,7 @@ class PPOConfig(TrainingArguments, QLoRAArguments):
     )
     missing_eos_penalty: float | None = field(
         default=None,
-        metadata={"help": "Subtract this from the score of completions that hit response_length without EOS."},
+        metadata={"help": "Subtract this from the score of completions that hit max_completion_length without EOS."},
     )
     num_generations: int = field(
         default=1, metadata={"help": "Completions sampled per prompt (RLOO and GRPO need at least 2)."}
@@ -153,6 +165,17 @@ class PPOConfig(TrainingArguments, QLoRAArguments):
 
     def __post_init__(self):
         self._apply_prefkit_defaults()
+        self._check_policy_eval_fields()
+        if self.response_length is not None:
+            warnings.warn(
+                "PPOConfig(response_length=...) is deprecated: use max_completion_length (TRL's name).",
+                FutureWarning,
+                stacklevel=3,
+            )
+            self.max_completion_length, self.response_length = self.response_length, None
+        self.learning_rate_is_default = self.learning_rate is None
+        if self.learning_rate is None:
+            self.learning_rate = LORA_LEARNING_RATE if self.use_peft else FULL_LEARNING_RATE
         if isinstance(self.model_init_kwargs, str):
             self.model_init_kwargs = json.loads(self.model_init_kwargs)
         super().__post_init__()
@@ -186,8 +209,8 @@ class PPOConfig(TrainingArguments, QLoRAArguments):
                 f"the rollout batch (per_device_train_batch_size × gradient_accumulation_steps × num_mini_batches = "
                 f"{self.local_batch_size}) must be a multiple of num_generations={self.num_generations}"
             )
-        if self.response_length < 1:
-            problems.append(f"response_length={self.response_length}: must be at least 1")
+        if self.max_completion_length < 1:
+            problems.append(f"max_completion_length={self.max_completion_length}: must be at least 1")
         if not self.temperature > 0:
             problems.append(f"temperature={self.temperature}: must be > 0")
         if not self.cliprange > 0:
@@ -200,8 +223,8 @@ class PPOConfig(TrainingArguments, QLoRAArguments):
             problems.append(f"baseline_momentum={self.baseline_momentum}: must be in [0, 1)")
         if self.eval_strategy != "no":
             problems.append(
-                "PPOTrainer does not run evaluation (eval_strategy must be 'no'): it logs the rollout's scores every "
-                "iteration and sample completions every log_completions_steps"
+                "PPOTrainer has no eval dataset (eval_strategy must be 'no'): for held-out evaluation give "
+                "eval_prompts and eval_reward (eval/reward, eval/win_rate, eval/kl every eval_every_steps)"
             )
         if problems:
             raise ValueError("Invalid PPOConfig:\n  " + "\n  ".join(problems))

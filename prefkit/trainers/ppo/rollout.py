@@ -14,6 +14,7 @@ r"""Steps 1-5 of a PPO iteration: what the optimization epochs read, computed wi
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,6 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ...chat import render_prompt
 from ...logprobs import selective_log_softmax
 from ...losses import gae, grpo_advantages, reinforce_advantages, rloo_advantages, whiten
 from ...rl import RewardFunction, combine_rewards
@@ -40,6 +40,7 @@ class Responses:
     responses: torch.Tensor  # [B, T] completion token ids (pad after the stop token)
     response_mask: torch.Tensor  # [B, T] float, 1 up to and including the stop token
     contains_eos: torch.Tensor  # [B] bool, whether the completion stopped before max_new_tokens
+    texts: list[str]  # the completions decoded (up to the stop token, without special tokens, stripped)
 
 
 @dataclass
@@ -64,18 +65,6 @@ class Rollout:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def stop_token_ids(model, tokenizer, extra: Sequence[int] | None = None) -> list[int]:
-    """The ids that end a completion: the tokenizer's EOS, the model's generation-config EOS (one or several) and
-    ``extra``; sorted, without repeats."""
-    ids: list[int] = []
-    for candidate in (tokenizer.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
-        if candidate is None:
-            continue
-        ids += list(candidate) if isinstance(candidate, (list, tuple)) else [candidate]
-    ids += list(extra or [])
-    return sorted(set(int(i) for i in ids))
-
-
 @torch.no_grad()
 def generate_responses(
     model: nn.Module,
@@ -91,79 +80,36 @@ def generate_responses(
     gather_deepspeed3_params: bool = True,
 ) -> Responses:
     """Sample one completion per prompt from the policy of ``model`` (a :class:`PolicyAndValue`, maybe wrapped by
-    DDP or DeepSpeed), with the KV cache, ``batch_size`` prompts at a time.
+    DDP or DeepSpeed) with prefkit's one sampler (:class:`prefkit.sampling.HFSampler`), ``batch_size`` prompts at a
+    time.
 
-    Prompts (text or messages) are rendered with the chat template and keep their last ``max_prompt_length`` tokens.
-    Sampling is from the policy itself at ``temperature`` (no top-k / top-p: the PPO ratios assume the same
-    distribution). A completion ends at its first id in ``stop_ids``, which is kept (the model must learn to stop);
-    what follows is padding.
+    Prompts (text or messages) are rendered with the chat template and keep their last tokens when longer than
+    ``max_prompt_length`` (or than the context leaves). Sampling is from the policy itself at ``temperature``: no
+    top-k, top-p, min-p or repetition penalty, whatever the model's generation config says, since the PPO ratios
+    assume the distribution the log-probs are computed from. A completion ends at its first id in ``stop_ids``,
+    which is kept (the model must learn to stop); what follows is padding.
     """
-    from transformers import GenerationConfig
     from trl.models import unwrap_model_for_generation
 
-    device = accelerator.device
-    texts = [render_prompt(tokenizer, prompt) for prompt in prompts]
-    truncation = {"truncation": True, "max_length": max_prompt_length} if max_prompt_length else {}
-    previous_side = tokenizer.truncation_side
-    tokenizer.truncation_side = "left"  # keep the end of a long prompt, where the question is
-    try:
-        encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False, **truncation)
-    finally:
-        tokenizer.truncation_side = previous_side
-    query_ids = encoded["input_ids"].to(device)
-    query_mask = encoded["attention_mask"].to(device)
-    generation_config = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=True,
-        temperature=temperature,
-        top_k=0,  # sample from the policy itself: no truncation, or the ratios would be off
-        top_p=1.0,
-        min_p=None,
-        repetition_penalty=1.0,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=list(stop_ids) or None,
-        use_cache=True,
-    )
-    chunks = []
+    from ...sampling import HFSampler
+
     with unwrap_model_for_generation(model, accelerator, gather_deepspeed3_params=gather_deepspeed3_params) as unwrapped:
-        policy = unwrapped.policy
-        was_training = policy.training
-        policy.eval()
-        try:
-            for start in range(0, len(query_ids), batch_size):
-                end = start + batch_size
-                with accelerator.autocast():
-                    output = policy.generate(
-                        input_ids=query_ids[start:end],
-                        attention_mask=query_mask[start:end],
-                        generation_config=generation_config,
-                    )
-                chunks.append(output[:, query_ids.shape[1] :])
-        finally:
-            policy.train(was_training)
-    width = max(chunk.shape[1] for chunk in chunks)
-    responses = torch.cat(
-        [nn.functional.pad(chunk, (0, width - chunk.shape[1]), value=tokenizer.pad_token_id) for chunk in chunks]
-    )
-    # A completion ends at its first stop token (kept: the model must learn to stop); the rest is padding.
-    if stop_ids:
-        is_stop = torch.isin(responses, torch.tensor(list(stop_ids), device=device))
-    else:
-        is_stop = torch.zeros_like(responses, dtype=torch.bool)
-    contains_eos = is_stop.any(dim=1)
-    first_stop = torch.where(contains_eos, is_stop.float().argmax(dim=1), torch.full_like(contains_eos, width - 1, dtype=torch.long))
-    positions = torch.arange(width, device=device).unsqueeze(0)
-    response_mask = (positions <= first_stop.unsqueeze(1)).float()
-    responses = torch.where(response_mask.bool(), responses, torch.full_like(responses, tokenizer.pad_token_id))
-    attention_mask = torch.cat([query_mask, response_mask.long()], dim=1)
-    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+        sampler = HFSampler(unwrapped.policy, tokenizer, extra_stop_ids=stop_ids, autocast=accelerator.autocast)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"prompts\[\d+\] is \d+ tokens; keeping its last")
+            samples = sampler.generate(
+                list(prompts), 1, max_new_tokens=max_new_tokens, max_prompt_length=max_prompt_length,
+                truncation="left", temperature=temperature, top_k=0, top_p=1.0, min_p=None, repetition_penalty=1.0,
+                batch_size=batch_size, use_cache=True,
+            )
     return Responses(
-        query_responses=torch.cat([query_ids, responses], dim=1),
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        responses=responses,
-        response_mask=response_mask,
-        contains_eos=contains_eos,
+        query_responses=samples.input_ids,
+        attention_mask=samples.attention_mask,
+        position_ids=samples.position_ids,
+        responses=samples.completion_ids,
+        response_mask=samples.completion_mask.float(),
+        contains_eos=samples.finished,
+        texts=samples.texts,
     )
 
 

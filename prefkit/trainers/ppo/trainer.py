@@ -10,7 +10,7 @@ optimized token by token with advantages :math:`\hat A_t \approx` reward − bas
 (:meth:`PPOTrainer._ppo_iteration` reads top to bottom like CleanRL's ``ppo.py``):
 
 1. **rollout**: sample a completion per prompt (``num_generations`` per prompt for RLOO/GRPO) with the KV cache,
-   at ``temperature``, stopping at EOS or ``response_length`` tokens;
+   at ``temperature``, stopping at EOS or ``max_completion_length`` tokens;
 2. **score**: the reward function(s) score each completion (``missing_eos_penalty`` for truncated ones);
 3. **old and reference log-probs, values**: :math:`\log\pi_{\theta_{old}}(a_t \mid s_t)`,
    :math:`\log\pi_{ref}(a_t \mid s_t)` and :math:`V(s_t)` for every response token;
@@ -45,7 +45,9 @@ from ...hub import ModelCardMixin
 from ...logprobs import entropy_from_logits, selective_log_softmax
 from ...losses import kl_estimate, masked_mean, masked_var, ppo_clip_loss, ppo_kl_penalty_loss, value_loss
 from ...rl import RewardFunctionError, as_reward_functions, kl_controller
+from ...sampling import stop_token_ids
 from ..common import default_output_dir, default_peft_config, resolve_model_argument
+from ..policy_eval_callback import PolicyEvalMixin
 from .callbacks import CompletionSamplesCallback
 from .config import PPOConfig
 from .hf_trainer import CustomLoopTrainer
@@ -58,7 +60,6 @@ from .rollout import (
     kl_shaped_rewards,
     rollout_logprobs_and_values,
     score_completions,
-    stop_token_ids,
 )
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ PROMPTS_HINT = (
 )
 
 
-class PPOTrainer(ModelCardMixin, CustomLoopTrainer):
+class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
     r"""PPO / REINFORCE / RLOO / GRPO on a ``transformers.Trainer``: callbacks, ``report_to``, checkpoints,
     ``resume_from_checkpoint`` and ``push_to_hub`` come from the framework; :meth:`_ppo_iteration` is the algorithm.
 
@@ -196,6 +197,11 @@ class PPOTrainer(ModelCardMixin, CustomLoopTrainer):
         for role in (model, value_model, ref_model):
             disable_dropout(role)
 
+        if is_peft_model and getattr(args, "learning_rate_is_default", False):
+            from .config import LORA_LEARNING_RATE
+
+            args.learning_rate = LORA_LEARNING_RATE  # a LoRA adapter given as a model or peft_config, not by flags
+
         wrapper = PolicyAndValue(model, value_model=value_model, value_head=value_head)
         super().__init__(
             model=wrapper,
@@ -221,6 +227,7 @@ class PPOTrainer(ModelCardMixin, CustomLoopTrainer):
             self.completion_samples = CompletionSamplesCallback(args.log_completions_steps, args.num_completions_to_log)
             self.add_callback(self.completion_samples)
         self._metrics_since_log: list[dict[str, float]] = []
+        self.add_policy_eval_from_args()
 
     # ------------------------------------------------------------------------------------------------------------
 
@@ -329,12 +336,12 @@ class PPOTrainer(ModelCardMixin, CustomLoopTrainer):
         prompts = [row["prompt"] for row in rows]
         sampled = generate_responses(
             self.model_wrapped, self.processing_class, prompts, accelerator=accelerator,
-            max_new_tokens=args.response_length, temperature=args.temperature, stop_ids=self.stop_ids,
+            max_new_tokens=args.max_completion_length, temperature=args.temperature, stop_ids=self.stop_ids,
             max_prompt_length=args.max_prompt_length, batch_size=args.local_rollout_forward_batch_size,
             gather_deepspeed3_params=args.ds3_gather_for_generation,
         )
         self.state.num_input_tokens_seen += int(accelerator.gather(sampled.attention_mask.sum()).sum().item())
-        completions = self.processing_class.batch_decode(sampled.responses, skip_special_tokens=True)
+        completions = sampled.texts
         response_mask = sampled.response_mask  # [B, T]
         timings["time/rollout"] = time.perf_counter() - tick
 
@@ -531,7 +538,7 @@ class PPOTrainer(ModelCardMixin, CustomLoopTrainer):
             "loss_type": args.loss_type,
             "advantage_estimator": args.advantage_estimator,
             "num_generations": args.num_generations,
-            "response_length": args.response_length,
+            "max_completion_length": args.max_completion_length,
             "temperature": args.temperature,
             "num_ppo_epochs": args.num_ppo_epochs,
             "num_mini_batches": args.num_mini_batches,
