@@ -7,8 +7,9 @@ import json
 import pytest
 
 from prefkit.data import PreferenceDataError
+from prefkit.data.io import done_ids, repair_torn_tail
 from prefkit.data.judges import RewardModelJudge
-from prefkit.data.labeling import done_ids, label_records, read_labeled, repair_torn_tail, validate_pairs_to_label
+from prefkit.data.labeling import label_records, read_labeled, validate_pairs_to_label
 
 RECORDS = [
     {"id": f"pair-{i}", "prompt": f"Question {i}?", "response_a": "x" * (i % 5 + 1), "response_b": "y" * 3}

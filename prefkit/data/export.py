@@ -9,12 +9,11 @@ that ``DPOTrainer`` / ``RewardTrainer`` / ``KTOTrainer`` accept.
 from __future__ import annotations
 
 import io
-import json
 import os
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .io import done_ids, write_jsonl
 from .validation import PreferenceDataError, RowProblem, validate_dataset
 
 EXPORT_SUFFIXES = (".jsonl", ".parquet")
@@ -55,18 +54,6 @@ def _validate(dataset: Any) -> None:
     validate_dataset(dataset, "rows to export", format="preference" if kind == "pairwise" else "pointwise")
 
 
-def write_jsonl(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike, append: bool = False) -> int:
-    """Write rows as UTF-8 JSON lines, flushed and fsynced so a crash loses at most the line being written."""
-    count = 0
-    with open(path, "a" if append else "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(dict(row), ensure_ascii=False) + "\n")
-            count += 1
-        f.flush()
-        os.fsync(f.fileno())
-    return count
-
-
 def export_pairs(
     rows_or_dataset: Any, path: str | os.PathLike, *, validate: bool = True, progress: bool = False
 ) -> Path:
@@ -88,8 +75,6 @@ def export_pairs(
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     if suffix == ".jsonl":
-        from .labeling import done_ids
-
         done = done_ids(partial) if "id" in dataset.column_names else set()
         if partial.exists() and not done:
             partial.unlink()  # nothing to resume from

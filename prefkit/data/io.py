@@ -1,5 +1,9 @@
-"""Loading datasets from wherever users keep them: a Hub id, a ``save_to_disk`` folder, a folder of files, or a
-JSONL / JSON / Parquet / CSV file."""
+"""Reading and writing preference data files.
+
+Loading from wherever users keep data: a Hub id, a ``save_to_disk`` folder, a folder of files, or a JSONL / JSON /
+Parquet / CSV file. Writing JSONL the way resumable commands need it: every append fsynced, a line torn by a crash
+cut off before resuming, and the ids already written read back (:func:`done_ids`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import codecs
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +168,60 @@ def load_records(
     dataset = load_dataset_any(name_or_path, split=split, config=config, streaming=streaming)
     for row in dataset:
         yield dict(row)
+
+
+# ---- writing JSONL that a rerun resumes ----------------------------------------------------------------------------
+
+
+def write_jsonl(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike, append: bool = False) -> int:
+    """Write rows as UTF-8 JSON lines, flushed and fsynced so a crash loses at most the line being written."""
+    count = 0
+    with open(path, "a" if append else "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(dict(row), ensure_ascii=False) + "\n")
+            count += 1
+        f.flush()
+        os.fsync(f.fileno())
+    return count
+
+
+def append_jsonl(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> int:
+    """Append rows to a JSONL file and fsync, so that what returns is on disk."""
+    return write_jsonl(rows, path, append=True)
+
+
+def repair_torn_tail(path: str | os.PathLike) -> int:
+    """Cut a last line that a crash left without its newline; returns how many bytes were removed."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return 0
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data.endswith(b"\n"):
+            return 0
+        keep = data.rfind(b"\n") + 1
+        f.truncate(keep)
+    removed = len(data) - keep
+    logger.warning("%s: removed a torn last line (%d bytes) left by an interrupted run", path, removed)
+    return removed
+
+
+def done_ids(path: str | os.PathLike, id_column: str = "id") -> set[str]:
+    """Ids of the rows already in a JSONL output (after repairing a torn last line); empty if there is no file."""
+    path = Path(path)
+    if not path.exists():
+        return set()
+    repair_torn_tail(path)
+    ids, problems = set(), []
+    for _, _, value, problem in _scan_jsonl(path):
+        if problem is not None:
+            problems.append(problem)
+        elif value.get(id_column) is not None:
+            ids.add(str(value[id_column]))
+    if problems:
+        raise PreferenceDataError(
+            str(path),
+            problems,
+            hint="The output file is damaged in the middle, so it cannot be resumed safely; fix those lines or move it away.",
+        )
+    return ids

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .generation import prompt_id
+from .io import append_jsonl, done_ids, repair_torn_tail
 from .judges import Judge
 from .validation import PreferenceDataError, RowProblem, check_prompt, check_response
 
@@ -30,52 +31,6 @@ def record_id(record: Mapping[str, Any], id_column: str = "id") -> str:
     if value is not None:
         return str(value)
     return prompt_id([record.get("prompt"), record.get("response_a"), record.get("response_b")])
-
-
-def repair_torn_tail(path: str | os.PathLike) -> int:
-    """Cut a last line that a crash left without its newline; returns how many bytes were removed."""
-    path = Path(path)
-    if not path.exists() or path.stat().st_size == 0:
-        return 0
-    with open(path, "rb+") as f:
-        data = f.read()
-        if data.endswith(b"\n"):
-            return 0
-        keep = data.rfind(b"\n") + 1
-        f.truncate(keep)
-    removed = len(data) - keep
-    logger.warning("%s: removed a torn last line (%d bytes) left by an interrupted run", path, removed)
-    return removed
-
-
-def done_ids(path: str | os.PathLike, id_column: str = "id") -> set[str]:
-    """Ids of the rows already in a JSONL output (after repairing a torn last line); empty if there is no file."""
-    from .io import _scan_jsonl
-
-    path = Path(path)
-    if not path.exists():
-        return set()
-    repair_torn_tail(path)
-    ids, problems = set(), []
-    for _, _, value, problem in _scan_jsonl(path):
-        if problem is not None:
-            problems.append(problem)
-        elif value.get(id_column) is not None:
-            ids.add(str(value[id_column]))
-    if problems:
-        raise PreferenceDataError(
-            str(path),
-            problems,
-            hint="The output file is damaged in the middle, so it cannot be resumed safely; fix those lines or move it away.",
-        )
-    return ids
-
-
-def append_jsonl(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> int:
-    """Append rows to a JSONL file and fsync, so that what returns is on disk."""
-    from .export import write_jsonl
-
-    return write_jsonl(rows, path, append=True)
 
 
 @dataclass
