@@ -150,3 +150,14 @@ def test_an_unpaired_card_counts_desirable_and_undesirable_rows():
     card = build_dataset_card(to_dataset(labels_to_unpaired(LABELED)), "me/kto")
     assert "desirable completion (2 rows)" in card and "undesirable one (2 rows)" in card and "KTOTrainer" in card
     assert "license: unknown" in card
+
+
+def test_rows_in_two_formats_are_named_instead_of_failing_inside_arrow(tmp_path):
+    conversational = {
+        "prompt": [{"role": "user", "content": "Hi!"}],
+        "chosen": [{"role": "assistant", "content": "Hello!"}],
+        "rejected": [{"role": "assistant", "content": "Go away."}],
+    }
+    with pytest.raises(PreferenceDataError, match="row 2 is conversational but rows 0-1 are plain text"):
+        export_pairs([PAIRS[0], PAIRS[1], conversational], tmp_path / "pairs.jsonl")
+    assert not (tmp_path / "pairs.jsonl").exists()

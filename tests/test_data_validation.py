@@ -230,9 +230,10 @@ def test_export_command_prints_the_problem_and_exits_2_without_a_traceback(
 
 
 def test_drop_invalid_keeps_the_good_rows_and_counts_the_others():
-    rows = [GOOD, with_(GOOD, chosen=None), GOOD_CONV, with_(GOOD, rejected="")]
+    other = with_(GOOD, chosen="Steep a tea bag in boiled water.")
+    rows = [GOOD, with_(GOOD, chosen=None), other, with_(GOOD, rejected="")]
     report = validate_dataset(rows, drop_invalid=True)
-    assert (report.num_dropped, report.dropped_rows, list(report.dataset)) == (2, [1, 3], [GOOD, GOOD_CONV])
+    assert (report.num_dropped, report.dropped_rows, list(report.dataset)) == (2, [1, 3], [GOOD, other])
     assert report.summary() == "dropped 2 bad rows of 4 (preference); kept 2"
 
 
@@ -284,3 +285,47 @@ def _dataset(rows):
     from datasets import Dataset
 
     return Dataset.from_list(rows)
+
+
+# ---- one format per dataset ----------------------------------------------------------------------------------------
+
+
+def test_conversational_rows_among_plain_ones_are_named():
+    rows = [GOOD, GOOD, GOOD, GOOD_CONV, GOOD, GOOD, GOOD, GOOD_CONV]
+    expected = "rows 3, 7 are conversational but rows 0-2, 4-6 are plain text; use one format for the whole file"
+    with pytest.raises(PreferenceDataError, match=expected):
+        validate_preference_dataset(rows)
+    with pytest.raises(PreferenceDataError, match=expected):
+        validate_dataset(rows, format="preference")
+
+
+def test_the_format_of_fewer_rows_is_the_odd_one_even_when_it_comes_first():
+    with pytest.raises(PreferenceDataError, match="row 0 is plain text but rows 1-2 are conversational"):
+        validate_dataset([GOOD, GOOD_CONV, GOOD_CONV])
+
+
+def test_mixed_formats_are_refused_even_when_bad_rows_are_dropped():
+    with pytest.raises(PreferenceDataError, match="row 1 is conversational but row 0 is plain text"):
+        validate_dataset([GOOD, GOOD_CONV], drop_invalid=True)
+
+
+@pytest.mark.parametrize(
+    "good, kind",
+    [(GOOD_POINT, "pointwise"), (GOOD_LABELED, "labeled")],
+)
+def test_every_shape_of_data_needs_one_format(good, kind):
+    conversational = with_(good, prompt=[{"role": "user", "content": "How do I make tea?"}], id="b")
+    with pytest.raises(PreferenceDataError, match="row 1 is conversational but row 0 is plain text"):
+        validate_dataset([good, conversational], format=kind)
+
+
+def test_a_prompt_list_may_mix_plain_and_chat_prompts():
+    prompts = [{"prompt": "Tea?"}, {"prompt": [{"role": "user", "content": "Coffee?"}]}]
+    assert validate_dataset(prompts, format="prompts").total_rows == 2
+
+
+def test_an_empty_list_of_rows_is_the_empty_dataset_error():
+    from prefkit.data import EmptyDatasetError
+
+    with pytest.raises(EmptyDatasetError, match="^pairs: the dataset is empty; it needs at least one row"):
+        validate_dataset([], "pairs")

@@ -63,3 +63,33 @@ def test_missing_split_lists_the_existing_ones(tmp_path):
 def test_missing_local_path_is_reported(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         load_dataset_any(str(tmp_path / "nope") + "/")
+
+
+@pytest.mark.parametrize("content", ["", "\n \n\n"], ids=["empty", "blank lines"])
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
+def test_an_empty_file_is_the_empty_dataset_error_with_its_path(tmp_path, content, suffix):
+    from prefkit.data import EmptyDatasetError
+
+    path = tmp_path / f"pairs{suffix}"
+    path.write_text(content)
+    with pytest.raises(EmptyDatasetError, match=f"^{path}: the dataset is empty"):
+        load_dataset_any(path, split="train")
+
+
+def test_a_csv_with_a_header_and_no_rows_is_empty(tmp_path):
+    from prefkit.data import EmptyDatasetError
+
+    path = tmp_path / "pairs.csv"
+    path.write_text("prompt,chosen,rejected\n")
+    with pytest.raises(EmptyDatasetError, match="the dataset is empty"):
+        load_dataset_any(path)
+
+
+def test_reading_the_records_of_a_blank_file_is_the_empty_dataset_error(tmp_path):
+    from prefkit.data import EmptyDatasetError
+    from prefkit.data.io import load_records
+
+    path = tmp_path / "prompts.txt"
+    path.write_text("\n\n")
+    with pytest.raises(EmptyDatasetError, match=f"{path}: the dataset is empty"):
+        list(load_records(path))

@@ -98,3 +98,47 @@ def test_many_bad_rows_are_all_counted_in_one_error(tmp_path, no_model_loading):
     assert "has 30 bad rows (of 31)" in str(info.value)
     assert "and 10 more problems" in str(info.value)
     assert len(info.value.bad_rows) == 30
+
+
+VISION_GOOD = {
+    "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is in the picture?"}]}],
+    "chosen": [{"role": "assistant", "content": [{"type": "text", "text": "A red square."}]}],
+    "rejected": [{"role": "assistant", "content": [{"type": "text", "text": "A cat."}]}],
+}
+
+
+def _with_images(rows):
+    from PIL import Image
+
+    return Dataset.from_list([{**row, "images": [Image.new("RGB", (4, 4), "red")]} for row in rows])
+
+
+def test_a_vision_dataset_still_has_its_text_checked(tmp_path, no_model_loading):
+    bad = {**VISION_GOOD, "chosen": [{"role": "assistant", "content": [{"type": "text", "text": " "}]}]}
+    with pytest.raises(PreferenceDataError, match=r"row 1, column 'chosen': message 0, part 0 has empty or non-text text"):
+        _train(_with_images([VISION_GOOD, bad]), tmp_path)
+
+
+def test_a_plain_text_vision_dataset_with_an_empty_answer_is_rejected(tmp_path, no_model_loading):
+    with pytest.raises(PreferenceDataError, match=r"row 1, column 'rejected': is empty"):
+        _train(_with_images([GOOD, {**GOOD, "rejected": ""}]), tmp_path)
+
+
+def test_a_good_vision_dataset_passes_the_checks():
+    from prefkit.data.validation import validate_unless_tokenized
+
+    assert validate_unless_tokenized(_with_images([VISION_GOOD, VISION_GOOD]), "train_dataset") is None
+
+
+def test_rows_mixing_plain_text_and_conversations_are_refused_before_the_model_loads(tmp_path, no_model_loading):
+    from prefkit.data.io import load_dataset_any
+    from prefkit.testing import write_jsonl
+
+    conversational = {
+        "prompt": [{"role": "user", "content": "Tell me about tea."}],
+        "chosen": [{"role": "assistant", "content": "Tea is a calming drink."}],
+        "rejected": [{"role": "assistant", "content": "No."}],
+    }
+    mixed = load_dataset_any(write_jsonl([GOOD, GOOD, conversational], tmp_path / "mixed.jsonl"), split="train")
+    with pytest.raises(PreferenceDataError, match="row 2 is conversational but rows 0-1 are plain text"):
+        _train(mixed, tmp_path)

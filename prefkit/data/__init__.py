@@ -11,6 +11,7 @@ from pathlib import Path
 from .labels import label_counts, labels_to_pairs, labels_to_unpaired, pointwise_to_pairs
 from .scales import BOTH_BAD, DEFAULT_SCALE, TIE, GradedScale, ScalePoint, UnknownLabelError
 from .validation import (
+    EmptyDatasetError,
     PreferenceDataError,
     RowProblem,
     ValidationReport,
@@ -61,6 +62,7 @@ def __getattr__(name: str):
 __all__ = [
     "BOTH_BAD",
     "DEFAULT_SCALE",
+    "EmptyDatasetError",
     "TIE",
     "GradedScale",
     "PreferenceDataError",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .io import done_ids, write_jsonl
-from .validation import PreferenceDataError, RowProblem, validate_dataset
+from .validation import PreferenceDataError, RowProblem, check_one_format, validate_dataset
 
 EXPORT_SUFFIXES = (".jsonl", ".parquet")
 
@@ -28,6 +28,7 @@ def to_dataset(rows: Any):
     rows = list(rows)
     if not rows:
         raise PreferenceDataError("rows", [RowProblem(None, None, "is empty; there is nothing to export")])
+    check_one_format(rows, "rows")  # Arrow cannot hold texts and conversations in one column
     return Dataset.from_list(rows)
 
 

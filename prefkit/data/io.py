@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .validation import PreferenceDataError, RowProblem
+from .validation import EmptyDatasetError, PreferenceDataError, RowProblem
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +43,13 @@ def load_dataset_any(
             raise ValueError(
                 f"{name}: unknown file type {path.suffix!r}. Use .jsonl, .json, .parquet or .csv, or a dataset folder."
             )
+        if is_blank_file(path) or (builder == "csv" and _count_lines(path, stop=2) < 2):  # a CSV header is no row
+            raise EmptyDatasetError(name)
         if builder == "json":
             _check_json_lines(path)
         dataset = load_dataset(builder, data_files={"train": str(path)}, streaming=streaming)
+        if not streaming and dataset["train"].num_rows == 0:  # a CSV header alone, a Parquet file of no rows
+            raise EmptyDatasetError(name)
     elif path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
         dataset = load_from_disk(str(path))
         if not isinstance(dataset, DatasetDict):
@@ -63,6 +67,26 @@ def load_dataset_any(
     if split not in dataset:
         raise KeyError(f"{name} has no split {split!r}; it has {sorted(dataset.keys())}.")
     return dataset[split]
+
+
+def is_blank_file(path: str | os.PathLike) -> bool:
+    """True for an empty file or one of only whitespace (blank lines); reads no further than the first other byte."""
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 16):
+            if chunk.strip():
+                return False
+    return True
+
+
+def _count_lines(path: Path, stop: int) -> int:
+    """How many non-blank lines ``path`` has, counting no further than ``stop``."""
+    count = 0
+    with open(path, "rb") as f:
+        for line in f:
+            count += bool(line.strip())
+            if count >= stop:
+                break
+    return count
 
 
 def _check_json_lines(path: Path) -> None:
@@ -154,8 +178,11 @@ def load_records(
     drop_invalid: bool = False,
 ) -> Iterator[dict]:
     """Rows as dicts from a JSONL file (read line by line), a ``.txt`` file (one prompt per line, as
-    ``{"prompt": line}``), or anything :func:`load_dataset_any` reads (streamed by default)."""
+    ``{"prompt": line}``), or anything :func:`load_dataset_any` reads (streamed by default). A file with no rows
+    (empty, or only blank lines) raises :class:`EmptyDatasetError`."""
     path = Path(os.fspath(name_or_path))
+    if path.is_file() and path.suffix.lower() in (".jsonl", ".txt") and is_blank_file(path):
+        raise EmptyDatasetError(str(name_or_path))
     if path.is_file() and path.suffix.lower() == ".jsonl":
         yield from iter_jsonl(path, drop_invalid=drop_invalid)
         return

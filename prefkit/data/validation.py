@@ -60,6 +60,14 @@ class PreferenceDataError(ValueError):
         return sorted({p.row for p in self.problems if p.row is not None})
 
 
+class EmptyDatasetError(PreferenceDataError):
+    """A dataset with no rows at all: an empty file, a file of blank lines, or a split with nothing in it."""
+
+    def __init__(self, name: str, needs: str = "at least one row"):
+        super().__init__(name, [RowProblem(None, None, f"the dataset is empty; it needs {needs}")], total_rows=0)
+        self.args = (f"{name}: the dataset is empty; it needs {needs}.",)
+
+
 def _describe(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -75,8 +83,14 @@ def check_text(value: Any, column: str, row: int) -> list[RowProblem]:
     return []
 
 
-def check_messages(value: Any, column: str, row: int, allowed_roles: Iterable[str] = ROLES) -> list[RowProblem]:
-    """A conversation: a non-empty list of ``{"role": ..., "content": str}`` with known roles."""
+def check_messages(
+    value: Any, column: str, row: int, allowed_roles: Iterable[str] = ROLES, *, multimodal: bool = False
+) -> list[RowProblem]:
+    """A conversation: a non-empty list of ``{"role": ..., "content": str}`` with known roles.
+
+    ``multimodal``: a message's content may also be a list of typed parts, as in TRL's vision datasets
+    (``[{"type": "image"}, {"type": "text", "text": "..."}]``); every text part must then be non-empty text.
+    """
     allowed = tuple(allowed_roles)
     if not isinstance(value, list) or not value:
         return [RowProblem(row, column, "is an empty conversation; expected at least one message")]
@@ -92,8 +106,30 @@ def check_messages(value: Any, column: str, row: int, allowed_roles: Iterable[st
             problems.append(
                 RowProblem(row, column, f"message {turn} has role {role!r}; expected one of {', '.join(allowed)}")
             )
-        if not isinstance(content, str) or not content.strip():
+        if multimodal and isinstance(content, list):
+            problems += _check_content_parts(content, column, row, turn)
+        elif not isinstance(content, str) or not content.strip():
             problems.append(RowProblem(row, column, f"message {turn} has empty or non-text content {_describe(content)}"))
+    return problems
+
+
+def _check_content_parts(parts: list, column: str, row: int, turn: int) -> list[RowProblem]:
+    """The content of one message of a vision dataset: typed parts, each text part non-empty text."""
+    if not parts:
+        return [RowProblem(row, column, f"message {turn} has no content parts")]
+    problems = []
+    for index, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind == "text":
+            text = part.get("text")
+            if not isinstance(text, str) or not text.strip():
+                problems.append(
+                    RowProblem(row, column, f"message {turn}, part {index} has empty or non-text text {_describe(text)}")
+                )
+        elif kind is None:
+            problems.append(
+                RowProblem(row, column, f"message {turn}, part {index} is {_describe(part)}; expected {{'type': ...}}")
+            )
     return problems
 
 
@@ -101,8 +137,13 @@ def _is_conversation(value: Any) -> bool:
     return isinstance(value, list)
 
 
-def check_preference_row(example: Mapping[str, Any], row: int, require_prompt: bool = False) -> list[RowProblem]:
-    """Problems of one row of a TRL preference dataset (standard or conversational, explicit or implicit prompt)."""
+def check_preference_row(
+    example: Mapping[str, Any], row: int, require_prompt: bool = False, *, multimodal: bool = False
+) -> list[RowProblem]:
+    """Problems of one row of a TRL preference dataset (standard or conversational, explicit or implicit prompt).
+
+    ``multimodal``: messages may hold typed content parts (a vision dataset; see :func:`check_messages`).
+    """
     problems: list[RowProblem] = []
     for column in ("chosen", "rejected"):
         if column not in example:
@@ -114,7 +155,7 @@ def check_preference_row(example: Mapping[str, Any], row: int, require_prompt: b
         problems.append(RowProblem(row, "prompt", "is missing; expected the prompt text or messages"))
 
     if has_prompt and _is_conversation(example["prompt"]):
-        problems += check_messages(example["prompt"], "prompt", row)
+        problems += check_messages(example["prompt"], "prompt", row, multimodal=multimodal)
         if not problems and example["prompt"][-1].get("role") == "assistant":
             problems.append(
                 RowProblem(row, "prompt", "ends with an assistant turn; the last prompt message must be user/system/tool")
@@ -126,7 +167,9 @@ def check_preference_row(example: Mapping[str, Any], row: int, require_prompt: b
                                "assistant messages here, e.g. [{'role': 'assistant', 'content': '...'}]")
                 )
                 continue
-            problems += check_messages(example[column], column, row, allowed_roles=("assistant", "tool"))
+            problems += check_messages(
+                example[column], column, row, allowed_roles=("assistant", "tool"), multimodal=multimodal
+            )
     elif has_prompt:
         problems += check_text(example["prompt"], "prompt", row)
         for column in ("chosen", "rejected"):
@@ -139,7 +182,7 @@ def check_preference_row(example: Mapping[str, Any], row: int, require_prompt: b
     else:  # implicit prompt: both columns are whole conversations or whole texts
         for column in ("chosen", "rejected"):
             if _is_conversation(example[column]):
-                problems += check_messages(example[column], column, row)
+                problems += check_messages(example[column], column, row, multimodal=multimodal)
                 if example[column] and isinstance(example[column][-1], Mapping) and example[column][-1].get("role") != "assistant":
                     problems.append(RowProblem(row, column, "must end with an assistant message (implicit prompt)"))
             else:
@@ -160,11 +203,14 @@ def validate_preference_dataset(
     *,
     require_prompt: bool = False,
     max_rows: int | None = None,
+    multimodal: bool = False,
 ) -> None:
     """Raise :class:`PreferenceDataError` listing every bad row of a preference dataset; return ``None`` if it is good.
 
     Accepts a ``datasets.Dataset``, an ``IterableDataset`` (validated as it streams; ``max_rows`` bounds how far) or
-    any iterable of dicts. Runs in one pass over the rows and touches no model.
+    any iterable of dicts. Runs in one pass over the rows and touches no model. Every row must be in the same format
+    (all conversational or all plain text), as TRL batches them together. ``multimodal``: messages may hold typed
+    content parts, as in a vision dataset.
     """
     columns = getattr(dataset, "column_names", None)
     if columns is not None:
@@ -181,16 +227,139 @@ def validate_preference_dataset(
                 hint=hint or "A preference dataset needs 'chosen' and 'rejected' (and usually 'prompt') columns.",
             )
     problems: list[RowProblem] = []
+    styles = RowStyles("preference")
     count = 0
     for index, example in enumerate(dataset):
         if max_rows is not None and index >= max_rows:
             break
         count += 1
-        problems += check_preference_row(example, index, require_prompt=require_prompt)
+        problems += check_preference_row(example, index, require_prompt=require_prompt, multimodal=multimodal)
+        styles.add(example, index)
     if count == 0:
-        raise PreferenceDataError(name, [RowProblem(None, None, "is empty; it needs at least one preference pair")])
+        raise EmptyDatasetError(name, "at least one preference pair")
+    mixed = styles.problem()
+    if mixed is not None:
+        problems.insert(0, mixed)
     if problems:
         raise PreferenceDataError(name, problems, total_rows=count)
+
+
+# Column names that mark a dataset the user already tokenized: TRL takes those as they are.
+TOKENIZED_COLUMNS = ("prompt_ids", "chosen_ids", "chosen_input_ids", "input_ids_chosen")
+IMAGE_COLUMNS = ("image", "images")
+
+
+def validate_unless_tokenized(dataset: Any, name: str, *, uses_margin: bool = False) -> None:
+    """What the DPO and reward trainers check before any model loads: :func:`validate_preference_dataset`, unless
+    the user already tokenized the data (:data:`TOKENIZED_COLUMNS`).
+
+    A vision dataset (an ``image`` / ``images`` column, which TRL handles) still has its text checked; its messages
+    may hold typed content parts. ``uses_margin``: the trainer reads ``margin`` (the reward trainer), so a row
+    without one while others have one is an error rather than a silent zero.
+    """
+    columns = _column_names(dataset)
+    if any(column in columns for column in TOKENIZED_COLUMNS):
+        return
+    images = [column for column in IMAGE_COLUMNS if column in columns]
+    text_only = dataset
+    if images and hasattr(dataset, "remove_columns"):
+        text_only = dataset.remove_columns(images)  # checking text does not need every image decoded
+    validate_preference_dataset(text_only, name, multimodal=bool(images))
+    if uses_margin and "margin" in columns and hasattr(dataset, "__len__"):  # a streamed dataset is checked by TRL
+        margins = dataset["margin"] if hasattr(dataset, "column_names") else [row.get("margin") for row in dataset]
+        missing = [index for index, margin in enumerate(margins) if margin is None]
+        if missing:
+            raise PreferenceDataError(
+                name,
+                [RowProblem(index, "margin", "is missing while other rows have one") for index in missing],
+                total_rows=len(dataset),
+                hint="Give every row a margin (0 for 'slightly better'), or drop the 'margin' column.",
+            )
+
+
+def _column_names(dataset: Any) -> list[str]:
+    columns = getattr(dataset, "column_names", None)
+    if columns is None:  # a streamed dataset whose features are not known yet: look at its first row
+        first = next(iter(dataset), None)
+        columns = list(first) if isinstance(first, Mapping) else []
+    return list(columns)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One format per dataset: TRL (and Arrow) take a column of texts or a column of conversations, not both.
+# ---------------------------------------------------------------------------------------------------------------------
+
+CONVERSATIONAL = "conversational"
+PLAIN_TEXT = "plain text"
+
+
+def row_style(example: Any, format: str = "preference") -> str | None:
+    """:data:`CONVERSATIONAL` or :data:`PLAIN_TEXT` for one row, by its prompt (by ``chosen`` when a preference row
+    has no prompt); ``None`` when that value is neither (a problem the row checks report on their own)."""
+    if not isinstance(example, Mapping):
+        return None
+    value = example.get("prompt")
+    if value is None and format == "preference":
+        value = example.get("chosen")
+    if isinstance(value, list):
+        return CONVERSATIONAL
+    if isinstance(value, str):
+        return PLAIN_TEXT
+    return None
+
+
+def describe_rows(rows: list[int], limit: int = 8) -> str:
+    """``row 3`` / ``rows 3, 7`` / ``rows 0-2, 5`` (runs of neighbours joined), the first ``limit`` runs only."""
+    runs: list[list[int]] = []
+    for row in sorted(rows):
+        if runs and row == runs[-1][1] + 1:
+            runs[-1][1] = row
+        else:
+            runs.append([row, row])
+    parts = [str(a) if a == b else f"{a}-{b}" for a, b in runs[:limit]]
+    if len(runs) > limit:
+        parts.append(f"... ({len(rows)} rows in all)")
+    return ("row " if len(rows) == 1 else "rows ") + ", ".join(parts)
+
+
+class RowStyles:
+    """Collects each row's :func:`row_style` while rows are checked; :meth:`problem` says which rows differ."""
+
+    def __init__(self, format: str = "preference"):
+        self.format = format
+        self.rows: dict[str, list[int]] = {}
+
+    def add(self, example: Any, row: int) -> None:
+        style = row_style(example, self.format)
+        if style is not None:
+            self.rows.setdefault(style, []).append(row)
+
+    def problem(self) -> RowProblem | None:
+        """A dataset-level problem naming the rows in the minority format (ties: the rows unlike the first row)."""
+        if len(self.rows) < 2:
+            return None
+        first_style = min(self.rows, key=lambda style: self.rows[style][0])
+        usual = max(self.rows, key=lambda style: (len(self.rows[style]), style == first_style))
+        odd = next(style for style in self.rows if style != usual)
+        odd_rows, usual_rows = self.rows[odd], self.rows[usual]
+        return RowProblem(
+            None,
+            None,
+            f"{describe_rows(odd_rows)} {'is' if len(odd_rows) == 1 else 'are'} {odd} but "
+            f"{describe_rows(usual_rows)} {'is' if len(usual_rows) == 1 else 'are'} {usual}; use one format for the "
+            "whole file: every row conversational (lists of messages) or every row plain text",
+        )
+
+
+def check_one_format(rows: Iterable[Any], name: str, format: str = "preference") -> None:
+    """Raise :class:`PreferenceDataError` naming the rows whose format (conversational or plain text) differs from
+    the others'."""
+    styles = RowStyles(format)
+    for index, example in enumerate(rows):
+        styles.add(example, index)
+    mixed = styles.problem()
+    if mixed is not None:
+        raise PreferenceDataError(name, [mixed])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -198,6 +367,9 @@ def validate_preference_dataset(
 # ---------------------------------------------------------------------------------------------------------------------
 
 FORMATS = ("preference", "labeled", "pointwise", "prompts")
+# Formats whose rows become one dataset for a trainer, so all rows need one format. A list of prompts to sample
+# from may mix plain and chat prompts: each is rendered on its own.
+ONE_FORMAT_PER_DATASET = ("preference", "labeled", "pointwise")
 FORMAT_COLUMNS = {
     "preference": ("chosen", "rejected"),  # TRL paired (prompt optional: implicit prompt)
     "labeled": ("prompt", "response_a", "response_b", "label"),  # a judgement on two responses, before pairing
@@ -417,16 +589,20 @@ def validate_dataset(
 
     Raises :class:`PreferenceDataError` (every bad row: index, column, reason) unless ``drop_invalid``; then returns
     a report whose ``dataset`` holds only the good rows and whose ``num_dropped`` counts the others. Dataset-level
-    problems (missing columns, no rows) raise either way.
+    problems (missing columns, no rows, conversational rows mixed with plain-text ones) raise either way.
     """
     columns = getattr(dataset, "column_names", None)
     is_datasets_object = hasattr(dataset, "column_names")
     if not is_datasets_object and not isinstance(dataset, (list, tuple)):
         dataset = list(dataset)  # a generator: read it once, keep the rows for drop_invalid
     if isinstance(dataset, (list, tuple)):
+        if not dataset:
+            raise EmptyDatasetError(name)
         columns = list(dict.fromkeys(k for row in dataset[:1000] if isinstance(row, Mapping) for k in row))
     elif columns is None:  # a streamed dataset whose features are not known yet: look at its first row
         first = next(iter(dataset), None)
+        if first is None:
+            raise EmptyDatasetError(name)
         columns = list(first) if isinstance(first, Mapping) else None
     if format == "auto":
         detected = detect_format(columns) if columns is not None else None
@@ -446,11 +622,13 @@ def validate_dataset(
 
     problems: list[RowProblem] = []
     seen_ids: dict[Any, int] = {}
+    styles = RowStyles(format)
     count = 0
     for index, example in enumerate(dataset):
         if max_rows is not None and index >= max_rows:
             break
         count += 1
+        styles.add(example, index)
         row_problems = check_row(example, index, format, scale)
         if id_column and isinstance(example, Mapping) and example.get(id_column) is not None:
             key = _hashable(example[id_column])
@@ -462,7 +640,10 @@ def validate_dataset(
                 seen_ids[key] = index
         problems += row_problems
     if count == 0:
-        raise PreferenceDataError(name, [RowProblem(None, None, "is empty; it needs at least one row")])
+        raise EmptyDatasetError(name)
+    mixed = styles.problem() if format in ONE_FORMAT_PER_DATASET else None
+    if mixed is not None:
+        raise PreferenceDataError(name, [mixed, *problems], total_rows=count)
     report = ValidationReport(format, count, problems, dataset)
     if problems and not drop_invalid:
         raise PreferenceDataError(

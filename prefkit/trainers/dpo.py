@@ -19,7 +19,7 @@ from typing import Any
 
 import trl
 
-from ..data.validation import validate_preference_dataset
+from ..data.validation import validate_unless_tokenized
 from ..hub import ModelCardMixin
 from ..models import DEFAULT_POLICY
 from ..implicit_reward import ImplicitReward
@@ -83,12 +83,12 @@ class DPOTrainer(ModelCardMixin, PolicyEvalMixin, trl.DPOTrainer):
         # Fail on bad data before spending minutes loading a model.
         if train_dataset is None:
             raise ValueError("train_dataset is required.")
-        _validate_unless_tokenized(train_dataset, "train_dataset")
+        validate_unless_tokenized(train_dataset, "train_dataset")
         if isinstance(eval_dataset, dict):
             for split, dataset in eval_dataset.items():
-                _validate_unless_tokenized(dataset, f"eval_dataset[{split!r}]")
+                validate_unless_tokenized(dataset, f"eval_dataset[{split!r}]")
         elif eval_dataset is not None:
-            _validate_unless_tokenized(eval_dataset, "eval_dataset")
+            validate_unless_tokenized(eval_dataset, "eval_dataset")
 
         # A plain trl.DPOConfig works too: it means no quantization and no LoRA, TRL's defaults.
         model, processing_class = resolve_model_argument(
@@ -133,10 +133,3 @@ class DPOTrainer(ModelCardMixin, PolicyEvalMixin, trl.DPOTrainer):
             "max_length": self.args.max_length,
             **super().card_hyperparameters(),
         }
-
-
-def _validate_unless_tokenized(dataset, name: str) -> None:
-    columns = getattr(dataset, "column_names", None) or []
-    if "prompt_ids" in columns or "image" in columns or "images" in columns:
-        return  # already tokenized by the user, or a vision dataset: TRL handles those
-    validate_preference_dataset(dataset, name)

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 import trl
 
-from ..data.validation import PreferenceDataError, RowProblem, validate_preference_dataset
+from ..data.validation import validate_unless_tokenized
 from ..hub import ModelCardMixin
 from ..losses import bradley_terry_loss
 from ..models import context_length
@@ -121,9 +121,9 @@ class RewardTrainer(ModelCardMixin, trl.RewardTrainer):
         # Fail on bad data before spending minutes loading a model.
         if train_dataset is None:
             raise ValueError("train_dataset is required.")
-        _validate_unless_tokenized(train_dataset, "train_dataset")
+        validate_unless_tokenized(train_dataset, "train_dataset", uses_margin=True)
         for split_name, dataset in _named_datasets(eval_dataset, "eval_dataset"):
-            _validate_unless_tokenized(dataset, split_name)
+            validate_unless_tokenized(dataset, split_name, uses_margin=True)
         # Kept untokenized for the evaluation at the end (scored through RewardModel, like any user would).
         self._evaluation_pairs = eval_dataset
 
@@ -320,22 +320,6 @@ def _named_datasets(eval_dataset, name: str):
     if isinstance(eval_dataset, dict):
         return [(f"{name}[{key!r}]", dataset) for key, dataset in eval_dataset.items()]
     return [(name, eval_dataset)]
-
-
-def _validate_unless_tokenized(dataset, name: str) -> None:
-    columns = _column_names(dataset)
-    if "chosen_ids" in columns or "chosen_input_ids" in columns:
-        return  # already tokenized by the user: TRL handles it
-    validate_preference_dataset(dataset, name)
-    if "margin" in columns:
-        missing = [i for i, margin in enumerate(dataset["margin"]) if margin is None] if hasattr(dataset, "__getitem__") else []
-        if missing:
-            raise PreferenceDataError(
-                name,
-                [RowProblem(i, "margin", "is missing while other rows have one") for i in missing],
-                total_rows=len(dataset),
-                hint="Give every row a margin (0 for 'slightly better'), or drop the 'margin' column.",
-            )
 
 
 def _tokenize_pairs(dataset, tokenizer, args, dataset_name: str):
