@@ -8,7 +8,7 @@ import pytest
 
 from prefkit.data import PreferenceDataError
 from prefkit.data.io import done_ids, repair_torn_tail
-from prefkit.data.judges import RewardModelJudge
+from prefkit.data.judges import Judgement, RewardModelJudge
 from prefkit.data.labeling import label_records, read_labeled, validate_pairs_to_label
 
 RECORDS = [
@@ -116,3 +116,30 @@ def test_pairs_are_checked_before_any_judge_loads():
 def test_reference_judges_need_the_reference_column():
     with pytest.raises(PreferenceDataError, match="column 'reference': is missing; reference-based judges"):
         validate_pairs_to_label(RECORDS, reference_column="reference")
+
+
+class ForgetfulJudge(RecordingJudge):
+    """Gives no verdict (an unparseable answer) for the prompts in ``unreadable``."""
+
+    def __init__(self, unreadable: set[str]):
+        super().__init__()
+        self.unreadable = unreadable
+
+    def judge(self, prompts, response_pairs, references=None):
+        judgements = super().judge(prompts, response_pairs, references)
+        return [Judgement(None, 0.5, 0.5) if p in self.unreadable else j for p, j in zip(prompts, judgements)]
+
+
+def test_a_pair_without_a_parsed_verdict_is_asked_again_on_rerun(tmp_path):
+    output = tmp_path / "labeled.jsonl"
+    first = label_records(RECORDS[:4], ForgetfulJudge({"Question 1?"}), output, progress=False)
+    assert first.labels[None] == 1 and [r["label"] for r in read_labeled(output)][1] is None
+
+    second = RecordingJudge()
+    summary = label_records(RECORDS[:4], second, output, progress=False)
+    assert second.seen == ["Question 1?"]
+    assert (summary.labeled, summary.skipped, summary.retried) == (1, 3, 1)
+    assert "1 of them asked again (their earlier verdict could not be parsed)" in str(summary)
+    rows = read_labeled(output)
+    assert sorted(r["id"] for r in rows) == [f"pair-{i}" for i in range(4)]  # each pair once
+    assert all(r["label"] is not None for r in rows)

@@ -3,7 +3,8 @@
 The output file is the checkpoint. Every batch is appended and fsynced as soon as the judge returns, and each row
 carries the stable id of its pair; a rerun reads the ids already in the file and labels only the others, so an
 interrupted run (Ctrl-C, a lost machine, a crashed endpoint) loses at most the batch in flight and never labels a
-pair twice. A line torn by a crash mid-write is cut off before resuming.
+pair twice. A line torn by a crash mid-write is cut off before resuming. A pair whose verdict could not be parsed
+(``label`` null) is not done: a rerun removes that row and asks the judge again.
 """
 
 from __future__ import annotations
@@ -38,15 +39,49 @@ class LabelingSummary:
     output: Path
     labeled: int = 0  # pairs labeled by this run
     skipped: int = 0  # pairs already in the output
+    retried: int = 0  # pairs of this run whose earlier verdict could not be parsed
     labels: Counter = field(default_factory=Counter)  # this run's labels; None = unparseable
 
     def __str__(self) -> str:
         counts = ", ".join(
             f"{k if k is not None else 'no label'}: {v}" for k, v in sorted(self.labels.items(), key=str)
         )
+        retried = f", {self.retried} of them asked again (their earlier verdict could not be parsed)" if self.retried else ""
         return (
-            f"labeled {self.labeled} pairs ({counts or 'none'}), skipped {self.skipped} already done -> {self.output}"
+            f"labeled {self.labeled} pairs ({counts or 'none'}){retried}, skipped {self.skipped} already done "
+            f"-> {self.output}"
         )
+
+
+def remove_unparsed_labels(path: str | os.PathLike) -> set[str]:
+    """Remove the rows of a labeling output whose ``label`` is null (the judge's answer could not be parsed), so a
+    rerun asks again instead of counting them as done; returns their ids. The file is replaced in one rename, so
+    a crash leaves either the old file or the new one. Lines that are not JSON are kept for :func:`done_ids` to
+    report."""
+    path = Path(path)
+    if not path.exists():
+        return set()
+    repair_torn_tail(path)
+    kept, removed = [], set()
+    with open(path, "rb") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            if isinstance(row, dict) and "label" in row and row["label"] is None:
+                removed.add(str(row.get("id")))
+            else:
+                kept.append(line)
+    if removed:
+        partial = path.with_name(path.name + ".partial")
+        with open(partial, "wb") as f:
+            f.writelines(kept)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+        logger.info("%s: %d pairs whose verdict could not be parsed will be asked again", path, len(removed))
+    return removed
 
 
 def _check_pair(record: Mapping[str, Any], row: int, reference_column: str | None) -> list[RowProblem]:
@@ -141,7 +176,8 @@ def label_records(
     total: int | None = None,
     progress: bool = True,
 ) -> LabelingSummary:
-    """Label response pairs with ``judge`` and append them to ``output`` (JSONL), skipping ids already there.
+    """Label response pairs with ``judge`` and append them to ``output`` (JSONL), skipping ids already labeled there
+(a row whose verdict could not be parsed is removed and its pair asked again).
 
     ``records``: dicts with ``prompt``, ``response_a``, ``response_b`` (e.g. from
     :func:`~prefkit.data.generation.generate_pairs`), and ``id_column`` (a hash of the texts when absent).
@@ -154,6 +190,7 @@ def label_records(
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    unparsed = remove_unparsed_labels(output)
     done = done_ids(output, "id")
     summary = LabelingSummary(output=output)
     description = judge.describe()
@@ -188,6 +225,7 @@ def label_records(
                     row["judge_raw"] = list(judgement.raw)
                 rows.append(row)
                 summary.labels[judgement.label] += 1
+                summary.retried += row["id"] in unparsed
             append_jsonl(rows, output)
             summary.labeled += len(rows)
             bar.update(len(rows))
