@@ -22,6 +22,8 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from .rl import RewardFunction
+
 
 def _text(completion: Any) -> str:
     """A completion as text: TRL passes conversational completions as lists of messages."""
@@ -170,3 +172,15 @@ def resolve_rewards(rewards: Any, **kwargs: Any) -> list:
     if not items:
         raise ValueError(f"A reward is required. {SPELLINGS}")
     return [resolve_reward(item, **kwargs) for item in items]
+
+
+def as_reward_functions(reward_funcs: Any) -> list[RewardFunction]:
+    """One reward or a list of them, in any spelling :func:`resolve_reward` takes, each wrapped in a checked
+    :class:`prefkit.rl.RewardFunction` (PPO's calling convention and output checks)."""
+    resolved = [RewardFunction(item) for item in resolve_rewards(reward_funcs)]
+    names = [f.name for f in resolved]
+    if len(set(names)) != len(names):
+        # Metrics are logged per function name; make duplicates distinguishable.
+        for index, function in enumerate(resolved):
+            function.name = f"{function.name}_{index}"
+    return resolved

@@ -229,17 +229,3 @@ def combine_rewards(
         total += weight * scores
         per_function[function.name] = scores
     return total, per_function
-
-
-def as_reward_functions(reward_funcs: Any) -> list[RewardFunction]:
-    """One reward or a list of them, in any spelling :func:`prefkit.rewards.resolve_reward` takes, each wrapped in a
-    checked :class:`RewardFunction`."""
-    from .rewards import resolve_rewards
-
-    resolved = [RewardFunction(item) for item in resolve_rewards(reward_funcs)]
-    names = [f.name for f in resolved]
-    if len(set(names)) != len(names):
-        # Metrics are logged per function name; make duplicates distinguishable.
-        for index, function in enumerate(resolved):
-            function.name = f"{function.name}_{index}"
-    return resolved

@@ -12,11 +12,10 @@ from prefkit.rl import (
     FixedKLController,
     RewardFunction,
     RewardFunctionError,
-    as_reward_functions,
     combine_rewards,
     validate_scores,
 )
-from prefkit.rewards import BUILTIN_REWARDS, bleu, resolve_reward, rouge, vader_sentiment
+from prefkit.rewards import BUILTIN_REWARDS, as_reward_functions, bleu, resolve_reward, rouge, vader_sentiment
 
 # --------------------------------------------------------------------------------------------------------------------
 # KL controllers

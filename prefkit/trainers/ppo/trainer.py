@@ -44,7 +44,8 @@ from ...evaluation import plot_training_curves
 from ...hub import ModelCardMixin
 from ...logprobs import entropy_from_logits, selective_log_softmax
 from ...losses import kl_estimate, masked_mean, masked_var, ppo_clip_loss, ppo_kl_penalty_loss, value_loss
-from ...rl import RewardFunctionError, as_reward_functions, kl_controller
+from ...rewards import as_reward_functions
+from ...rl import RewardFunctionError, kl_controller
 from ...sampling import stop_token_ids
 from ..common import default_output_dir, default_peft_config, resolve_model_argument
 from ..policy_eval_callback import PolicyEvalMixin
