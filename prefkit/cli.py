@@ -2,7 +2,9 @@
 
 Each command lives in ``prefkit.commands.<name>`` with a ``main(argv)``; the top-level ``scripts/*.py`` call the same
 ``main``, so ``prefkit dpo ...``, ``python scripts/dpo.py ...`` and ``accelerate launch scripts/dpo.py ...`` are
-one program. Modules are imported only when their command runs, so ``prefkit --help`` is instant.
+one program. Modules are imported only when their command runs, so ``prefkit --help`` is instant. Every command
+runs through :mod:`prefkit.commands.runner`: a user's mistake prints ``error: ...`` and exits with status 2, Ctrl-C
+exits with 130, and only a bug shows a traceback.
 """
 
 from __future__ import annotations

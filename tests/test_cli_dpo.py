@@ -46,9 +46,9 @@ def test_yaml_config_with_a_flag_override_trains_and_saves_an_adapter(tiny_model
     assert "| beta | 0.3 |" in state and "| max_steps | 2 |" in state  # file value kept, flag wins
 
 
-def test_missing_dataset_flag_is_a_clear_error(tiny_model_dir, tmp_path):
-    with pytest.raises(SystemExit, match="--dataset_name is required"):
-        cli_main(["dpo", "--model_name_or_path", tiny_model_dir, "--output_dir", str(tmp_path), "--bf16", "false"])
+def test_missing_dataset_flag_is_a_clear_error_with_exit_status_2(tiny_model_dir, tmp_path, capsys):
+    assert cli_main(["dpo", "--model_name_or_path", tiny_model_dir, "--output_dir", str(tmp_path), "--bf16", "false"]) == 2
+    assert capsys.readouterr().err.startswith("error: --dataset_name is required")
 
 
 def _free_port() -> int:

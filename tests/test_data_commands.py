@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-
-import pytest
 
 from prefkit.cli import main as prefkit
 from prefkit.data.judges import parse_verdict
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_jsonl(path: Path, rows) -> Path:
@@ -337,17 +330,3 @@ def test_export_says_what_to_rename_when_columns_are_unknown(tmp_path, capsys):
     data = write_jsonl(tmp_path / "x.jsonl", [{"question": "Tea?", "good": "Boil water.", "bad": "No."}])
     assert prefkit(["export", "--input", str(data), "--output", str(tmp_path / "o.jsonl")]) == 2
     assert "'question' -> 'prompt'" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("script", ["generate_pairs", "label", "export"])
-def test_scripts_are_the_same_commands(script):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's prefkit, whatever the environment installed
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / f"{script}.py"), "--help"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-    )
-    assert result.returncode == 0
-    assert ("--prompts" if script == "generate_pairs" else "--input") in result.stdout

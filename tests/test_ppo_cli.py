@@ -67,16 +67,18 @@ def test_prefkit_ppo_loads_a_reward_model_folder(tiny_model_dir, prompts_file, t
     assert [s["score"] for s in samples] == pytest.approx(expected, abs=1e-5)
 
 
-def test_prefkit_ppo_without_a_reward_says_how_to_give_one(tiny_model_dir, prompts_file, tmp_path):
-    with pytest.raises(SystemExit, match="--reward_model PATH"):
-        prefkit(["ppo", *ppo_flags(tiny_model_dir, prompts_file, tmp_path / "x")])
-    with pytest.raises(SystemExit, match="unknown --reward"):
-        prefkit(["ppo", *ppo_flags(tiny_model_dir, prompts_file, tmp_path / "x", "--reward", "sentiment")])
+def test_prefkit_ppo_without_a_reward_says_how_to_give_one(tiny_model_dir, prompts_file, tmp_path, capsys):
+    assert prefkit(["ppo", *ppo_flags(tiny_model_dir, prompts_file, tmp_path / "x")]) == 2
+    assert "--reward_model PATH" in capsys.readouterr().err
+    assert prefkit(["ppo", *ppo_flags(tiny_model_dir, prompts_file, tmp_path / "x", "--reward", "sentiment")]) == 2
+    assert "error: unknown --reward" in capsys.readouterr().err
 
 
-def test_prefkit_ppo_rejects_a_group_estimator_with_one_sample(tiny_model_dir, prompts_file, tmp_path):
-    with pytest.raises(ValueError, match="num_generations >= 2"):
-        prefkit(["ppo", *ppo_flags(tiny_model_dir, prompts_file, tmp_path / "x", "--reward", "vader", "--advantage_estimator", "grpo")])
+def test_prefkit_ppo_rejects_a_group_estimator_with_one_sample(tiny_model_dir, prompts_file, tmp_path, capsys):
+    argv = ["ppo", *ppo_flags(tiny_model_dir, prompts_file, tmp_path / "x", "--reward", "vader", "--advantage_estimator", "grpo")]
+    assert prefkit(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "num_generations >= 2" in err
 
 
 TRL_FLAGS = [

@@ -43,20 +43,21 @@ def test_reward_eval_command_scores_pairs_and_writes_json_and_png(trained_dir, p
     assert (tmp_path / "reward_distributions.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_reward_eval_reports_bad_rows_before_loading_the_model(tmp_path):
+def test_reward_eval_reports_bad_rows_before_loading_the_model(tmp_path, capsys):
     rows = separable_preference_rows(3)
     rows[1]["rejected"] = None
     bad = write_jsonl(rows, tmp_path / "bad.jsonl")
-    from prefkit.data.validation import PreferenceDataError
 
-    with pytest.raises(PreferenceDataError, match="row 1, column 'rejected'"):
-        prefkit(["reward-eval", "--model", str(tmp_path / "no-such-model"), "--dataset_name", str(bad)])
+    assert prefkit(["reward-eval", "--model", str(tmp_path / "no-such-model"), "--dataset_name", str(bad)]) == 2
+    assert "row 1, column 'rejected'" in capsys.readouterr().err
 
 
-def test_reward_command_without_held_out_data_for_evaluation_says_what_to_pass(tiny_model_dir, pairs_file, tmp_path):
-    with pytest.raises(SystemExit, match="--eval_fraction 0.1"):
-        prefkit(["reward", "--model_name_or_path", tiny_model_dir, "--dataset_name", pairs_file,
-                 "--output_dir", str(tmp_path), "--eval_strategy", "epoch"])
+def test_reward_command_without_held_out_data_for_evaluation_says_what_to_pass(tiny_model_dir, pairs_file, tmp_path, capsys):
+    code = prefkit(["reward", "--model_name_or_path", tiny_model_dir, "--dataset_name", pairs_file,
+                    "--output_dir", str(tmp_path), "--eval_strategy", "epoch"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: evaluation is on") and "--eval_fraction 0.1" in err
 
 
 def test_demo_preset_trains_into_the_given_folder_and_prints_its_accuracy(tmp_path, capsys, monkeypatch):

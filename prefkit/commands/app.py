@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from .runner import CommandError, run_command
+
 FLAGS = {
     "policy": (str, "Policy to sample from: Hub id or folder (env PREFKIT_POLICY)."),
     "reward_model": (str, "Reward model folder / Hub id, or 'demo' (env PREFKIT_REWARD_MODEL)."),
@@ -48,7 +50,10 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    args = make_parser(prog).parse_args(argv)
+    return run_command(lambda: (make_parser(prog).parse_args(argv),), run)
+
+
+def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # request lines could carry URLs with tokens
 
@@ -58,7 +63,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     try:
         settings = AppSettings.from_env(**overrides)
     except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
+        raise CommandError(str(error)) from None
     print(f"prefkit app: policy {settings.policy}, reward {settings.reward_function or settings.reward_model}, "
           f"votes in {settings.data_dir}" + (f", syncing to {settings.hub_dataset}" if settings.hub_dataset and settings.hub_token else ""),
           flush=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..models import DEFAULT_POLICY
+from .runner import CommandError, run_command
 
 
 @dataclass
@@ -83,22 +84,27 @@ def read_prompts(args: BestOfNArguments) -> list:
         path = Path(args.prompts_file)
         if path.suffix.lower() == ".txt":
             if not path.is_file():
-                raise SystemExit(f"error: --prompts_file {path}: no such file.")
-            prompts += [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+                raise CommandError(f"--prompts_file {path}: no such file.")
+            lines = [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            if not lines:
+                from ..data.validation import EmptyDatasetError
+
+                raise EmptyDatasetError(str(path), "at least one prompt, one per line")
+            prompts += lines
         else:
             from ..data.io import load_dataset_any
 
             dataset = load_dataset_any(args.prompts_file, split="train")
             if args.prompt_column not in dataset.column_names:
-                raise SystemExit(
-                    f"error: {args.prompts_file} has no column {args.prompt_column!r} (it has {dataset.column_names}). "
+                raise CommandError(
+                    f"{args.prompts_file} has no column {args.prompt_column!r} (it has {dataset.column_names}). "
                     "Pass --prompt_column."
                 )
             prompts += list(dataset[args.prompt_column])
     if args.max_prompts is not None:
         prompts = prompts[: args.max_prompts]
     if not prompts:
-        raise SystemExit("error: no prompts: pass --prompt \"...\" or --prompts_file prompts.txt.")
+        raise CommandError("no prompts: pass --prompt \"...\" or --prompts_file prompts.txt.")
     return prompts
 
 
@@ -191,11 +197,18 @@ def merge_shards(output: Path, world_size: int) -> list[dict]:
     return records
 
 
+def interrupted_message(args: BestOfNArguments) -> str:
+    return f"interrupted; the prompts finished so far are in {args.output} (per-rank shards under accelerate launch); a rerun starts over"
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    (args,) = make_parser(prog).parse_args_and_config(args=argv)
+    return run_command(lambda: make_parser(prog).parse_args_and_config(args=argv), run, interrupted=interrupted_message)
+
+
+def run(args: BestOfNArguments) -> int:
     prompts = read_prompts(args)  # bad input fails before any model loads
     if args.truncation not in ("error", "left"):
-        raise SystemExit(f"error: --truncation must be 'error' or 'left', got {args.truncation!r}.")
+        raise CommandError(f"--truncation must be 'error' or 'left', got {args.truncation!r}.")
 
     from accelerate import PartialState
     from tqdm.auto import tqdm

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .runner import INTERRUPTED_RESUMABLE, CommandError, run_command
+
 
 @dataclass
 class EvalArguments:
@@ -58,17 +60,22 @@ def make_parser(prog: str | None = None):
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    (args,) = make_parser(prog).parse_args_and_config(args=argv)
+    return run_command(
+        lambda: make_parser(prog).parse_args_and_config(args=argv), run, interrupted=INTERRUPTED_RESUMABLE
+    )
+
+
+def run(args: EvalArguments) -> int:
     if not args.policy:
-        raise SystemExit("error: give the policies to compare: --policy BASE TRAINED (the first is the baseline).")
+        raise CommandError("give the policies to compare: --policy BASE TRAINED (the first is the baseline).")
     if not args.reward and not args.judge:
-        raise SystemExit("error: give --reward (and/or --judge): without one there is nothing to compare the answers by.")
+        raise CommandError("give --reward (and/or --judge): without one there is nothing to compare the answers by.")
     from .bon import read_prompts, resolve_device
 
     prompts = read_prompts(args)  # bad prompts fail before any model loads
 
     from ..data.judges import LLMJudge
-    from ..policy_eval import EvaluationError, evaluate
+    from ..policy_eval import evaluate
 
     device = resolve_device(args.device)
     judge = None
@@ -77,14 +84,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
         judge_model, judge_tokenizer = load_policy(args.judge, device=device)
         judge = LLMJudge(judge_model, judge_tokenizer, both_orders=False)  # evaluate asks both orders itself
-    try:
-        report = evaluate(
-            args.policy, prompts, reward=args.reward, judge=judge, num_samples=args.num_samples,
-            max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-            batch_size=args.batch_size, seed=args.seed, output_dir=args.output_dir, device=device,
-        )
-    except EvaluationError as error:
-        raise SystemExit(f"error: {error}") from None
+    report = evaluate(
+        args.policy, prompts, reward=args.reward, judge=judge, num_samples=args.num_samples,
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+        batch_size=args.batch_size, seed=args.seed, output_dir=args.output_dir, device=device,
+    )
     print(report.table())
     print(f"\nprefkit eval: wrote {report.output_dir}/samples.jsonl, eval.json and eval.png")
     return 0

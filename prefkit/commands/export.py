@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .runner import INTERRUPTED_RESUMABLE, CommandError, read_rows, run_command
+
 
 @dataclass
 class ExportArguments:
@@ -82,17 +84,27 @@ def load_scale(spec: str):
         return named[spec]()
     path = Path(spec)
     if not path.is_file():
-        raise SystemExit(f"error: --scale {spec!r} is neither one of {sorted(named)} nor a JSON file.")
+        raise CommandError(f"--scale {spec!r} is neither one of {sorted(named)} nor a JSON file.")
     return GradedScale.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
 def build_rows(records: list[dict], args: ExportArguments, scale) -> tuple[list[dict], str]:
     """TRL rows from whatever the input holds, and a sentence saying what was left out."""
     from ..data.labels import labels_to_pairs, labels_to_unpaired, pointwise_to_pairs
-    from ..data.validation import PreferenceDataError, RowProblem, detect_format, format_hint, validate_dataset
+    from ..data.validation import (
+        ONE_FORMAT_PER_DATASET,
+        PreferenceDataError,
+        RowProblem,
+        check_one_format,
+        detect_format,
+        format_hint,
+        validate_dataset,
+    )
 
     columns = list(dict.fromkeys(k for r in records[:1000] for k in r))
     kind = detect_format(columns)
+    if kind in ONE_FORMAT_PER_DATASET:
+        check_one_format(records, args.input, kind)  # a TRL dataset (and Arrow) holds one format, not a mix
     errors = "drop" if args.drop_invalid else "raise"
     keep = tuple(args.keep_columns)
     if kind == "labeled":
@@ -112,8 +124,8 @@ def build_rows(records: list[dict], args: ExportArguments, scale) -> tuple[list[
             report = validate_dataset(records, args.input, format="pointwise", drop_invalid=args.drop_invalid)
             rows = list(report.dataset)
             if any(not isinstance(r.get("label"), bool) for r in rows):
-                raise SystemExit(
-                    "error: --format unpaired needs boolean 'label' columns; numeric scores pair up with --format pairs."
+                raise CommandError(
+                    "--format unpaired needs boolean 'label' columns; numeric scores pair up with --format pairs."
                 )
             return [
                 {k: r[k] for k in ("prompt", "completion", "label", *keep) if k in r} for r in rows
@@ -139,18 +151,16 @@ def build_rows(records: list[dict], args: ExportArguments, scale) -> tuple[list[
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    (args,) = make_parser(prog).parse_args_and_config(args=argv)
-    from ._data import data_errors
+    return run_command(
+        lambda: make_parser(prog).parse_args_and_config(args=argv), run, interrupted=INTERRUPTED_RESUMABLE
+    )
 
-    return data_errors(_run)(args)
 
-
-def _run(args: ExportArguments) -> int:
+def run(args: ExportArguments) -> int:
     from ..data.export import export_pairs, push_dataset_to_hub, to_dataset
-    from ._data import read_rows
 
     if not args.output and not args.push_to_hub:
-        raise SystemExit("error: give --output FILE.jsonl|.parquet and/or --push_to_hub user/name.")
+        raise CommandError("give --output FILE.jsonl|.parquet and/or --push_to_hub user/name.")
     scale = load_scale(args.scale)
     records = read_rows(args.input, split=args.split, drop_invalid=args.drop_invalid, what="labels")
     rows, note = build_rows(records, args, scale)

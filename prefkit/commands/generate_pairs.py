@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .runner import INTERRUPTED_RESUMABLE, read_rows, run_command
+
 
 @dataclass
 class GeneratePairsArguments:
@@ -56,27 +58,25 @@ class GeneratePairsArguments:
 def make_parser(prog: str | None = None):
     from trl import TrlParser
 
-    from ._common import ModelArguments
+    from .arguments import ModelArguments
 
     return TrlParser((GeneratePairsArguments, ModelArguments), prog=prog)
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    args, model_args = make_parser(prog).parse_args_and_config(args=argv)
-    from ._data import data_errors
+    return run_command(
+        lambda: make_parser(prog).parse_args_and_config(args=argv), run, interrupted=INTERRUPTED_RESUMABLE
+    )
 
-    return data_errors(_run)(args, model_args)
 
-
-def _run(args: GeneratePairsArguments, model_args) -> int:
+def run(args: GeneratePairsArguments, model_args) -> int:
     from pathlib import Path
 
     from tqdm.auto import tqdm
 
     from ..data.generation import iter_generate_pairs, prompt_id
-    from ..data.labeling import append_jsonl, done_ids
+    from ..data.io import append_jsonl, done_ids
     from ..data.validation import validate_dataset
-    from ._data import read_rows
 
     rows = read_rows(args.prompts, split=args.split, drop_invalid=args.drop_invalid, what="prompts")
     if args.prompt_column != "prompt":

@@ -8,11 +8,18 @@
 from __future__ import annotations
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+def command():
     from ..trainers.grpo import GRPOConfig, GRPOTrainer
-    from ._trl_loop import run
+    from .ppo import RewardArguments, reward_functions
+    from .training import TrainingCommand
 
-    return run("grpo", GRPOConfig, GRPOTrainer, argv, prog)
+    return TrainingCommand(
+        "grpo", GRPOConfig, GRPOTrainer, extra_arguments=(RewardArguments,), trainer_arguments=reward_functions
+    )
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    return command().main(argv, prog)
 
 
 if __name__ == "__main__":

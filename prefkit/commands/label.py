@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .runner import INTERRUPTED_RESUMABLE, CommandError, read_rows, run_command
+
 
 @dataclass
 class LabelArguments:
@@ -90,8 +92,8 @@ def build_judge(args: LabelArguments):
         return judges.RougeJudge(rouge_type=args.rouge_type, tie_threshold=args.tie_threshold)
     if args.judge == "reward":
         if not args.reward_model:
-            raise SystemExit(
-                "error: --judge reward needs --reward_model PATH_OR_ID (a model trained with prefkit reward, or 'demo')."
+            raise CommandError(
+                "--judge reward needs --reward_model PATH_OR_ID (a model trained with prefkit reward, or 'demo')."
             )
         from ..rewards import resolve_reward
 
@@ -100,7 +102,7 @@ def build_judge(args: LabelArguments):
         )
     if args.base_url:
         if not args.api_model:
-            raise SystemExit("error: --base_url needs --api_model, the model name the endpoint serves.")
+            raise CommandError("--base_url needs --api_model, the model name the endpoint serves.")
         return judges.LLMJudge(
             base_url=args.base_url,
             api_model=args.api_model,
@@ -118,16 +120,14 @@ def build_judge(args: LabelArguments):
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    (args,) = make_parser(prog).parse_args_and_config(args=argv)
-    from ._data import data_errors
+    return run_command(
+        lambda: make_parser(prog).parse_args_and_config(args=argv), run, interrupted=INTERRUPTED_RESUMABLE
+    )
 
-    return data_errors(_run)(args)
 
-
-def _run(args: LabelArguments) -> int:
+def run(args: LabelArguments) -> int:
     from ..data.labeling import label_records, validate_pairs_to_label
     from ..data.validation import PreferenceDataError
-    from ._data import read_rows
 
     rows = read_rows(args.input, split=args.split, drop_invalid=args.drop_invalid, what="pairs")
     reference_column = args.reference_column if args.judge in ("bleu", "rouge") else None
@@ -152,6 +152,11 @@ def _run(args: LabelArguments) -> int:
         total=len(rows),
     )
     print(f"prefkit label: {summary}")
+    if summary.labels[None]:
+        print(
+            f"prefkit label: {summary.labels[None]} pairs got no verdict the judge's answer could be parsed from; "
+            "rerun the same command to ask again"
+        )
     stats = getattr(judge, "stats", None)
     if stats:
         print(

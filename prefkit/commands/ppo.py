@@ -60,45 +60,36 @@ class ValueModelArguments:
     )
 
 
+def reward_functions(reward_args: RewardArguments, *other_arguments) -> dict:
+    """The trainer's ``reward_funcs``, from ``--reward`` / ``--reward_model``."""
+    return {"reward_funcs": reward_args.rewards()}
+
+
+def ppo_trainer_arguments(reward_args: RewardArguments, value_args: ValueModelArguments) -> dict:
+    return {**reward_functions(reward_args), "value_model": value_args.value_model}
+
+
+def command():
+    from ..trainers.ppo import PPOConfig, PPOTrainer
+    from .training import TrainingCommand, train_split_only
+
+    return TrainingCommand(
+        "ppo",
+        PPOConfig,
+        PPOTrainer,
+        extra_arguments=(RewardArguments, ValueModelArguments),
+        splits=train_split_only,
+        trainer_arguments=ppo_trainer_arguments,
+        saved="policy saved to {output_dir} (value model in value/)",
+    )
+
+
 def make_parser(prog: str | None = None):
-    from trl import TrlParser
-
-    from ..trainers.ppo import PPOConfig
-    from ._common import DatasetArguments, ModelArguments
-
-    return TrlParser((DatasetArguments, PPOConfig, ModelArguments, RewardArguments, ValueModelArguments), prog=prog)
+    return command().parser(prog)
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    parser = make_parser(prog)
-    dataset_args, training_args, model_args, reward_args, value_args = parser.parse_args_and_config(args=argv)
-
-    from ..trainers.ppo import PPOTrainer
-    from ._common import load_splits, model_init_kwargs
-
-    training_args.model_init_kwargs = model_init_kwargs(model_args, training_args.model_init_kwargs)
-    train_dataset, _ = load_splits(dataset_args, want_eval=False, seed=training_args.seed)
-    trainer = PPOTrainer(
-        model=model_args.model_name_or_path,
-        reward_funcs=reward_args.rewards(),
-        args=training_args,
-        train_dataset=train_dataset,
-        value_model=value_args.value_model,
-    )
-    print(
-        f"prefkit ppo: rank {trainer.accelerator.process_index} of world size {trainer.accelerator.num_processes}, "
-        f"device {trainer.accelerator.device}",
-        flush=True,
-    )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model(training_args.output_dir)
-    trainer.accelerator.print(f"prefkit ppo: policy saved to {training_args.output_dir} (value model in value/)")
-    if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=dataset_args.dataset_name)
-        trainer.accelerator.print(f"prefkit ppo: pushed to https://huggingface.co/{trainer.hub_model_id}")
-    if hasattr(trainer, "end"):
-        trainer.end()
-    return 0
+    return command().main(argv, prog)
 
 
 if __name__ == "__main__":

@@ -24,13 +24,15 @@ _EPILOG = (
 )
 
 
+def command():
+    from ..trainers.reward import RewardConfig, RewardTrainer
+    from .training import TrainingCommand
+
+    return TrainingCommand("reward", RewardConfig, RewardTrainer, splits=reward_splits, epilog=_EPILOG)
+
+
 def make_parser(prog: str | None = None):
-    from trl import TrlParser
-
-    from ..trainers.reward import RewardConfig
-    from ._common import DatasetArguments, ModelArguments
-
-    return TrlParser((DatasetArguments, RewardConfig, ModelArguments), prog=prog, epilog=_EPILOG)
+    return command().parser(prog)
 
 
 def make_preset_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -50,11 +52,10 @@ def _wants_preset(argv: list[str]) -> bool:
     return any(arg == "--preset" or arg.startswith("--preset=") for arg in argv)
 
 
-def run_preset(argv: list[str], prog: str | None = None) -> int:
-    args = make_preset_parser(prog).parse_args(argv)
+def run_preset(args: argparse.Namespace) -> int:
+    from pathlib import Path
 
     from ..demo import build_demo_reward_model, demo_reward_model_dir, is_complete_model_dir
-    from pathlib import Path
 
     target = Path(args.output_dir) if args.output_dir else demo_reward_model_dir()
     if is_complete_model_dir(target) and not args.force:
@@ -72,61 +73,27 @@ def run_preset(argv: list[str], prog: str | None = None) -> int:
 def reward_splits(dataset_args, training_args):
     """``(train, held-out or None)``: the dataset's test split when it has one, else ``--eval_fraction`` of its
     *prompts* (a prompt never sits on both sides, so held-out accuracy is measured on unseen prompts)."""
-    import dataclasses
-
     from ..evaluation import split_pairs_by_prompt
-    from ._common import load_splits
+    from .arguments import load_dataset_splits, no_eval_split_error
 
-    needs_eval = training_args.eval_strategy != "no"
-    test_split_only = dataclasses.replace(dataset_args, eval_fraction=0.0)
-    try:
-        return load_splits(test_split_only, True, training_args.seed)
-    except SystemExit:
-        train, _ = load_splits(dataset_args, False, training_args.seed)  # re-raises for a missing train split
+    dataset = load_dataset_splits(dataset_args)
+    train = dataset[dataset_args.dataset_train_split]
+    if dataset_args.dataset_test_split in dataset:
+        return train, dataset[dataset_args.dataset_test_split]
     if dataset_args.eval_fraction > 0 and not dataset_args.dataset_streaming:
         return split_pairs_by_prompt(train, dataset_args.eval_fraction, seed=training_args.seed)
-    if needs_eval:
-        raise SystemExit(
-            f"error: evaluation is on but {dataset_args.dataset_name} has no split {dataset_args.dataset_test_split!r}. "
-            "Pass --dataset_test_split, --eval_fraction 0.1, or --eval_strategy no."
-        )
+    if training_args.eval_strategy != "no":
+        raise no_eval_split_error(dataset_args, dataset.keys())
     return train, None
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if _wants_preset(argv):
-        return run_preset(argv, prog)
-    parser = make_parser(prog)
-    dataset_args, training_args, model_args = parser.parse_args_and_config(args=argv)
+        from .runner import run_command
 
-    from ..trainers.reward import RewardTrainer
-    from ._common import model_init_kwargs
-
-    training_args.model_init_kwargs = model_init_kwargs(model_args, training_args.model_init_kwargs)
-    train_dataset, eval_dataset = reward_splits(dataset_args, training_args)
-
-    trainer = RewardTrainer(
-        model=model_args.model_name_or_path,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-    )
-    # Every rank says it is there, so a multi-process launch can be checked from the log.
-    print(
-        f"prefkit reward: rank {trainer.accelerator.process_index} of world size {trainer.accelerator.num_processes}, "
-        f"device {trainer.accelerator.device}",
-        flush=True,
-    )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model(training_args.output_dir)
-    trainer.accelerator.print(f"prefkit reward: model saved to {training_args.output_dir}")
-    if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=dataset_args.dataset_name)
-        trainer.accelerator.print(f"prefkit reward: pushed to https://huggingface.co/{trainer.hub_model_id}")
-    if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers, destroy the process group
-        trainer.end()
-    return 0
+        return run_command(lambda: (make_preset_parser(prog).parse_args(argv),), run_preset)
+    return command().main(argv, prog)
 
 
 if __name__ == "__main__":

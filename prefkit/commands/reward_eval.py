@@ -9,8 +9,9 @@ Writes reward_eval.json and reward_distributions.png to --output_dir (default: t
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
+
+from .runner import run_command
 
 
 @dataclass
@@ -46,9 +47,10 @@ def make_parser(prog: str | None = None):
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    (args,) = make_parser(prog).parse_args_and_config(args=argv)
+    return run_command(lambda: make_parser(prog).parse_args_and_config(args=argv), run)
 
+
+def run(args: RewardEvalArguments) -> int:
     from ..data.io import load_dataset_any
     from ..data.validation import validate_preference_dataset
     from ..evaluation import evaluate_reward_model, format_summary, write_reward_evaluation

@@ -7,11 +7,18 @@
 from __future__ import annotations
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+def command():
     from ..trainers.grpo import RLOOConfig, RLOOTrainer
-    from ._trl_loop import run
+    from .ppo import RewardArguments, reward_functions
+    from .training import TrainingCommand
 
-    return run("rloo", RLOOConfig, RLOOTrainer, argv, prog)
+    return TrainingCommand(
+        "rloo", RLOOConfig, RLOOTrainer, extra_arguments=(RewardArguments,), trainer_arguments=reward_functions
+    )
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    return command().main(argv, prog)
 
 
 if __name__ == "__main__":

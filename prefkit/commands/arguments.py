@@ -1,10 +1,12 @@
-"""Argument dataclasses shared by the training commands (TRL-style, parsed by ``trl.TrlParser``)."""
+"""The arguments the training commands share (TRL-style dataclasses, parsed by ``trl.TrlParser``), and what they
+turn into: the model's loading keywords and the train / eval splits."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from ..models import DEFAULT_POLICY
+from .runner import CommandError
 
 
 @dataclass
@@ -53,18 +55,32 @@ def model_init_kwargs(model_args: ModelArguments, existing: dict | None) -> dict
     return kwargs
 
 
-def load_splits(dataset_args: DatasetArguments, want_eval: bool, seed: int = 42):
-    """``(train, eval or None)`` following the dataset arguments; errors name the missing split and what exists."""
+def load_dataset_splits(dataset_args: DatasetArguments):
+    """Every split of ``--dataset_name`` (a ``DatasetDict``), once it is known to hold ``--dataset_train_split``."""
     from ..data.io import load_dataset_any
 
     if not dataset_args.dataset_name:
-        raise SystemExit("error: --dataset_name is required (a Hub id, a dataset folder, or a .jsonl/.parquet file).")
+        raise CommandError("--dataset_name is required (a Hub id, a dataset folder, or a .jsonl/.parquet file).")
     dataset = load_dataset_any(dataset_args.dataset_name, config=dataset_args.dataset_config, streaming=dataset_args.dataset_streaming)
     if dataset_args.dataset_train_split not in dataset:
-        raise SystemExit(
-            f"error: {dataset_args.dataset_name} has no split {dataset_args.dataset_train_split!r}; "
+        raise CommandError(
+            f"{dataset_args.dataset_name} has no split {dataset_args.dataset_train_split!r}; "
             f"it has {sorted(dataset.keys())}. Pass --dataset_train_split."
         )
+    return dataset
+
+
+def no_eval_split_error(dataset_args: DatasetArguments, splits) -> CommandError:
+    """Evaluation is on, but there is nothing to evaluate on: say which flags give it something."""
+    return CommandError(
+        f"evaluation is on but {dataset_args.dataset_name} has no split {dataset_args.dataset_test_split!r} "
+        f"(it has {sorted(splits)}). Pass --dataset_test_split, --eval_fraction 0.1, or --eval_strategy no."
+    )
+
+
+def load_splits(dataset_args: DatasetArguments, want_eval: bool, seed: int = 42):
+    """``(train, eval or None)`` following the dataset arguments; errors name the missing split and what exists."""
+    dataset = load_dataset_splits(dataset_args)
     train = dataset[dataset_args.dataset_train_split]
     if not want_eval:
         return train, None
@@ -73,7 +89,4 @@ def load_splits(dataset_args: DatasetArguments, want_eval: bool, seed: int = 42)
     if dataset_args.eval_fraction > 0 and not dataset_args.dataset_streaming:
         split = train.train_test_split(test_size=dataset_args.eval_fraction, seed=seed)
         return split["train"], split["test"]
-    raise SystemExit(
-        f"error: evaluation is on but {dataset_args.dataset_name} has no split {dataset_args.dataset_test_split!r} "
-        f"(it has {sorted(dataset.keys())}). Pass --dataset_test_split, --eval_fraction 0.1, or --eval_strategy no."
-    )
+    raise no_eval_split_error(dataset_args, dataset.keys())
