@@ -128,3 +128,15 @@ def test_hub_token_is_in_no_saved_and_no_uploaded_byte(name, tiny_model_dir, tmp
     leaks = [path for path, data in hub.uploaded.items() if secret.encode() in data]
     leaks += [message for message in hub.commit_messages if secret in message]
     assert not leaks, f"{name} uploaded the Hub token in {leaks}"
+
+
+def test_the_private_trainer_save_hook_the_hub_mixin_overrides_still_exists_and_is_called_by_save_model():
+    """ModelCardMixin overrides Trainer._save (transformers' private hook) to keep the token out of every save: if a
+    transformers upgrade renames or re-signs it, or save_model stops calling it, the token would leak silently."""
+    import inspect
+
+    from transformers import Trainer
+
+    assert callable(getattr(Trainer, "_save", None)), "transformers.Trainer._save is gone"
+    assert list(inspect.signature(Trainer._save).parameters)[:3] == ["self", "output_dir", "state_dict"]
+    assert "self._save(" in inspect.getsource(Trainer.save_model)
