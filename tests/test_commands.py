@@ -7,12 +7,13 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from prefkit.cli import main as prefkit
-from prefkit.commands.runner import run_command
+from prefkit.commands.runner import CommandError, check_output_path, run_command
 from prefkit.testing import separable_preference_rows, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +79,65 @@ COMMANDS = ["dpo", "reward", "ppo", "grpo", "rloo", "reward-eval", "eval", "bon"
 
 def flag_and_name(command: str) -> tuple[str, str]:
     return ("--output_dir", "run") if WRITES_A_FOLDER.get(command) else ("--output", "out.jsonl")
+
+
+# ---- output paths are checked before anything loads ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_output_path_under_a_file_is_an_error_before_any_model_loads(command, inputs, tmp_path, capsys, no_model_loading):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    flag, name = flag_and_name(command)
+    output = blocker / "sub" / name
+    assert prefkit(command_line(command, inputs, str(output))) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flag} {output} cannot be created: {blocker} is a file, not a folder")
+
+
+@pytest.fixture
+def unwritable_folder(tmp_path):
+    """A folder this process cannot create files in; root writes anywhere, except in a pseudo file system."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError:
+        yield folder
+    else:
+        try:
+            with tempfile.TemporaryFile(dir="/sys"):
+                pass
+        except OSError:
+            yield Path("/sys")
+        else:
+            pytest.skip("no folder here refuses this user's writes")
+    finally:
+        folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_unwritable_output_path_is_an_error_before_any_model_loads(
+    command, inputs, unwritable_folder, capsys, no_model_loading
+):
+    flag, name = flag_and_name(command)
+    output = unwritable_folder / f"prefkit-test-{name}"
+    assert prefkit(command_line(command, inputs, str(output))) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flag} {output} cannot be written: creating a file in {unwritable_folder} failed")
+
+
+def test_an_output_file_that_is_a_folder_is_named(tmp_path):
+    with pytest.raises(CommandError, match=f"--output {tmp_path} is a folder, but it must be a file"):
+        check_output_path(tmp_path, "--output")
+
+
+def test_a_writable_output_path_passes_and_creates_nothing(tmp_path):
+    output = tmp_path / "new" / "deeper" / "out.jsonl"
+    assert check_output_path(output, "--output") == output
+    assert not (tmp_path / "new").exists()
 
 
 # ---- empty inputs --------------------------------------------------------------------------------------------------

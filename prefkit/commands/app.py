@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from .runner import CommandError, run_command
+from .runner import CommandError, check_output_path, run_command
 
 FLAGS = {
     "policy": (str, "Policy to sample from: Hub id or folder (env PREFKIT_POLICY)."),
@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         settings = AppSettings.from_env(**overrides)
     except ValueError as error:
         raise CommandError(str(error)) from None
+    check_output_path(settings.data_dir, "--data_dir", folder=True)
     print(f"prefkit app: policy {settings.policy}, reward {settings.reward_function or settings.reward_model}, "
           f"votes in {settings.data_dir}" + (f", syncing to {settings.hub_dataset}" if settings.hub_dataset and settings.hub_token else ""),
           flush=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..models import DEFAULT_POLICY
-from .runner import CommandError, run_command
+from .runner import CommandError, check_output_path, run_command
 
 
 @dataclass
@@ -209,6 +209,7 @@ def run(args: BestOfNArguments) -> int:
     prompts = read_prompts(args)  # bad input fails before any model loads
     if args.truncation not in ("error", "left"):
         raise CommandError(f"--truncation must be 'error' or 'left', got {args.truncation!r}.")
+    check_output_path(args.output, "--output")
 
     from accelerate import PartialState
     from tqdm.auto import tqdm

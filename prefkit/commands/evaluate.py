@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .runner import INTERRUPTED_RESUMABLE, CommandError, run_command
+from .runner import INTERRUPTED_RESUMABLE, CommandError, check_output_path, run_command
 
 
 @dataclass
@@ -73,6 +73,7 @@ def run(args: EvalArguments) -> int:
     from .bon import read_prompts, resolve_device
 
     prompts = read_prompts(args)  # bad prompts fail before any model loads
+    check_output_path(args.output_dir, "--output_dir", folder=True)
 
     from ..data.judges import LLMJudge
     from ..policy_eval import evaluate

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .runner import INTERRUPTED_RESUMABLE, CommandError, read_rows, run_command
+from .runner import INTERRUPTED_RESUMABLE, CommandError, check_output_path, read_rows, run_command
 
 
 @dataclass
@@ -161,6 +161,8 @@ def run(args: ExportArguments) -> int:
 
     if not args.output and not args.push_to_hub:
         raise CommandError("give --output FILE.jsonl|.parquet and/or --push_to_hub user/name.")
+    if args.output:
+        check_output_path(args.output, "--output")
     scale = load_scale(args.scale)
     records = read_rows(args.input, split=args.split, drop_invalid=args.drop_invalid, what="labels")
     rows, note = build_rows(records, args, scale)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .runner import INTERRUPTED_RESUMABLE, read_rows, run_command
+from .runner import INTERRUPTED_RESUMABLE, check_output_path, read_rows, run_command
 
 
 @dataclass
@@ -70,14 +70,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
 
 def run(args: GeneratePairsArguments, model_args) -> int:
-    from pathlib import Path
-
     from tqdm.auto import tqdm
 
     from ..data.generation import iter_generate_pairs, prompt_id
     from ..data.io import append_jsonl, done_ids
     from ..data.validation import validate_dataset
 
+    output = check_output_path(args.output, "--output")
     rows = read_rows(args.prompts, split=args.split, drop_invalid=args.drop_invalid, what="prompts")
     if args.prompt_column != "prompt":
         rows = [
@@ -97,7 +96,6 @@ def run(args: GeneratePairsArguments, model_args) -> int:
     if len(unique) < len(rows):
         print(f"prefkit generate-pairs: skipping {len(rows) - len(unique)} repeated prompts")
         ids, rows = list(unique), list(unique.values())
-    output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     done = done_ids(output, "prompt_id")
     todo = [(r["prompt"], i) for r, i in zip(rows, ids) if i not in done]

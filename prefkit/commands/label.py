@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .runner import INTERRUPTED_RESUMABLE, CommandError, read_rows, run_command
+from .runner import INTERRUPTED_RESUMABLE, CommandError, check_output_path, read_rows, run_command
 
 
 @dataclass
@@ -129,6 +129,7 @@ def run(args: LabelArguments) -> int:
     from ..data.labeling import label_records, validate_pairs_to_label
     from ..data.validation import PreferenceDataError
 
+    check_output_path(args.output, "--output")
     rows = read_rows(args.input, split=args.split, drop_invalid=args.drop_invalid, what="pairs")
     reference_column = args.reference_column if args.judge in ("bleu", "rouge") else None
     try:

@@ -56,8 +56,9 @@ def run_preset(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..demo import build_demo_reward_model, demo_reward_model_dir, is_complete_model_dir
+    from .runner import check_output_path
 
-    target = Path(args.output_dir) if args.output_dir else demo_reward_model_dir()
+    target = check_output_path(Path(args.output_dir) if args.output_dir else demo_reward_model_dir(), "--output_dir", folder=True)
     if is_complete_model_dir(target) and not args.force:
         print(f"prefkit reward: the demo reward model is already in {target} (pass --force to train it again).")
         metrics = build_demo_reward_model(target)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .runner import run_command
+from .runner import check_output_path, run_command
 
 
 @dataclass
@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
 
 def run(args: RewardEvalArguments) -> int:
+    check_output_path(args.output_dir, "--output_dir", folder=True)
+
     from ..data.io import load_dataset_any
     from ..data.validation import validate_preference_dataset
     from ..evaluation import evaluate_reward_model, format_summary, write_reward_evaluation

@@ -6,7 +6,8 @@
   commands whose output is their checkpoint), no traceback.
 * Anything else is a bug in prefkit or a library: its traceback is shown.
 
-Also here: reading input rows with a progress bar (:func:`read_rows`).
+Also here: the checks every command makes before it loads a model (:func:`check_output_path`) and reading input
+rows with a progress bar (:func:`read_rows`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import dis
 import errno
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -149,6 +151,41 @@ def describe_os_error(error: OSError) -> str:
     reason = error.strerror or type(error).__name__
     advice = OS_ERROR_ADVICE.get(error.errno)
     return f"{where}: {reason}" + (f"; {advice}." if advice else ".")
+
+
+def check_output_path(path: str | os.PathLike, flag: str, *, folder: bool = False) -> Path:
+    """Fail now, before a model loads or a batch is generated, if ``path`` cannot be written; returns it as a Path.
+
+    ``folder``: ``path`` is a folder to write into (``--output_dir``), else a file (``--output``). Nothing is created:
+    the nearest existing folder on the way must be a folder this user can create files in (a file it can write,
+    when the file already exists). A problem raises :class:`CommandError` naming the path and the flag.
+    """
+    path = Path(path).expanduser()
+    kind = "a folder" if folder else "a file"
+    if path.exists():
+        if folder != path.is_dir():
+            raise CommandError(
+                f"{flag} {path} is {'a file' if folder else 'a folder'}, but it must be {kind}; choose another path."
+            )
+        if not folder and not os.access(path, os.W_OK):
+            raise CommandError(f"{flag} {path} exists and is not writable; check its permissions or choose another path.")
+    ancestor = path if folder else path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise CommandError(
+            f"{flag} {path} cannot be created: {ancestor} is a file, not a folder; choose another path."
+        )
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise CommandError(
+            f"{flag} {path} cannot be written: creating a file in {ancestor} failed ({reason}); choose a folder you "
+            "can write to, or fix its permissions."
+        ) from None
+    return path
 
 
 def read_rows(name_or_path: str, *, split: str = "train", drop_invalid: bool = False, what: str = "rows") -> list[dict]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .arguments import DatasetArguments, ModelArguments, load_splits, model_init_kwargs
-from .runner import INTERRUPTED, run_command
+from .runner import INTERRUPTED, check_output_path, run_command
 
 
 def train_and_eval_splits(dataset_args: DatasetArguments, training_args) -> tuple:
@@ -64,6 +64,7 @@ class TrainingCommand:
         )
 
     def train(self, dataset_args: DatasetArguments, training_args, model_args: ModelArguments, *extra_arguments) -> int:
+        check_output_path(training_args.output_dir, "--output_dir", folder=True)
         training_args.model_init_kwargs = model_init_kwargs(model_args, training_args.model_init_kwargs)
         train_dataset, eval_dataset = self.splits(dataset_args, training_args)
         optional = {"eval_dataset": eval_dataset} if eval_dataset is not None else {}
