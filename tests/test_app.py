@@ -389,6 +389,21 @@ def test_models_named_in_the_settings_load_in_the_background_and_report_ready(ti
     models.require()  # does not raise
 
 
+def test_the_status_line_escapes_model_names():
+    models = AppModels.from_objects(
+        object(), None, object(), policy_name="<img src=x onerror=alert(1)>", reward_name="rm<b>", compare=(object(), None),
+        compare_name="a&b",
+    )
+    status = models.status()
+    assert status == "Ready: policy **&lt;img src=x onerror=alert(1)&gt;**, second model **a&amp;b**, reward **rm&lt;b&gt;**."
+
+
+def test_a_loading_error_in_the_status_line_is_escaped():
+    models = AppModels()
+    models.error = "OSError: <no-such-model> is not a folder"
+    assert models.status() == "Loading failed: OSError: &lt;no-such-model&gt; is not a folder"
+
+
 def test_a_model_that_cannot_load_is_reported_in_the_page_not_raised(tmp_path):
     from prefkit.app import ModelsNotReady
 

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .logic import escape
+
 logger = logging.getLogger(__name__)
 
 
@@ -124,15 +126,16 @@ class AppModels:
 
     # ---- use ------------------------------------------------------------------------------------------------------
     def status(self) -> str:
+        """The status line, Markdown; every name and message in it is escaped (a model name is user input)."""
         if self.ready.is_set():
-            parts = [f"policy **{self.policy.name}**", f"reward **{self.reward_name}**"]
+            parts = [f"policy **{escape(self.policy.name)}**", f"reward **{escape(self.reward_name)}**"]
             if self.compare is not None:
-                parts.insert(1, f"second model **{self.compare.name}**")
+                parts.insert(1, f"second model **{escape(self.compare.name)}**")
             return "Ready: " + ", ".join(parts) + "."
         if self.error:
-            return f"Loading failed: {self.error}"
+            return f"Loading failed: {escape(self.error)}"
         elapsed = time.time() - self.started
-        return f"Loading ({100 * self.progress:.0f}%, {elapsed:.0f} s): {self.message}"
+        return f"Loading ({100 * self.progress:.0f}%, {elapsed:.0f} s): {escape(self.message)}"
 
     def require(self) -> None:
         """Raise :class:`ModelsNotReady` with the current status unless the models are loaded."""
