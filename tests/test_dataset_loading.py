@@ -93,3 +93,9 @@ def test_reading_the_records_of_a_blank_file_is_the_empty_dataset_error(tmp_path
     path.write_text("\n\n")
     with pytest.raises(EmptyDatasetError, match=f"{path}: the dataset is empty"):
         list(load_records(path))
+
+
+def test_a_missing_file_named_without_a_folder_is_not_looked_up_on_the_hub(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="^pairs.jsonl: no such file or folder"):
+        load_dataset_any("pairs.jsonl")

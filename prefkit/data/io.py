@@ -56,7 +56,8 @@ def load_dataset_any(
             dataset = DatasetDict({"train": dataset})
         if streaming:
             dataset = dataset.to_iterable_dataset() if hasattr(dataset, "to_iterable_dataset") else dataset
-    elif path.exists() or name.startswith((".", "/", "~")):
+    elif path.exists() or name.startswith((".", "/", "~")) or ("/" not in name and path.suffix.lower() in _BUILDERS):
+        # A Hub id without a slash is a canonical dataset ("imdb"), never "pairs.jsonl": that is a missing file.
         if not path.exists():
             raise FileNotFoundError(f"{name}: no such file or folder.")
         dataset = load_dataset(str(path), name=config, streaming=streaming)
