@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from ..models import DEFAULT_POLICY, Task, is_quantized, load_model, lora_config, model_id
@@ -167,3 +168,73 @@ def default_peft_config(model: Any, args: Any, task: Task = "causal-lm"):
     if hasattr(model, "peft_config"):
         return None
     return qlora_settings(args).make_peft_config(task, force=is_quantized(model))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The prologue every prefkit trainer runs
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def named_datasets(datasets: Any, name: str) -> list[tuple[str, Any]]:
+    """``(name, dataset)`` for a dataset, or for each split of a dict of them (TRL's ``eval_dataset`` may be either)."""
+    if datasets is None:
+        return []
+    if isinstance(datasets, dict):
+        return [(f"{name}[{split!r}]", dataset) for split, dataset in datasets.items()]
+    return [(name, datasets)]
+
+
+def check_before_loading(
+    model: Any,
+    args: Any,
+    *,
+    config_class: type,
+    method: str,
+    train_dataset: Any,
+    eval_dataset: Any = None,
+    validate: Callable[[Any, str], None],
+    dataset_hint: str = "",
+):
+    """Step 1 of every trainer: the default config (``<model>-<method>``) and every dataset checked, before a model
+    loads. ``validate(dataset, name)`` raises on bad rows. Returns ``args``."""
+    if args is None:
+        args = config_class(output_dir=default_output_dir(DEFAULT_POLICY if model is None else model, method))
+    if train_dataset is None:
+        raise ValueError(f"train_dataset is required{': ' + dataset_hint if dataset_hint else '.'}")
+    validate(train_dataset, "train_dataset")
+    for split_name, dataset in named_datasets(eval_dataset, "eval_dataset"):
+        validate(dataset, split_name)
+    return args
+
+
+def load_for_training(
+    model: Any,
+    args: Any,
+    *,
+    task: Task = "causal-lm",
+    processing_class: Any = None,
+    quantization_config: Any = None,
+    peft_config: Any = None,
+    load_tokenizer_if_missing: bool = True,
+    padding_side: str | None = None,
+):
+    """Step 2 of every trainer: the model loaded by name as ``args`` says (or checked when given loaded), its
+    tokenizer (loaded when missing, with a pad token whose id the model shares), and the LoRA config ``args`` asks for
+    (always one on a quantized base). Returns ``(model, processing_class, peft_config)``."""
+    from ..models import ensure_pad_token, load_tokenizer
+
+    model, processing_class = resolve_model_argument(
+        model, args, task=task, quantization_config=quantization_config, processing_class=processing_class
+    )
+    if processing_class is None and load_tokenizer_if_missing:
+        processing_class = load_tokenizer(model_id(model), trust_remote_code=getattr(args, "trust_remote_code", False))
+    if processing_class is not None:
+        tokenizer = getattr(processing_class, "tokenizer", processing_class)
+        if padding_side is not None:
+            tokenizer.padding_side = padding_side
+        # A missing or mismatched pad id makes a reward model read a pad position instead of the last real token
+        # and batched generation pad with garbage: set it, and mirror it onto the model's configs.
+        ensure_pad_token(tokenizer, model.get_base_model() if hasattr(model, "get_base_model") else model)
+    if peft_config is None:
+        peft_config = default_peft_config(model, args, task)
+    return model, processing_class, peft_config

@@ -21,10 +21,9 @@ import trl
 
 from ..data.validation import validate_unless_tokenized
 from ..hub import ModelCardMixin
-from ..models import DEFAULT_POLICY
 from ..implicit_reward import ImplicitReward
 from .policy_eval_callback import PolicyEvalArguments, PolicyEvalMixin
-from .common import QLoRAArguments, default_output_dir, default_peft_config, resolve_model_argument
+from .common import QLoRAArguments, check_before_loading, load_for_training
 
 
 @dataclass
@@ -78,25 +77,14 @@ class DPOTrainer(ModelCardMixin, PolicyEvalMixin, trl.DPOTrainer):
         quantization_config=None,
         peft_config=None,
     ):
-        if args is None:
-            args = DPOConfig(output_dir=default_output_dir(DEFAULT_POLICY if model is None else model, "DPO"))
-        # Fail on bad data before spending minutes loading a model.
-        if train_dataset is None:
-            raise ValueError("train_dataset is required.")
-        validate_unless_tokenized(train_dataset, "train_dataset")
-        if isinstance(eval_dataset, dict):
-            for split, dataset in eval_dataset.items():
-                validate_unless_tokenized(dataset, f"eval_dataset[{split!r}]")
-        elif eval_dataset is not None:
-            validate_unless_tokenized(eval_dataset, "eval_dataset")
-
-        # A plain trl.DPOConfig works too: it means no quantization and no LoRA, TRL's defaults.
-        model, processing_class = resolve_model_argument(
-            model, args, quantization_config=quantization_config, processing_class=processing_class
+        # Bad data fails before minutes of model loading. A plain trl.DPOConfig works too: no quantization, no LoRA.
+        args = check_before_loading(model, args, config_class=DPOConfig, method="DPO", train_dataset=train_dataset,
+                                    eval_dataset=eval_dataset, validate=validate_unless_tokenized)
+        model, processing_class, peft_config = load_for_training(
+            model, args, processing_class=processing_class, quantization_config=quantization_config,
+            peft_config=peft_config, load_tokenizer_if_missing=False,  # TRL loads the model's own processor
         )
         quantization_config = None  # applied at load time above
-        if peft_config is None:
-            peft_config = default_peft_config(model, args, "causal-lm")
 
         super().__init__(
             model=model,

@@ -23,7 +23,7 @@ import trl
 from ..hub import ModelCardMixin
 from ..rl import RewardFunction
 from .policy_eval_callback import PolicyEvalArguments, PolicyEvalMixin
-from .common import QLoRAArguments, default_output_dir, default_peft_config, resolve_model_argument
+from .common import QLoRAArguments, check_before_loading, load_for_training
 
 
 def as_trl_reward_func(reward: Any):
@@ -56,24 +56,22 @@ def as_trl_reward_func(reward: Any):
 
 def _prepare(model, reward_funcs, args, train_dataset, processing_class, peft_config, config_class, quantization_config=None):
     """What both trainers do before handing over to TRL: validate, load by name, resolve rewards."""
-    from ..models import DEFAULT_POLICY
     from ..data.validation import validate_dataset
 
-    if args is None:
-        args = config_class(output_dir=default_output_dir(DEFAULT_POLICY if model is None else model, config_class.__name__[:-6]))
-    if train_dataset is None:
-        raise ValueError("train_dataset is required: a dataset with a 'prompt' column.")
-    validate_dataset(train_dataset, "train_dataset", format="prompts", id_column=None)
+    # A plain trl.GRPOConfig / trl.RLOOConfig works too: no quantization and no LoRA, TRL's defaults.
+    args = check_before_loading(
+        model, args, config_class=config_class, method=config_class.__name__[: -len("Config")],
+        train_dataset=train_dataset, dataset_hint="a dataset with a 'prompt' column",
+        validate=lambda data, name: validate_dataset(data, name, format="prompts", id_column=None),
+    )
     if reward_funcs is None:
         raise ValueError("reward_funcs is required: a RewardModel, its path, a built-in name (vader, bleu, rouge) or a callable.")
     rewards = reward_funcs if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
     rewards = [as_trl_reward_func(r) for r in rewards]
-    # A plain trl.GRPOConfig / trl.RLOOConfig works too: no quantization and no LoRA, TRL's defaults.
-    model, processing_class = resolve_model_argument(
-        model, args, quantization_config=quantization_config, processing_class=processing_class
+    model, processing_class, peft_config = load_for_training(
+        model, args, processing_class=processing_class, quantization_config=quantization_config,
+        peft_config=peft_config, load_tokenizer_if_missing=False,  # TRL loads the model's own processor
     )
-    if peft_config is None:
-        peft_config = default_peft_config(model, args, "causal-lm")
     return model, rewards, args, processing_class, peft_config
 
 

@@ -42,12 +42,7 @@ from ..hub import ModelCardMixin
 from ..losses import bradley_terry_loss
 from ..models import context_length
 from ..reward_model import RewardModel, no_cpu_weight_packing, encode_reward_input
-from .common import (
-    QLoRAArguments,
-    default_output_dir,
-    default_peft_config,
-    resolve_model_argument,
-)
+from .common import QLoRAArguments, check_before_loading, load_for_training, named_datasets
 
 logger = logging.getLogger(__name__)
 
@@ -114,36 +109,20 @@ class RewardTrainer(ModelCardMixin, trl.RewardTrainer):
         quantization_config=None,
         peft_config=None,
     ):
-        from ..models import DEFAULT_POLICY, ensure_pad_token, load_tokenizer, model_id
-
-        if args is None:
-            args = RewardConfig(output_dir=default_output_dir(DEFAULT_POLICY if model is None else model, "Reward"))
-        # Fail on bad data before spending minutes loading a model.
-        if train_dataset is None:
-            raise ValueError("train_dataset is required.")
-        validate_unless_tokenized(train_dataset, "train_dataset", uses_margin=True)
-        for split_name, dataset in _named_datasets(eval_dataset, "eval_dataset"):
-            validate_unless_tokenized(dataset, split_name, uses_margin=True)
+        # Bad data fails before minutes of model loading. A plain trl.RewardConfig works too: no quantization, no LoRA.
+        args = check_before_loading(
+            model, args, config_class=RewardConfig, method="Reward", train_dataset=train_dataset,
+            eval_dataset=eval_dataset, validate=lambda data, name: validate_unless_tokenized(data, name, uses_margin=True),
+        )
         # Kept untokenized for the evaluation at the end (scored through RewardModel, like any user would).
         self._evaluation_pairs = eval_dataset
-
-        # A plain trl.RewardConfig works too: it means no quantization and no LoRA, TRL's defaults.
-        model, processing_class = resolve_model_argument(
-            model,
-            args,
-            task="sequence-classification",
-            quantization_config=quantization_config,
-            processing_class=processing_class,
+        # The tokenizer gets a pad token whose id the model shares: a reward model that reads a pad position instead
+        # of the last real token scores every batch wrong, and accuracy stalls at 50%.
+        model, processing_class, peft_config = load_for_training(
+            model, args, task="sequence-classification", processing_class=processing_class,
+            quantization_config=quantization_config, peft_config=peft_config,
         )
         quantization_config = None  # applied at load time above
-        if processing_class is None:
-            processing_class = load_tokenizer(model_id(model), trust_remote_code=args.trust_remote_code)
-        # A missing or mismatched pad id makes the model read a pad position instead of the last real token: every
-        # batched score is then wrong and accuracy stalls at 50%. Set it, and mirror it onto the model's config.
-        ensure_pad_token(processing_class, model.get_base_model() if hasattr(model, "get_base_model") else model)
-
-        if peft_config is None:
-            peft_config = default_peft_config(model, args, "sequence-classification")
         if peft_config is not None:
             _save_head_with_adapter(peft_config, model)
         # Over-long pairs would overflow an encoder's position embeddings (512 for BERT): cap the filter there.
@@ -266,7 +245,7 @@ class RewardTrainer(ModelCardMixin, trl.RewardTrainer):
         output_dir = Path(output_dir or self.args.output_dir)
         scorer = self.reward_model()
         results: dict[str, Any] = {}
-        for split_name, dataset in _named_datasets(pairs if pairs is not None else self._evaluation_pairs, "eval"):
+        for split_name, dataset in named_datasets(pairs if pairs is not None else self._evaluation_pairs, "eval"):
             if "chosen_ids" in _column_names(dataset):
                 logger.info("%s is already tokenized; the final evaluation needs text pairs, skipping it.", split_name)
                 continue
@@ -312,14 +291,6 @@ def _column_names(dataset) -> list[str]:
     if columns is None:  # IterableDataset without features
         columns = list(next(iter(dataset)).keys())
     return list(columns)
-
-
-def _named_datasets(eval_dataset, name: str):
-    if eval_dataset is None:
-        return []
-    if isinstance(eval_dataset, dict):
-        return [(f"{name}[{key!r}]", dataset) for key, dataset in eval_dataset.items()]
-    return [(name, eval_dataset)]
 
 
 def _tokenize_pairs(dataset, tokenizer, args, dataset_name: str):

@@ -47,7 +47,7 @@ from ...losses import kl_estimate, masked_mean, masked_var, ppo_clip_loss, ppo_k
 from ...rewards import as_reward_functions
 from ...rl import RewardFunctionError, kl_controller
 from ...sampling import stop_token_ids
-from ..common import default_output_dir, default_peft_config, resolve_model_argument
+from ..common import check_before_loading, load_for_training
 from ..policy_eval_callback import PolicyEvalMixin
 from .callbacks import CompletionSamplesCallback
 from .config import PPOConfig
@@ -120,15 +120,12 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
         model = DEFAULT_POLICY if model is None else model
         if isinstance(model, os.PathLike):
             model = os.fspath(model)
-        if args is None:
-            args = PPOConfig(output_dir=default_output_dir(model, "PPO"))
-        if not isinstance(args, PPOConfig):
-            raise TypeError(f"args is a {type(args).__name__}; pass prefkit.PPOConfig.")
 
         # ---- everything that can be checked before a model loads
-        if train_dataset is None:
-            raise ValueError("train_dataset is required: a dataset with a 'prompt' column.")
-        _validate_prompts(train_dataset, "train_dataset")
+        args = check_before_loading(model, args, config_class=PPOConfig, method="PPO", train_dataset=train_dataset,
+                                    validate=_validate_prompts, dataset_hint="a dataset with a 'prompt' column")
+        if not isinstance(args, PPOConfig):
+            raise TypeError(f"args is a {type(args).__name__}; pass prefkit.PPOConfig.")
         reward_functions = as_reward_functions(reward_funcs)
         for function in reward_functions:
             function.check_columns(train_dataset.column_names)
@@ -159,17 +156,11 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
         # ---- models
         if isinstance(model, str) and needs_values and value_model is None and not uses_lora:
             value_model = model  # full fine-tuning: a value model from the same checkpoint
-        model, processing_class = resolve_model_argument(model, args, processing_class=processing_class)
-        if processing_class is None:
-            from ...models import load_tokenizer
-
-            processing_class = load_tokenizer(getattr(model.config, "_name_or_path"))
-        processing_class.padding_side = "left"
-        ensure_pad_token(processing_class, model)
-
+        # LoRA when asked for, and always on a quantized base (quantized weights cannot be trained).
+        model, processing_class, peft_config = load_for_training(
+            model, args, processing_class=processing_class, peft_config=peft_config, padding_side="left"
+        )
         if not is_peft_model:
-            # LoRA when asked for, and always on a quantized base (quantized weights cannot be trained).
-            peft_config = peft_config if peft_config is not None else default_peft_config(model, args, "causal-lm")
             if peft_config is not None:
                 from peft import get_peft_model
 
