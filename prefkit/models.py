@@ -467,3 +467,12 @@ def load_policy(
     if device is not None:
         model = model.to(device)
     return model.eval(), tokenizer
+
+
+def resolve_device(device: str | None) -> str:
+    """``"auto"`` (or None) is ``"cuda"`` when a GPU is visible, else ``"cpu"``; anything else is returned as given."""
+    if device in (None, "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device

@@ -90,7 +90,8 @@ def main(argv=None) -> int:
     import torch
 
     from prefkit.bon import best_of_n
-    from prefkit.commands.bon import BestOfNArguments, load_reward, resolve_device
+    from prefkit.commands.bon import BestOfNArguments, load_reward
+    from prefkit.models import resolve_device
     from prefkit.models import load_model
 
     if args.threads:

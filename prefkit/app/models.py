@@ -93,8 +93,7 @@ class AppModels:
     def _load(self, settings) -> None:
         try:
             from ..rewards import resolve_reward
-            from ..commands.bon import resolve_device
-            from ..models import load_model
+            from ..models import load_model, resolve_device
 
             device = resolve_device(settings.device)
             self._set(0.02, f"Loading the policy {settings.policy} (the first run converts the offline copy, ~20 s)...")

@@ -108,14 +108,6 @@ def read_prompts(args: BestOfNArguments) -> list:
     return prompts
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def reward_spec(args: BestOfNArguments) -> str:
     """What the flags name, as one :func:`prefkit.rewards.resolve_reward` spelling (``--reward_function`` first, then
     ``--implicit_reward_model``, then ``--reward_model``, which itself takes every spelling)."""

@@ -70,7 +70,8 @@ def run(args: EvalArguments) -> int:
         raise CommandError("give the policies to compare: --policy BASE TRAINED (the first is the baseline).")
     if not args.reward and not args.judge:
         raise CommandError("give --reward (and/or --judge): without one there is nothing to compare the answers by.")
-    from .bon import read_prompts, resolve_device
+    from ..models import resolve_device
+    from .bon import read_prompts
 
     prompts = read_prompts(args)  # bad prompts fail before any model loads
     check_output_path(args.output_dir, "--output_dir", folder=True)
