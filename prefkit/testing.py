@@ -8,7 +8,6 @@ model, so every code path that takes a model id can be exercised in seconds on a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 CHATML_TEMPLATE = (
@@ -99,34 +98,3 @@ def build_tiny_model(
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
-
-
-def separable_preference_rows(n: int = 32, conversational: bool = False) -> list[dict]:
-    """Pairs a tiny model can learn to separate: the chosen answer is always kind, the rejected one dismissive."""
-    topics = ["tea", "the sea", "my teddy bear", "a poem", "France", "a picnic", "the fox", "numbers"]
-    rows = []
-    for i in range(n):
-        topic = topics[i % len(topics)]
-        prompt = f"Tell me about {topic}."
-        chosen = f"Happy to help! Here is something kind and helpful about {topic}."
-        rejected = "No. Figure it out yourself."
-        if conversational:
-            rows.append(
-                {
-                    "prompt": [{"role": "user", "content": prompt}],
-                    "chosen": [{"role": "assistant", "content": chosen}],
-                    "rejected": [{"role": "assistant", "content": rejected}],
-                }
-            )
-        else:
-            rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
-    return rows
-
-
-def write_jsonl(rows: list[dict], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path

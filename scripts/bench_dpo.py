@@ -40,7 +40,8 @@ def _prepare(size: str, folder: str, n_rows: int) -> str:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from prefkit.testing import train_tiny_tokenizer, write_jsonl
+    from prefkit.data.io import write_jsonl
+    from prefkit.testing import train_tiny_tokenizer
 
     tokenizer = train_tiny_tokenizer()
     tokenizer.chat_template = None  # plain-text prompts, as in TRL's measured anchor
@@ -52,7 +53,9 @@ def _prepare(size: str, folder: str, n_rows: int) -> str:
     rng = random.Random(0)
     words = lambda k: " ".join(rng.choice(WORDS) for _ in range(k))  # noqa: E731
     rows = [{"prompt": words(96), "chosen": words(160), "rejected": words(160)} for _ in range(n_rows)]
-    return str(write_jsonl(rows, os.path.join(folder, "pairs.jsonl")))
+    path = os.path.join(folder, "pairs.jsonl")
+    write_jsonl(rows, path)
+    return path
 
 
 def _current_rss_gib() -> float:

@@ -48,6 +48,6 @@ def tiny_model(tiny_model_dir):
 def separable_pairs():
     from datasets import Dataset
 
-    from prefkit.testing import separable_preference_rows
+    from helpers import separable_preference_rows
 
     return Dataset.from_list(separable_preference_rows(32))

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from prefkit.cli import main as cli_main
-from prefkit.testing import separable_preference_rows, write_jsonl
+from helpers import separable_preference_rows, write_jsonl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

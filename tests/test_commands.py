@@ -14,7 +14,7 @@ import pytest
 
 from prefkit.cli import main as prefkit
 from prefkit.commands.runner import CommandError, check_output_path, run_command
-from prefkit.testing import separable_preference_rows, write_jsonl
+from helpers import separable_preference_rows, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 

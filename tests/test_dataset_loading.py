@@ -4,7 +4,7 @@ import pytest
 from datasets import Dataset, DatasetDict
 
 from prefkit.data.io import load_dataset_any
-from prefkit.testing import separable_preference_rows, write_jsonl
+from helpers import separable_preference_rows, write_jsonl
 
 ROWS = separable_preference_rows(6)
 

@@ -10,7 +10,7 @@ from prefkit import DPOConfig, DPOTrainer, ImplicitReward
 from prefkit.logprobs import completion_logps
 from prefkit.losses import dpo_loss
 from prefkit.models import parameter_storage
-from prefkit.testing import separable_preference_rows
+from helpers import separable_preference_rows
 
 
 def _values(tmp_path, **overrides):

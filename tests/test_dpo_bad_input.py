@@ -132,7 +132,7 @@ def test_a_good_vision_dataset_passes_the_checks():
 
 def test_rows_mixing_plain_text_and_conversations_are_refused_before_the_model_loads(tmp_path, no_model_loading):
     from prefkit.data.io import load_dataset_any
-    from prefkit.testing import write_jsonl
+    from helpers import write_jsonl
 
     conversational = {
         "prompt": [{"role": "user", "content": "Tell me about tea."}],

@@ -8,7 +8,7 @@ from datasets import Dataset
 import prefkit
 from prefkit import DPOConfig, DPOTrainer
 from prefkit.hub import final_metrics
-from prefkit.testing import separable_preference_rows
+from helpers import separable_preference_rows
 
 
 class FakeHub:

@@ -8,7 +8,7 @@ import os
 import pytest
 from datasets import Dataset
 
-from prefkit.testing import separable_preference_rows
+from helpers import separable_preference_rows
 
 PROMPTS = [f"Say something kind about the number {i}." for i in range(8)]
 

@@ -8,7 +8,7 @@ from transformers import TrainerCallback
 
 from prefkit import DPOConfig, DPOTrainer
 from prefkit.cli import main as prefkit
-from prefkit.testing import separable_preference_rows, write_jsonl
+from helpers import separable_preference_rows, write_jsonl
 from prefkit.trainers.policy_eval_callback import PolicyEvalCallback
 
 EVAL_KEYS = {"eval/reward", "eval/win_rate", "eval/kl", "eval/length"}

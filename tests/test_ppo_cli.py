@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from prefkit.cli import main as prefkit
-from prefkit.testing import write_jsonl
+from helpers import write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = ["Say something kind.", "How was your day?", "Describe the sea.", "What do you think of tea?"] * 2

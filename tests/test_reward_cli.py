@@ -6,7 +6,7 @@ import json
 import pytest
 
 from prefkit.cli import main as prefkit
-from prefkit.testing import separable_preference_rows, write_jsonl
+from helpers import separable_preference_rows, write_jsonl
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from datasets import Dataset
 
 from prefkit import RewardConfig, RewardModel, RewardTrainer
 from prefkit.data.validation import PreferenceDataError
-from prefkit.testing import separable_preference_rows
+from helpers import separable_preference_rows
 
 
 def config(tmp_path, **overrides):

@@ -7,7 +7,7 @@ import pytest
 
 from prefkit import demo, reward_model
 from prefkit.rewards import BUILTIN_REWARDS, SPELLINGS, UnknownRewardError, resolve_reward, resolve_rewards
-from prefkit.testing import write_jsonl
+from helpers import write_jsonl
 
 
 def count_words(prompts, completions):

@@ -1,0 +1,37 @@
+"""Test data shared by several test files (imported as ``helpers``: pytest puts this folder on ``sys.path``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefkit.data.io import write_jsonl as _write_rows
+
+
+def separable_preference_rows(n: int = 32, conversational: bool = False) -> list[dict]:
+    """Pairs a tiny model can learn to separate: the chosen answer is always kind, the rejected one dismissive."""
+    topics = ["tea", "the sea", "my teddy bear", "a poem", "France", "a picnic", "the fox", "numbers"]
+    rows = []
+    for i in range(n):
+        topic = topics[i % len(topics)]
+        prompt = f"Tell me about {topic}."
+        chosen = f"Happy to help! Here is something kind and helpful about {topic}."
+        rejected = "No. Figure it out yourself."
+        if conversational:
+            rows.append(
+                {
+                    "prompt": [{"role": "user", "content": prompt}],
+                    "chosen": [{"role": "assistant", "content": chosen}],
+                    "rejected": [{"role": "assistant", "content": rejected}],
+                }
+            )
+        else:
+            rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    return rows
+
+
+def write_jsonl(rows: list[dict], path: str | Path) -> Path:
+    """``rows`` written as a JSONL file (parents created); returns the path, for passing on as a dataset name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_rows(rows, path)
+    return path
