@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .chat import Prompt, render_prompt, tokenize_pair  # noqa: F401  (render_prompt: moved to prefkit.chat)
+from .chat import Prompt, tokenize_pair
 
 
 def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

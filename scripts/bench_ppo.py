@@ -107,7 +107,8 @@ def run_policy(options) -> dict:
     import torch
 
     import prefkit.trainers.ppo  # noqa: F401  (same imports as the other runs: same runtime memory)
-    from prefkit.logprobs import render_prompt, selective_log_softmax
+    from prefkit.chat import render_prompt
+    from prefkit.logprobs import selective_log_softmax
     from prefkit.models import load_model, lora_config, parameter_storage
 
     torch.manual_seed(0)

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..bon import BestOfNResult, best_of_n, score_responses
+from ..bon import BestOfNResult, best_of_n
 from ..data.votes import Vote, VoteStore, hash_annotator
 
 MODE_TWO_SAMPLES = "Two samples of the policy"

@@ -23,12 +23,12 @@ from ..data.validation import validate_unless_tokenized
 from ..hub import ModelCardMixin
 from ..implicit_reward import ImplicitReward
 from .policy_eval_callback import PolicyEvalArguments, PolicyEvalMixin
-from .common import QLoRAArguments, check_before_loading, load_for_training
+from .startup import QLoRAArguments, check_before_loading, load_for_training
 
 
 @dataclass
 class DPOConfig(trl.DPOConfig, QLoRAArguments, PolicyEvalArguments):
-    r"""``trl.DPOConfig`` plus prefkit's model loading fields (:class:`~prefkit.trainers.common.QLoRAArguments`).
+    r"""``trl.DPOConfig`` plus prefkit's model loading fields (:class:`~prefkit.trainers.startup.QLoRAArguments`).
 
     Every TRL field keeps its meaning; ``bf16`` defaults to on only where the hardware supports it.
 

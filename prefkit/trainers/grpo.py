@@ -23,7 +23,7 @@ import trl
 from ..hub import ModelCardMixin
 from ..rl import RewardFunction
 from .policy_eval_callback import PolicyEvalArguments, PolicyEvalMixin
-from .common import QLoRAArguments, check_before_loading, load_for_training
+from .startup import QLoRAArguments, check_before_loading, load_for_training
 
 
 def as_trl_reward_func(reward: Any):

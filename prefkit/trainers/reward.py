@@ -42,14 +42,14 @@ from ..hub import ModelCardMixin
 from ..losses import bradley_terry_loss
 from ..models import context_length
 from ..reward_model import RewardModel, no_cpu_weight_packing, encode_reward_input
-from .common import QLoRAArguments, check_before_loading, load_for_training, named_datasets
+from .startup import QLoRAArguments, check_before_loading, load_for_training, named_datasets
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class RewardConfig(trl.RewardConfig, QLoRAArguments):
-    r"""``trl.RewardConfig`` plus prefkit's model loading fields (:class:`~prefkit.trainers.common.QLoRAArguments`).
+    r"""``trl.RewardConfig`` plus prefkit's model loading fields (:class:`~prefkit.trainers.startup.QLoRAArguments`).
 
     Every TRL field keeps its meaning; ``bf16`` defaults to on only where the hardware supports it.
 

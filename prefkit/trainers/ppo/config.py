@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from ..common import QLoRAArguments
+from ..startup import QLoRAArguments
 from ..policy_eval_callback import PolicyEvalArguments
 
 LOSS_TYPES = ("clip", "kl_penalty")

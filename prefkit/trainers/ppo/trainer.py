@@ -47,7 +47,7 @@ from ...losses import kl_estimate, masked_mean, masked_var, ppo_clip_loss, ppo_k
 from ...rewards import as_reward_functions
 from ...rl import RewardFunctionError, kl_controller
 from ...sampling import stop_token_ids
-from ..common import check_before_loading, load_for_training
+from ..startup import check_before_loading, load_for_training
 from ..policy_eval_callback import PolicyEvalMixin
 from .callbacks import CompletionSamplesCallback
 from .config import PPOConfig

@@ -1,4 +1,5 @@
-"""What every prefkit trainer shares: QLoRA/LoRA settings on the config, and loading a model named by a string."""
+"""What every prefkit trainer does at start-up: the QLoRA/LoRA fields of its config, loading a model named by a
+string, and the prologue (data checked before anything loads, model, tokenizer, LoRA config) that all four run."""
 
 from __future__ import annotations
 
