@@ -29,9 +29,6 @@ from .reward_model import RewardModel
 
 logger = logging.getLogger(__name__)
 
-DEMO_NAME = "demo"
-"""The reward name that means this model (``--reward_model demo``, ``reward_funcs="demo"``)."""
-
 DEMO_REWARD_DIR = "reward-demo-v2"  # v2: trained on the style-decorrelated data; a v1 cache is not reused
 """Folder under :func:`prefkit.models.cache_dir` that holds the demo reward model (``prefkit reward --preset demo``)."""
 

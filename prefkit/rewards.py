@@ -80,6 +80,12 @@ BUILTIN_REWARDS = {"vader": vader_sentiment, "bleu": bleu, "rouge": rouge}
 
 IMPLICIT_PREFIX = "implicit:"
 
+DEMO_NAME = "demo"
+NAMED_REWARD_MODELS = {DEMO_NAME: "prefkit.demo:load_demo_reward_model"}
+"""Names that stand for a reward model built by a function, resolved like a ``module:function`` reward. The demo
+model's loader trains it on first use with :class:`prefkit.RewardTrainer`; naming it here, rather than importing it,
+keeps this module (which the trainers use) below the trainers."""
+
 
 class UnknownRewardError(ValueError):
     """A reward name that is no built-in reward, ``module:function``, folder or Hub id."""
@@ -136,10 +142,11 @@ def resolve_reward(
     name = os.fspath(reward)
     if name in BUILTIN_REWARDS:
         return BUILTIN_REWARDS[name]
-    from . import demo, reward_model
+    from . import reward_model
 
-    if name == demo.DEMO_NAME:
-        return demo.load_demo_reward_model(train_if_missing=train_demo_if_missing, progress=progress, device=device)
+    if name in NAMED_REWARD_MODELS:
+        load = _import_function(NAMED_REWARD_MODELS[name])
+        return load(train_if_missing=train_demo_if_missing, progress=progress, device=device)
     if name.startswith(IMPLICIT_PREFIX):
         from .implicit_reward import ImplicitReward
 
