@@ -260,6 +260,8 @@ def main(argv=None) -> int:
     parser.add_argument("--policy", default=None, help="policy model (default: SmolLM2-135M-Instruct; --quick: tiny)")
     parser.add_argument("--proxy_backbone", default=None, help="proxy reward model backbone (default: MiniLM; --quick: tiny)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dpo_betas", type=float, nargs="+", default=None, help="override the DPO beta sweep")
+    parser.add_argument("--rl_iterations", type=int, default=None, help="override the RL iterations per method")
     args = parser.parse_args(argv)
 
     import torch
@@ -268,6 +270,10 @@ def main(argv=None) -> int:
 
     torch.manual_seed(args.seed)
     b = budgets(args.quick)
+    if args.dpo_betas:
+        b["dpo_betas"] = args.dpo_betas
+    if args.rl_iterations:
+        b["rl_iterations"] = args.rl_iterations
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_prompts, heldout = prompts(args.seed)
