@@ -459,7 +459,7 @@ def sample_policy(policy, base, rows, prompt_list, columns, reward_function, don
     kl_k3); records already in ``done`` are reused, new ones are appended to ``out_dir/samples.jsonl``. Batches are
     seeded by (seed, prompts, sample), so every policy sees the same random numbers.
     """
-    from .data.labeling import append_jsonl
+    from .data.io import append_jsonl
     from .sampling import HFSampler
 
     sampler = HFSampler(policy.model, policy.tokenizer)
