@@ -31,14 +31,14 @@ def no_model_loading(monkeypatch):
     """Any attempt to load a model fails the test (with a traceback, which the runner lets through)."""
     import prefkit.models
     import prefkit.rewards
-    from prefkit.trainers import common as trainer_common
+    from prefkit.trainers import startup as trainer_startup
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the bad input was reported")
 
     monkeypatch.setattr(prefkit.models, "load_model", refuse)
     monkeypatch.setattr(prefkit.models, "load_policy", refuse)
-    monkeypatch.setattr(trainer_common, "load_model_for_training", refuse)
+    monkeypatch.setattr(trainer_startup, "load_model_for_training", refuse)
     monkeypatch.setattr(prefkit.rewards, "resolve_reward", refuse)
 
 

@@ -4,7 +4,7 @@ import pytest
 from datasets import Dataset
 
 from prefkit import DPOConfig, DPOTrainer, PreferenceDataError
-from prefkit.trainers import common as trainer_common
+from prefkit.trainers import startup as trainer_startup
 
 GOOD = {"prompt": "Tell me about tea.", "chosen": "Tea is a calming drink.", "rejected": "No."}
 
@@ -14,7 +14,7 @@ def no_model_loading(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the data was validated")
 
-    monkeypatch.setattr(trainer_common, "load_model_for_training", refuse)
+    monkeypatch.setattr(trainer_startup, "load_model_for_training", refuse)
 
 
 def _train(rows, tmp_path, **kwargs):
