@@ -168,7 +168,7 @@ def best_of_n_curve(policy, tokenizer, proxy, heldout, b, seed):
 
     pool_size = 2 * max(b["bon_ns"])  # the first N are the candidates, the rest estimate the proxy's CDF
     samples = generate(policy, tokenizer, heldout, pool_size, max_new_tokens=b["max_new_tokens"], temperature=1.0,
-                       top_k=0, seed=seed, batch_size=max(1, 64 // pool_size))  # at most 64 sequences per call
+                       top_k=0, seed=seed, batch_size=max(1, 64 // pool_size))  # one prompt (its whole pool) or 64 sequences per call
     rows = []
     groups = samples.by_prompt()
     proxy_scores = [proxy.score([p] * len(a), a) for p, a in zip(heldout, groups)]
