@@ -328,11 +328,12 @@ def main(argv=None) -> int:
             }[method]
             pair = run_ppo(policy_name, proxy, train_prompts, out / method, b, **settings)
             rows.append(measure(method, base_pair, pair, heldout, proxy, b, started, b["rl_iterations"] * b["rl_batch"], out))
-        print(table(rows[-1:]).splitlines()[-1])
+        print(table(rows))  # every row so far: Best-of-N adds one per N
+        # after every method, so a long run that stops early keeps what it measured
+        (out / "results.json").write_text(json.dumps({"budgets": b, "quick": args.quick, "rows": rows,
+                                                      "proxy_training_seconds": round(rm_seconds, 1)}, indent=2))
+        (out / "results.md").write_text(table(rows) + "\n")
 
-    (out / "results.json").write_text(json.dumps({"budgets": b, "quick": args.quick, "rows": rows,
-                                                  "proxy_training_seconds": round(rm_seconds, 1)}, indent=2))
-    (out / "results.md").write_text(table(rows) + "\n")
     plot(rows, out / "frontier.png")
     print(table(rows))
     print(f"\nwrote {out}/results.json, results.md and frontier.png")
