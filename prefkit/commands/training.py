@@ -89,6 +89,17 @@ class TrainingCommand:
         if training_args.push_to_hub:
             trainer.push_to_hub(dataset_name=dataset_args.dataset_name)
             trainer.accelerator.print(f"prefkit {self.name}: pushed to https://huggingface.co/{trainer.hub_model_id}")
-        if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers, destroy the process group
-            trainer.end()
+        end_training(trainer)
         return 0
+
+
+def end_training(trainer) -> None:
+    """Finish the trackers and destroy the process group, after letting go of the model.
+
+    Under DDP the wrapped model's reducer holds the gloo process group; destroyed after the group, its destructor
+    can wait forever for a peer that has already exited. So the model goes first, while the group is alive.
+    """
+    accelerator = trainer.accelerator
+    trainer.model_wrapped = trainer.model = None
+    accelerator.free_memory()  # drops the prepared (DDP) model, optimizer and dataloaders, then collects garbage
+    accelerator.end_training()
