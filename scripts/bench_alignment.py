@@ -16,8 +16,14 @@ answer, in [-1, 1], on neutral everyday prompts; it stands in for people, and no
 4. every result is measured on **held-out prompts** by :func:`prefkit.evaluate`: gold reward (bootstrap interval),
    proxy reward, and KL to the base (k3, on the policy's own samples). Best-of-N reports the analytic bound
    log N - (N-1)/N and a measured estimate, the mean of log N + (N-1) log F(proxy of the pick), F the proxy's CDF
-   estimated on N further base samples that were not candidates (noisy for small pools; ties in the proxy, common
-   with short answers, make the true KL lower than the bound).
+   estimated on 32 further base samples per prompt that are never candidates (noisy; ties in the proxy make the true
+   KL lower than the bound).
+5. every trained method's **gain** over the base is paired by prompt (the same held-out prompts, the same random
+   numbers) with a bootstrap interval over prompts; the table's last column says whether the method met the target:
+   a gain of at least 0.15 with an interval above zero, at no more KL than Best-of-16 spends (log 16 - 15/16).
+
+Pairs and the proxy are cached in --output_dir with the settings that made them; a later invocation with the same
+settings reuses them and merges its rows into results.json, so methods can be run (or re-run) one at a time.
 
 Gold and proxy plotted against KL show reward over-optimisation (Gao et al., 2022): the proxy keeps rising while
 the gold reward flattens or falls. Outputs in --output_dir: results.json, results.md (the table) and frontier.png.
@@ -62,10 +68,20 @@ def prompts(seed: int = 0) -> tuple[list[str], list[str]]:
 def budgets(quick: bool) -> dict:
     if quick:
         return dict(train_prompts=8, heldout_prompts=6, samples_per_prompt=4, max_new_tokens=8, rm_epochs=1,
-                    dpo_steps=2, dpo_betas=[0.1], rl_iterations=1, rl_batch=8, bon_ns=[1, 2, 4, 8], eval_samples=1)
-    return dict(train_prompts=72, heldout_prompts=24, samples_per_prompt=4, max_new_tokens=48, rm_epochs=3,
-                dpo_steps=60, dpo_betas=[0.05, 0.1, 0.3], rl_iterations=40, rl_batch=16,
-                bon_ns=[1, 2, 4, 8, 16, 32, 64], eval_samples=2)
+                    dpo_steps=2, dpo_betas=[0.1], rl_iterations=1, rl_batch=8, bon_ns=[1, 2, 4, 8], bon_reference=8,
+                    eval_samples=1)
+    return dict(train_prompts=72, heldout_prompts=24, samples_per_prompt=4, max_new_tokens=32, rm_epochs=3,
+                dpo_steps=48, dpo_betas=[0.05, 0.1, 0.3], rl_iterations=12, rl_batch=32,
+                bon_ns=[1, 2, 4, 8, 16, 32, 64], bon_reference=32, eval_samples=2)
+
+
+# The done-when of the benchmark: a trained method beats the base by this much gold reward, with a paired interval
+# above zero, at no more KL than Best-of-16 spends (its analytic bound log 16 - 15/16).
+TARGET_GAIN = 0.15
+TARGET_KL = math.log(16) - 15 / 16
+RL_LR = 3e-4  # LoRA r=16; every RL method, prefkit's and TRL's, uses the same
+DPO_LR = 2e-4
+EVAL_BATCH = 24  # answers per generate call in the held-out evaluation
 
 
 def gold(prompts, completions, **columns):
@@ -118,7 +134,7 @@ def run_dpo(policy_name, pairs, out, b, beta):
 
     from prefkit import DPOConfig, DPOTrainer
 
-    args = DPOConfig(**lora_common(out, b, max_steps=b["dpo_steps"], per_device_train_batch_size=8, learning_rate=5e-5,
+    args = DPOConfig(**lora_common(out, b, max_steps=b["dpo_steps"], per_device_train_batch_size=8, learning_rate=DPO_LR,
                                    beta=beta, max_length=256, gradient_checkpointing=False))
     trainer = DPOTrainer(policy_name, args=args, train_dataset=Dataset.from_list(pairs))
     trainer.train()
@@ -131,7 +147,7 @@ def run_ppo(policy_name, proxy, train_prompts, out, b, **ppo):
     from prefkit import PPOConfig, PPOTrainer
 
     args = PPOConfig(**lora_common(out, b, max_steps=b["rl_iterations"], per_device_train_batch_size=b["rl_batch"],
-                                   max_completion_length=b["max_new_tokens"], temperature=1.0, learning_rate=1e-4,
+                                   max_completion_length=b["max_new_tokens"], temperature=1.0, learning_rate=RL_LR,
                                    num_ppo_epochs=2, gradient_checkpointing=False, log_completions=False, **ppo))
     data = Dataset.from_list([{"prompt": p} for p in train_prompts])
     trainer = PPOTrainer(policy_name, reward_funcs=proxy.as_reward_func(name="proxy"), args=args, train_dataset=data)
@@ -149,7 +165,7 @@ def run_trl(kind, policy_name, proxy, train_prompts, out, b):
 
     model, tokenizer = load_model(policy_name)
     common = dict(output_dir=str(out), max_steps=b["rl_iterations"], per_device_train_batch_size=b["rl_batch"],
-                  num_generations=4, max_completion_length=b["max_new_tokens"], temperature=1.0, learning_rate=1e-4,
+                  num_generations=4, max_completion_length=b["max_new_tokens"], temperature=1.0, learning_rate=RL_LR,
                   report_to="none", save_strategy="no", logging_steps=1, bf16=False, disable_tqdm=True, seed=0)
     config = trl.GRPOConfig(**common) if kind == "grpo" else trl.RLOOConfig(**common)
     trainer_class = trl.GRPOTrainer if kind == "grpo" else trl.RLOOTrainer
@@ -166,7 +182,7 @@ def best_of_n_curve(policy, tokenizer, proxy, heldout, b, seed):
     from prefkit.policy_eval import bootstrap_interval
     from prefkit.sampling import generate
 
-    pool_size = 2 * max(b["bon_ns"])  # the first N are the candidates, the rest estimate the proxy's CDF
+    pool_size = max(b["bon_ns"]) + b["bon_reference"]  # the first N are the candidates, the rest estimate F
     samples = generate(policy, tokenizer, heldout, pool_size, max_new_tokens=b["max_new_tokens"], temperature=1.0,
                        top_k=0, seed=seed, batch_size=max(1, 64 // pool_size))  # one prompt (its whole pool) or 64 sequences per call
     rows = []
@@ -180,35 +196,82 @@ def best_of_n_curve(policy, tokenizer, proxy, heldout, b, seed):
             picks_gold.append(golds[best])
             picks_proxy.append(proxies[best])
             # pi_BoN(y) / pi(y) = N F(r(y))^(N-1) for a continuous reward; F from samples that were not candidates
-            rest = proxies[n:]
+            rest = proxies[max(b["bon_ns"]):]  # never candidates, for any N
             below = sum(p < proxies[best] for p in rest) + 0.5 * sum(p == proxies[best] for p in rest)
             cdf = min(max(below / len(rest), 0.5 / len(rest)), 1.0)
             log_ratio.append(math.log(n) + (n - 1) * math.log(cdf))
         analytic = math.log(n) - (n - 1) / n
+        # paired with the first candidate of the same prompt: the gain over one base sample
+        gains = [pick - golds[0] for pick, golds in zip(picks_gold, gold_scores)]
         rows.append({
             "method": f"best-of-{n}", "gold": sum(picks_gold) / len(picks_gold),
-            "gold_interval": bootstrap_interval(picks_gold), "proxy": sum(picks_proxy) / len(picks_proxy),
+            "gold_interval": bootstrap_interval(picks_gold), "gain": sum(gains) / len(gains),
+            "gain_interval": bootstrap_interval(gains), "proxy": sum(picks_proxy) / len(picks_proxy),
             "kl": max(0.0, sum(log_ratio) / len(log_ratio)), "kl_sem": None, "kl_analytic": analytic,
             "samples": n * len(heldout),
         })
     return rows
 
 
-def measure(name, base_pair, trained_pair, heldout, proxy, b, started, samples_used, out):
-    """Held-out gold reward and KL of a trained policy (prefkit.evaluate), and the proxy's mean on the same answers."""
+def evaluate_policies(policies, heldout, b, folder):
+    """prefkit.evaluate on the held-out prompts, every policy with the same random numbers. The base's answers are
+    the same in every call (same seed, batches and model), so they are sampled once, in the base row, and reused."""
     from prefkit import evaluate
+    from prefkit.data.io import read_jsonl, write_jsonl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "samples.jsonl").unlink(missing_ok=True)  # answers of an earlier model of the same name
+    base_samples = folder.parent / "base" / "samples.jsonl"
+    if folder.name != "base" and base_samples.exists():
+        write_jsonl(read_jsonl(base_samples), folder / "samples.jsonl")
+    return evaluate(policies, heldout, reward=gold, num_samples=b["eval_samples"], max_new_tokens=b["max_new_tokens"],
+                    temperature=1.0, batch_size=EVAL_BATCH, output_dir=folder, progress=False)
+
+
+def paired_gain(folder, name):
+    """Mean gold gain of ``name`` over the base on the same held-out prompts, with a bootstrap interval over prompts."""
+    from prefkit.data.io import read_jsonl
+    from prefkit.policy_eval import bootstrap_interval
+
+    per_prompt: dict[str, dict[int, list[float]]] = {"base": {}, name: {}}
+    for r in read_jsonl(folder / "samples.jsonl"):
+        if r["policy"] in per_prompt:
+            per_prompt[r["policy"]].setdefault(r["prompt_index"], []).append(r["reward"])
+    gains = [sum(v) / len(v) - sum(per_prompt["base"][i]) / len(per_prompt["base"][i])
+             for i, v in sorted(per_prompt[name].items())]
+    return sum(gains) / len(gains), bootstrap_interval(gains)
+
+
+def measure(name, base_pair, trained_pair, heldout, proxy, b, started, samples_used, out):
+    """Held-out gold reward and KL of a trained policy (prefkit.evaluate), its gain over the base paired by prompt,
+    and the proxy's mean on the same answers."""
     from prefkit.data.io import read_jsonl
 
     wall = round(time.perf_counter() - started, 1)  # training time; the evaluation below is not counted
     folder = out / "eval" / name.replace(" ", "_").replace("(", "").replace(")", "")
-    report = evaluate({"base": base_pair, name: trained_pair}, heldout, reward=gold, num_samples=b["eval_samples"],
-                      max_new_tokens=b["max_new_tokens"], temperature=1.0, output_dir=folder, progress=False)
+    report = evaluate_policies({"base": base_pair, name: trained_pair}, heldout, b, folder)
     answers = [r for r in read_jsonl(folder / "samples.jsonl") if r["policy"] == name]
     proxy_scores = proxy.score([r["prompt"] for r in answers], [r["completion"] for r in answers])
     policy = report[name]
-    return {"method": name, "gold": policy.reward, "gold_interval": policy.reward_interval,
-            "proxy": sum(proxy_scores) / len(proxy_scores), "kl": policy.kl_k3, "kl_sem": policy.kl_k3_sem,
-            "win_rate": policy.win_rate, "length": policy.length, "wall_seconds": wall, "samples": samples_used}
+    gain, gain_interval = paired_gain(folder, name)
+    return {"method": name, "gold": policy.reward, "gold_interval": policy.reward_interval, "gain": gain,
+            "gain_interval": gain_interval, "proxy": sum(proxy_scores) / len(proxy_scores), "kl": policy.kl_k3,
+            "kl_sem": policy.kl_k3_sem, "win_rate": policy.win_rate, "length": policy.length, "wall_seconds": wall,
+            "samples": samples_used}
+
+
+def meets_target(row) -> str:
+    """'yes' when a trained method gains >= TARGET_GAIN over the base with a paired interval above 0 at KL <= TARGET_KL."""
+    if row["method"] == "base" or row["method"].startswith("best-of-") or row.get("gain") is None:
+        return "-"
+    failed = []
+    if row["gain"] < TARGET_GAIN:
+        failed.append(f"gain < {TARGET_GAIN}")
+    if row["gain_interval"][0] <= 0:
+        failed.append("interval reaches 0")
+    if row["kl"] is not None and row["kl"] > TARGET_KL:
+        failed.append(f"KL > {TARGET_KL:.2f}")
+    return "yes" if not failed else "no: " + ", ".join(failed)
 
 
 def plot(rows, path):
@@ -238,8 +301,9 @@ def plot(rows, path):
 
 
 def table(rows) -> str:
-    lines = ["| method | gold reward [95% CI] | proxy reward | KL (nats) | wall time (s) | samples |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| method | gold reward [95% CI] | gain over base [95% CI] | proxy reward | KL (nats) | training time (s) | "
+             "samples | target met |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         interval = r.get("gold_interval") or (math.nan, math.nan)
         kl = "-" if r["kl"] is None else f"{r['kl']:.2f}" + (f" ± {r['kl_sem']:.2f}" if r.get("kl_sem") else "")
@@ -247,8 +311,11 @@ def table(rows) -> str:
             kl += f" (bound {r['kl_analytic']:.2f})"
         proxy = "-" if r.get("proxy") is None else f"{r['proxy']:.3f}"
         wall = "-" if r.get("wall_seconds") is None else f"{r['wall_seconds']:.0f}"
-        lines.append(f"| {r['method']} | {r['gold']:.3f} [{interval[0]:.3f}, {interval[1]:.3f}] | {proxy} | {kl} | {wall} | "
-                     f"{r.get('samples', '-')} |")
+        gain = "-"
+        if r.get("gain") is not None:
+            gain = f"{r['gain']:+.3f} [{r['gain_interval'][0]:+.3f}, {r['gain_interval'][1]:+.3f}]"
+        lines.append(f"| {r['method']} | {r['gold']:.3f} [{interval[0]:.3f}, {interval[1]:.3f}] | {gain} | {proxy} | {kl} | "
+                     f"{wall} | {r.get('samples', '-')} | {meets_target(r)} |")
     return "\n".join(lines)
 
 
@@ -288,36 +355,62 @@ def main(argv=None) -> int:
     base_model, tokenizer = load_model(policy_name)
     base_pair = (base_model.eval(), tokenizer)
 
-    began = time.perf_counter()
-    pairs, pair_samples = make_pairs(base_model, tokenizer, train_prompts, b, args.seed)
-    print(f"{len(pairs)} gold-ranked pairs from {pair_samples} base samples ({time.perf_counter() - began:.0f} s)")
-    began = time.perf_counter()
-    proxy = train_proxy(pairs, out / "proxy-rm", b, backbone)
-    rm_seconds = time.perf_counter() - began
-    print(f"proxy reward model trained in {rm_seconds:.0f} s")
+    # The pairs and the proxy are shared by every method: a later invocation with the same settings (say, --methods
+    # rloo after a run that stopped) reuses them, and its rows join the earlier ones in results.json.
+    from prefkit.data.io import read_jsonl, write_jsonl
 
-    rows = []
+    setup = {"budgets": b, "quick": args.quick, "policy": args.policy, "proxy_backbone": args.proxy_backbone,
+             "seed": args.seed}
+    setup_file, results_file = out / "setup.json", out / "results.json"
+    reuse = setup_file.exists() and json.loads(setup_file.read_text()) == setup and (out / "proxy-rm" / "done").exists()
+    if reuse:
+        pairs = read_jsonl(out / "pairs.jsonl")
+        pair_samples = len(train_prompts) * b["samples_per_prompt"]
+        from prefkit import RewardModel
+
+        proxy = RewardModel.from_pretrained(str(out / "proxy-rm"))
+        previous = json.loads(results_file.read_text()) if results_file.exists() else {}
+        rm_seconds = previous.get("proxy_training_seconds", math.nan)
+        rows = previous.get("rows", [])
+        print(f"reusing the {len(pairs)} pairs, the proxy reward model and {len(rows)} result rows in {out}")
+    else:
+        began = time.perf_counter()
+        pairs, pair_samples = make_pairs(base_model, tokenizer, train_prompts, b, args.seed)
+        write_jsonl(pairs, out / "pairs.jsonl")
+        print(f"{len(pairs)} gold-ranked pairs from {pair_samples} base samples ({time.perf_counter() - began:.0f} s)")
+        began = time.perf_counter()
+        proxy = train_proxy(pairs, out / "proxy-rm", b, backbone)
+        (out / "proxy-rm" / "done").write_text("")
+        rm_seconds = time.perf_counter() - began
+        print(f"proxy reward model trained in {rm_seconds:.0f} s")
+        setup_file.write_text(json.dumps(setup, indent=2))
+        rows = []
+        for stale in ("base", "bon"):  # answers of another setup must not be reused
+            (out / "eval" / stale / "samples.jsonl").unlink(missing_ok=True)
+
+    def keep(new_rows):
+        """Replace earlier rows of the same methods; keep the rest in their order."""
+        names = {r["method"] for r in new_rows}
+        rows[:] = [r for r in rows if r["method"] not in names] + new_rows
     for method in args.methods:
         started = time.perf_counter()
         print(f"== {method}")
         if method == "base":
-            from prefkit import evaluate
 
-            report = evaluate({"base": base_pair}, heldout, reward=gold, num_samples=b["eval_samples"],
-                              max_new_tokens=b["max_new_tokens"], progress=False)
-            rows.append({"method": "base", "gold": report["base"].reward, "gold_interval": report["base"].reward_interval,
-                         "kl": 0.0, "kl_sem": 0.0, "samples": 0, "wall_seconds": round(time.perf_counter() - started, 1)})
+            report = evaluate_policies({"base": base_pair}, heldout, b, out / "eval" / "base")
+            keep([{"method": "base", "gold": report["base"].reward, "gold_interval": report["base"].reward_interval,
+                   "kl": 0.0, "kl_sem": 0.0, "samples": 0, "wall_seconds": None}])
         elif method == "bon":
-            rows += best_of_n_curve(base_model, tokenizer, proxy, heldout, b, args.seed)
+            keep(best_of_n_curve(base_model, tokenizer, proxy, heldout, b, args.seed))
         elif method == "dpo":
             for beta in b["dpo_betas"]:
                 started = time.perf_counter()
                 pair = run_dpo(policy_name, pairs, out / f"dpo-{beta}", b, beta)
-                rows.append(measure(f"dpo (beta {beta})", base_pair, pair, heldout, proxy, b, started, pair_samples, out))
+                keep([measure(f"dpo (beta {beta})", base_pair, pair, heldout, proxy, b, started, pair_samples, out)])
         elif method in ("trl_grpo", "trl_rloo"):
             pair = run_trl(method.split("_")[1], policy_name, proxy, train_prompts, out / method, b)
-            rows.append(measure(f"TRL {method.split('_')[1].upper()}", base_pair, pair, heldout, proxy, b, started,
-                                b["rl_iterations"] * b["rl_batch"], out))
+            keep([measure(f"TRL {method.split('_')[1].upper()}", base_pair, pair, heldout, proxy, b, started,
+                          b["rl_iterations"] * b["rl_batch"], out)])
         else:
             settings = {
                 "ppo_clip_gae": dict(loss_type="clip", advantage_estimator="gae"),
@@ -327,11 +420,11 @@ def main(argv=None) -> int:
                 "grpo": dict(advantage_estimator="grpo", num_generations=4),
             }[method]
             pair = run_ppo(policy_name, proxy, train_prompts, out / method, b, **settings)
-            rows.append(measure(method, base_pair, pair, heldout, proxy, b, started, b["rl_iterations"] * b["rl_batch"], out))
+            keep([measure(method, base_pair, pair, heldout, proxy, b, started, b["rl_iterations"] * b["rl_batch"], out)])
         print(table(rows))  # every row so far: Best-of-N adds one per N
         # after every method, so a long run that stops early keeps what it measured
-        (out / "results.json").write_text(json.dumps({"budgets": b, "quick": args.quick, "rows": rows,
-                                                      "proxy_training_seconds": round(rm_seconds, 1)}, indent=2))
+        results_file.write_text(json.dumps({"budgets": b, "quick": args.quick, "rows": rows,
+                                            "proxy_training_seconds": round(rm_seconds, 1)}, indent=2))
         (out / "results.md").write_text(table(rows) + "\n")
 
     plot(rows, out / "frontier.png")
