@@ -37,32 +37,28 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import random
 import time
 from pathlib import Path
 
-SUBJECTS = [
-    "a rainy Monday", "the bus ride to work", "an old bicycle", "a cup of coffee", "the neighbour's dog", "a long queue",
-    "a quiet library", "a broken umbrella", "the first snow", "a new haircut", "a spreadsheet", "a train delay",
-    "a garden in autumn", "a crowded beach", "a power cut", "a birthday party", "a job interview", "a thunderstorm",
-    "moving house", "a late-night snack", "a museum visit", "a flat tyre", "a video call", "a morning run",
-    "cleaning the kitchen", "a school reunion", "a lost key", "a picnic", "a traffic jam", "a street market",
-    "learning to cook", "a dentist appointment",
-]
-TEMPLATES = ["Describe {}.", "Write two sentences about {}.", "What do you think of {}?"]
+from prefkit.presets import (
+    DPO_DEMO,
+    GROUP_DEMO,
+    LORA,
+    PPO_DEMO,
+    RL_DEMO,
+    SENTIMENT_HELDOUT,
+    SENTIMENT_PROMPTS,
+)
 
 ALL_METHODS = ["base", "bon", "dpo", "ppo_clip_gae", "ppo_kl", "reinforce", "rloo", "grpo", "trl_grpo", "trl_rloo"]
 
 
-def prompts(seed: int = 0) -> tuple[list[str], list[str]]:
-    """Training and held-out prompts; held-out prompts are about subjects never seen in training."""
-    rng = random.Random(seed)
-    subjects = SUBJECTS[:]
-    rng.shuffle(subjects)
-    held = subjects[:8]
-    train = [t.format(s) for s in subjects[8:] for t in TEMPLATES]
-    heldout = [t.format(s) for s in held for t in TEMPLATES]
-    return train, heldout
+def prompts() -> tuple[list[str], list[str]]:
+    """prefkit's bundled sentiment prompts: 72 for training (24 subjects, three templates: "Describe a power cut.",
+    "Write two sentences about ...", "What do you think of ...?") and 24 held out, about 8 subjects never trained on."""
+    from prefkit.data.io import read_jsonl
+
+    return [r["prompt"] for r in read_jsonl(SENTIMENT_PROMPTS)], [r["prompt"] for r in read_jsonl(SENTIMENT_HELDOUT)]
 
 
 def budgets(quick: bool) -> dict:
@@ -70,8 +66,10 @@ def budgets(quick: bool) -> dict:
         return dict(train_prompts=8, heldout_prompts=6, samples_per_prompt=4, max_new_tokens=8, rm_epochs=1,
                     dpo_steps=2, dpo_betas=[0.1], rl_iterations=1, rl_batch=8, bon_ns=[1, 2, 4, 8], bon_reference=8,
                     eval_samples=1)
-    return dict(train_prompts=72, heldout_prompts=24, samples_per_prompt=4, max_new_tokens=32, rm_epochs=3,
-                dpo_steps=48, dpo_betas=[0.05, 0.1, 0.3], rl_iterations=12, rl_batch=32,
+    # the training settings are prefkit's demo presets (prefkit.presets), so `prefkit ppo --preset demo` is a row here
+    return dict(train_prompts=72, heldout_prompts=24, samples_per_prompt=4,
+                max_new_tokens=RL_DEMO["max_completion_length"], rm_epochs=3, dpo_steps=DPO_DEMO["max_steps"],
+                dpo_betas=[0.05, 0.1, 0.3], rl_iterations=RL_DEMO["max_steps"], rl_batch=RL_DEMO["per_device_train_batch_size"],
                 bon_ns=[1, 2, 4, 8, 16, 32, 64], bon_reference=32, eval_samples=2)
 
 
@@ -79,8 +77,6 @@ def budgets(quick: bool) -> dict:
 # above zero, at no more KL than Best-of-16 spends (its analytic bound log 16 - 15/16).
 TARGET_GAIN = 0.15
 TARGET_KL = math.log(16) - 15 / 16
-RL_LR = 3e-4  # LoRA r=16; every RL method, prefkit's and TRL's, uses the same
-DPO_LR = 2e-4
 EVAL_BATCH = 24  # answers per generate call in the held-out evaluation
 
 
@@ -124,9 +120,9 @@ def train_proxy(pairs, out, b, backbone):
     return RewardModel.from_pretrained(str(out))
 
 
-def lora_common(out, b, **extra):
-    return dict(output_dir=str(out), use_peft=True, lora_r=16, lora_alpha=32, report_to="none", save_strategy="no",
-                logging_steps=1, bf16=False, disable_tqdm=True, seed=0, **extra)
+def lora_common(out, **extra):
+    return dict(output_dir=str(out), **LORA, report_to="none", save_strategy="no", logging_steps=1, bf16=False,
+                disable_tqdm=True, seed=0, **extra)
 
 
 def run_dpo(policy_name, pairs, out, b, beta):
@@ -134,11 +130,16 @@ def run_dpo(policy_name, pairs, out, b, beta):
 
     from prefkit import DPOConfig, DPOTrainer
 
-    args = DPOConfig(**lora_common(out, b, max_steps=b["dpo_steps"], per_device_train_batch_size=8, learning_rate=DPO_LR,
-                                   beta=beta, max_length=256, gradient_checkpointing=False))
+    args = DPOConfig(**lora_common(out, **{**DPO_DEMO, "max_steps": b["dpo_steps"], "beta": beta}))
     trainer = DPOTrainer(policy_name, args=args, train_dataset=Dataset.from_list(pairs))
     trainer.train()
     return trainer.model, trainer.processing_class
+
+
+def rl_budget(b):
+    """The RL settings that --quick shrinks (the full run's are the presets')."""
+    return {"max_steps": b["rl_iterations"], "per_device_train_batch_size": b["rl_batch"],
+            "max_completion_length": b["max_new_tokens"]}
 
 
 def run_ppo(policy_name, proxy, train_prompts, out, b, **ppo):
@@ -146,9 +147,7 @@ def run_ppo(policy_name, proxy, train_prompts, out, b, **ppo):
 
     from prefkit import PPOConfig, PPOTrainer
 
-    args = PPOConfig(**lora_common(out, b, max_steps=b["rl_iterations"], per_device_train_batch_size=b["rl_batch"],
-                                   max_completion_length=b["max_new_tokens"], temperature=1.0, learning_rate=RL_LR,
-                                   num_ppo_epochs=2, gradient_checkpointing=False, log_completions=False, **ppo))
+    args = PPOConfig(**lora_common(out, **{**PPO_DEMO, **rl_budget(b), **ppo}, log_completions=False))
     data = Dataset.from_list([{"prompt": p} for p in train_prompts])
     trainer = PPOTrainer(policy_name, reward_funcs=proxy.as_reward_func(name="proxy"), args=args, train_dataset=data)
     trainer.train()
@@ -164,15 +163,15 @@ def run_trl(kind, policy_name, proxy, train_prompts, out, b):
     from prefkit.models import load_model
 
     model, tokenizer = load_model(policy_name)
-    common = dict(output_dir=str(out), max_steps=b["rl_iterations"], per_device_train_batch_size=b["rl_batch"],
-                  num_generations=4, max_completion_length=b["max_new_tokens"], temperature=1.0, learning_rate=RL_LR,
-                  report_to="none", save_strategy="no", logging_steps=1, bf16=False, disable_tqdm=True, seed=0)
+    common = dict(output_dir=str(out), **{**GROUP_DEMO, **rl_budget(b)}, gradient_checkpointing=False, report_to="none",
+                  save_strategy="no", logging_steps=1, bf16=False, disable_tqdm=True, seed=0)
     config = trl.GRPOConfig(**common) if kind == "grpo" else trl.RLOOConfig(**common)
     trainer_class = trl.GRPOTrainer if kind == "grpo" else trl.RLOOTrainer
     data = Dataset.from_list([{"prompt": p} for p in train_prompts])
     trainer = trainer_class(model=model, reward_funcs=proxy.as_reward_func(name="proxy"), args=config,
                             train_dataset=data, processing_class=tokenizer,
-                            peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
+                            peft_config=LoraConfig(r=LORA["lora_r"], lora_alpha=LORA["lora_alpha"], target_modules="all-linear",
+                                                   task_type="CAUSAL_LM"))
     trainer.train()
     return trainer.model, tokenizer
 
@@ -343,7 +342,7 @@ def main(argv=None) -> int:
         b["rl_iterations"] = args.rl_iterations
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    train_prompts, heldout = prompts(args.seed)
+    train_prompts, heldout = prompts()
     train_prompts, heldout = train_prompts[: b["train_prompts"]], heldout[: b["heldout_prompts"]]
     policy_name, backbone = args.policy, args.proxy_backbone
     if args.quick and policy_name is None:
@@ -416,8 +415,8 @@ def main(argv=None) -> int:
                 "ppo_clip_gae": dict(loss_type="clip", advantage_estimator="gae"),
                 "ppo_kl": dict(loss_type="kl_penalty", advantage_estimator="gae"),
                 "reinforce": dict(advantage_estimator="reinforce"),
-                "rloo": dict(advantage_estimator="rloo", num_generations=4),
-                "grpo": dict(advantage_estimator="grpo", num_generations=4),
+                "rloo": dict(advantage_estimator="rloo", num_generations=GROUP_DEMO["num_generations"]),
+                "grpo": dict(advantage_estimator="grpo", num_generations=GROUP_DEMO["num_generations"]),
             }[method]
             pair = run_ppo(policy_name, proxy, train_prompts, out / method, b, **settings)
             keep([measure(method, base_pair, pair, heldout, proxy, b, started, b["rl_iterations"] * b["rl_batch"], out)])

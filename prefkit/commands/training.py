@@ -6,6 +6,7 @@ data and what else its trainer takes."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,12 +54,28 @@ class TrainingCommand:
     def parser(self, prog: str | None = None):
         from trl import TrlParser
 
+        from ..presets import PRESETS
+
         classes = (DatasetArguments, self.config_class, ModelArguments, *self.extra_arguments)
-        return TrlParser(classes, prog=prog, epilog=self.epilog)
+        presets = [f"--preset {name}: {preset.description}" for name, preset in PRESETS.get(self.name, {}).items()]
+        epilog = " ".join(part for part in [self.epilog, *presets, "(Flags given with a preset override it.)" if presets else None] if part)
+        return TrlParser(classes, prog=prog, epilog=epilog or None)
+
+    def parse(self, argv: list[str] | None = None, prog: str | None = None) -> tuple:
+        """The parsed argument dataclasses; ``--preset NAME`` (:mod:`prefkit.presets`) first sets the defaults, then
+        ``--config`` and the command line override them."""
+        from ..presets import get_preset, split_preset
+
+        preset_name, argv = split_preset(sys.argv[1:] if argv is None else argv)
+        parser = self.parser(prog)
+        if preset_name is not None:
+            given = [arg.split("=", 1)[0] for arg in argv if arg.startswith("--")]
+            parser.set_defaults(**get_preset(self.name, preset_name).resolved(given))
+        return parser.parse_args_and_config(args=argv)
 
     def main(self, argv: list[str] | None = None, prog: str | None = None) -> int:
         return run_command(
-            lambda: self.parser(prog).parse_args_and_config(args=argv),
+            lambda: self.parse(argv, prog),
             self.train,
             interrupted=lambda dataset_args, training_args, *rest: interrupted_training_message(training_args.output_dir),
         )
