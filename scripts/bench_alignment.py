@@ -70,7 +70,7 @@ def budgets(quick: bool) -> dict:
     return dict(train_prompts=72, heldout_prompts=24, samples_per_prompt=4,
                 max_new_tokens=RL_DEMO["max_completion_length"], rm_epochs=3, dpo_steps=DPO_DEMO["max_steps"],
                 dpo_betas=[0.05, 0.1, 0.3], rl_iterations=RL_DEMO["max_steps"], rl_batch=RL_DEMO["per_device_train_batch_size"],
-                bon_ns=[1, 2, 4, 8, 16, 32, 64], bon_reference=32, eval_samples=2)
+                bon_ns=[1, 2, 4, 8, 16, 32, 64], bon_reference=32, eval_samples=4)
 
 
 # The done-when of the benchmark: a trained method beats the base by this much gold reward, with a paired interval
@@ -133,6 +133,7 @@ def run_dpo(policy_name, pairs, out, b, beta):
     args = DPOConfig(**lora_common(out, **{**DPO_DEMO, "max_steps": b["dpo_steps"], "beta": beta}))
     trainer = DPOTrainer(policy_name, args=args, train_dataset=Dataset.from_list(pairs))
     trainer.train()
+    trainer.save_model(str(out))  # the adapter, so the row can be measured again
     return trainer.model, trainer.processing_class
 
 
@@ -151,6 +152,7 @@ def run_ppo(policy_name, proxy, train_prompts, out, b, **ppo):
     data = Dataset.from_list([{"prompt": p} for p in train_prompts])
     trainer = PPOTrainer(policy_name, reward_funcs=proxy.as_reward_func(name="proxy"), args=args, train_dataset=data)
     trainer.train()
+    trainer.save_model(str(out))
     model = trainer.accelerator.unwrap_model(trainer.model)
     return getattr(model, "policy", model), trainer.processing_class
 
@@ -173,6 +175,7 @@ def run_trl(kind, policy_name, proxy, train_prompts, out, b):
                             peft_config=LoraConfig(r=LORA["lora_r"], lora_alpha=LORA["lora_alpha"], target_modules="all-linear",
                                                    task_type="CAUSAL_LM"))
     trainer.train()
+    trainer.save_model(str(out))
     return trainer.model, tokenizer
 
 
@@ -358,8 +361,9 @@ def main(argv=None) -> int:
     # rloo after a run that stopped) reuses them, and its rows join the earlier ones in results.json.
     from prefkit.data.io import read_jsonl, write_jsonl
 
-    setup = {"budgets": b, "quick": args.quick, "policy": args.policy, "proxy_backbone": args.proxy_backbone,
-             "seed": args.seed}
+    # what the pairs, the proxy and Best-of-N depend on (not the number of held-out answers per prompt)
+    setup = {"budgets": {k: v for k, v in b.items() if k != "eval_samples"}, "quick": args.quick, "policy": args.policy,
+             "proxy_backbone": args.proxy_backbone, "seed": args.seed}
     setup_file, results_file = out / "setup.json", out / "results.json"
     reuse = setup_file.exists() and json.loads(setup_file.read_text()) == setup and (out / "proxy-rm" / "done").exists()
     if reuse:
@@ -371,6 +375,8 @@ def main(argv=None) -> int:
         previous = json.loads(results_file.read_text()) if results_file.exists() else {}
         rm_seconds = previous.get("proxy_training_seconds", math.nan)
         rows = previous.get("rows", [])
+        if previous.get("budgets", {}).get("eval_samples") != b["eval_samples"]:  # measured on fewer or more answers
+            rows = [r for r in rows if r["method"].startswith("best-of-")]
         print(f"reusing the {len(pairs)} pairs, the proxy reward model and {len(rows)} result rows in {out}")
     else:
         began = time.perf_counter()
