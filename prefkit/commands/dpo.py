@@ -6,12 +6,17 @@
 
 from __future__ import annotations
 
+KEY_FLAGS = (
+    ("beta", "how far the policy may move from the reference: higher keeps it closer"),
+    ("max_length", "longest prompt + answer in tokens; longer pairs are truncated"),
+)
+
 
 def command():
     from ..trainers.dpo import DPOConfig, DPOTrainer
     from .training import TrainingCommand
 
-    return TrainingCommand("dpo", DPOConfig, DPOTrainer)
+    return TrainingCommand("dpo", DPOConfig, DPOTrainer, description=__doc__, key_flags=KEY_FLAGS)
 
 
 def make_parser(prog: str | None = None):

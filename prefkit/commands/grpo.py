@@ -10,11 +10,12 @@ from __future__ import annotations
 
 def command():
     from ..trainers.grpo import GRPOConfig, GRPOTrainer
-    from .ppo import RewardArguments, reward_functions
+    from .ppo import GROUP_KEY_FLAGS, RewardArguments, reward_functions
     from .training import TrainingCommand
 
     return TrainingCommand(
-        "grpo", GRPOConfig, GRPOTrainer, extra_arguments=(RewardArguments,), trainer_arguments=reward_functions
+        "grpo", GRPOConfig, GRPOTrainer, extra_arguments=(RewardArguments,), trainer_arguments=reward_functions,
+        description=__doc__, key_flags=GROUP_KEY_FLAGS,
     )
 
 

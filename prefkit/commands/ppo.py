@@ -60,6 +60,22 @@ class ValueModelArguments:
     )
 
 
+REWARD_KEY_FLAGS = (
+    ("reward", "built-in reward(s) to maximise: vader, bleu, rouge, demo, a reward model, or module:function"),
+    ("reward_model", "folder or Hub id of a reward model trained with `prefkit reward`"),
+)
+GROUP_KEY_FLAGS = REWARD_KEY_FLAGS + (  # GRPO's and RLOO's
+    ("num_generations", "answers sampled per prompt, compared with each other"),
+    ("max_completion_length", "longest sampled answer in tokens"),
+    ("beta", "weight of the KL to the reference (0: no reference model is loaded)"),
+)
+KEY_FLAGS = REWARD_KEY_FLAGS + (
+    ("advantage_estimator", "gae (PPO with a value model), reinforce, rloo or grpo"),
+    ("kl_coef", "weight of the KL to the reference in the reward: higher keeps the policy closer"),
+    ("max_completion_length", "longest sampled answer in tokens"),
+)
+
+
 def reward_functions(reward_args: RewardArguments, *other_arguments) -> dict:
     """The trainer's ``reward_funcs``, from ``--reward`` / ``--reward_model``."""
     return {"reward_funcs": reward_args.rewards()}
@@ -81,6 +97,8 @@ def command():
         splits=train_split_only,
         trainer_arguments=ppo_trainer_arguments,
         saved="policy saved to {output_dir} (value model in value/)",
+        description=__doc__,
+        key_flags=KEY_FLAGS,
     )
 
 

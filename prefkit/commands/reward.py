@@ -24,11 +24,20 @@ _EPILOG = (
 )
 
 
+KEY_FLAGS = (
+    ("eval_fraction", "hold out this fraction of the prompts to measure accuracy on (when there is no test split)"),
+    ("max_length", "longest prompt + answer in tokens; longer pairs are dropped"),
+)
+
+
 def command():
     from ..trainers.reward import RewardConfig, RewardTrainer
     from .training import TrainingCommand
 
-    return TrainingCommand("reward", RewardConfig, RewardTrainer, splits=reward_splits, epilog=_EPILOG)
+    return TrainingCommand(
+        "reward", RewardConfig, RewardTrainer, splits=reward_splits, epilog=_EPILOG, description=__doc__,
+        key_flags=KEY_FLAGS,
+    )
 
 
 def make_parser(prog: str | None = None):

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 def command():
     from ..trainers.grpo import RLOOConfig, RLOOTrainer
-    from .ppo import RewardArguments, reward_functions
+    from .ppo import GROUP_KEY_FLAGS, RewardArguments, reward_functions
     from .training import TrainingCommand
 
     return TrainingCommand(
-        "rloo", RLOOConfig, RLOOTrainer, extra_arguments=(RewardArguments,), trainer_arguments=reward_functions
+        "rloo", RLOOConfig, RLOOTrainer, extra_arguments=(RewardArguments,), trainer_arguments=reward_functions,
+        description=__doc__, key_flags=GROUP_KEY_FLAGS,
     )
 
 

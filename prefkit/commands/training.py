@@ -5,8 +5,10 @@ data and what else its trainer takes."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +52,8 @@ class TrainingCommand:
     trainer_arguments: Callable[..., dict[str, Any]] = no_trainer_arguments  # (*extra_arguments) -> trainer kwargs
     saved: str = "model saved to {output_dir}"
     epilog: str | None = None
+    description: str | None = None  # the command module's docstring: what it does, then indented examples
+    key_flags: tuple[tuple[str, str], ...] = ()  # (flag, one-line help): the command's own flags people change most
 
     def parser(self, prog: str | None = None):
         from trl import TrlParser
@@ -73,7 +77,64 @@ class TrainingCommand:
             parser.set_defaults(**get_preset(self.name, preset_name).resolved(given))
         return parser.parse_args_and_config(args=argv)
 
+    @property
+    def argument_classes(self) -> tuple[type, ...]:
+        return (DatasetArguments, self.config_class, ModelArguments, *self.extra_arguments)
+
+    def short_help(self, prog: str | None = None) -> str:
+        """One screen for ``--help``: what the command does, the flags people change, ``--config``, the presets,
+        examples, and where the full list is (``--help-all``)."""
+        from ..presets import PRESETS
+
+        prog = prog or f"prefkit {self.name}"
+        prose, examples = split_docstring(self.description or "")
+        presets = PRESETS.get(self.name, {})
+        lines = [f"usage: {prog} [--config FILE.yaml]{' [--preset NAME]' if presets else ''} [--FLAG VALUE ...]", ""]
+        lines += [textwrap.fill(paragraph, HELP_WIDTH) + "\n" for paragraph in prose]
+        lines.append(f"The flags people change most ({prog} --help-all lists every flag):")
+        flags = [(flag, COMMON_FLAG_HELP[flag]) for flag in COMMON_FLAGS_HEAD]
+        flags += list(self.key_flags) + [(flag, COMMON_FLAG_HELP[flag]) for flag in COMMON_FLAGS_TAIL]
+        lines += [help_line(f"--{flag}", text + self._default_text(flag)) for flag, text in flags]
+        lines += ["", "Config files and presets:"]
+        lines.append(help_line("--config FILE.yaml", "any flag above (or in --help-all) as a YAML key: "
+                               "`learning_rate: 5.0e-6`; flags given on the command line override the file"))
+        lines += [help_line(f"--preset {name}", preset.description) for name, preset in presets.items()]
+        if presets:
+            lines.append(help_line("", "a preset only sets defaults: --config and flags override it"))
+        if self.epilog:
+            lines += ["", textwrap.fill(self.epilog, HELP_WIDTH)]
+        if examples:
+            lines += ["", "Examples:"] + [f"  {example}" for example in examples]
+        lines += ["", f"Every flag (TRL's and transformers' training arguments too): {prog} --help-all"]
+        return "\n".join(lines)
+
+    def _default_text(self, flag: str) -> str:
+        for cls in self.argument_classes:
+            field = next((f for f in dataclasses.fields(cls) if f.name == flag), None)
+            if field is None:
+                continue
+            if field.default is not dataclasses.MISSING:
+                value = field.default
+            elif field.default_factory is not dataclasses.MISSING:
+                value = field.default_factory()
+            else:
+                return ""
+            if value is None or value is False or value == -1:  # unset, off, or TRL's "not used"
+                return ""
+            if isinstance(value, list):
+                value = " ".join(map(str, value))
+            return f" (default: {value})"
+        raise KeyError(f"prefkit {self.name} has no flag --{flag}")
+
     def main(self, argv: list[str] | None = None, prog: str | None = None) -> int:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        if "--help-all" in argv:
+            self.parser(prog).print_help()
+            print("\n--config FILE.yaml: any of these flags as YAML keys; flags on the command line override the file.")
+            return 0
+        if "-h" in argv or "--help" in argv:
+            print(self.short_help(prog))
+            return 0
         return run_command(
             lambda: self.parse(argv, prog),
             self.train,
@@ -108,6 +169,56 @@ class TrainingCommand:
             trainer.accelerator.print(f"prefkit {self.name}: pushed to https://huggingface.co/{trainer.hub_model_id}")
         end_training(trainer)
         return 0
+
+
+HELP_WIDTH = 100
+
+# The flags of every training command that people change most, in the order ``--help`` shows them (a command's own
+# ``key_flags`` go between the two groups).
+COMMON_FLAGS_HEAD = (
+    "model_name_or_path", "dataset_name", "output_dir", "learning_rate", "num_train_epochs", "max_steps",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "use_peft", "lora_r", "quantization",
+)
+COMMON_FLAGS_TAIL = ("push_to_hub", "hub_model_id", "report_to")
+COMMON_FLAG_HELP = {
+    "model_name_or_path": "Hub id or local folder of the model to start from",
+    "dataset_name": "Hub dataset id, dataset folder, or a .jsonl / .parquet / .csv file",
+    "output_dir": "where the model, its checkpoints and its model card are saved",
+    "learning_rate": "AdamW learning rate (LoRA adapters want a larger one than full fine-tuning)",
+    "num_train_epochs": "passes over the dataset",
+    "max_steps": "stop after this many optimizer steps instead (overrides --num_train_epochs)",
+    "per_device_train_batch_size": "examples per device per step",
+    "gradient_accumulation_steps": "steps whose gradients add up before each optimizer step (a larger batch)",
+    "use_peft": "train a LoRA adapter instead of all the weights",
+    "lora_r": "LoRA rank",
+    "quantization": "4bit (QLoRA, nf4) or 8bit base weights; implies --use_peft",
+    "push_to_hub": "upload the model to the Hub as it is saved (needs HF_TOKEN or `hf auth login`)",
+    "hub_model_id": "the Hub repo to push to, USER/NAME (default: the --output_dir name)",
+    "report_to": "where metrics go: none, wandb, tensorboard, trackio, ...",
+}
+
+
+def help_line(flag: str, text: str, width: int = 30) -> str:
+    """``  --flag   text``, the text wrapped in a column like argparse's."""
+    return textwrap.fill(text, HELP_WIDTH, initial_indent=f"  {flag:<{width}} ", subsequent_indent=" " * (width + 3))
+
+
+def split_docstring(docstring: str) -> tuple[list[str], list[str]]:
+    """``(paragraphs of prose, examples)`` of a command module's docstring, whose examples are indented lines; an
+    example continued on the next line (ending in a backslash, or run together by Python) becomes one line."""
+    prose, examples = [], []
+    for paragraph in docstring.strip().split("\n\n"):
+        lines = paragraph.splitlines()
+        if all(line.startswith(" ") for line in lines):
+            for line in lines:
+                line = " ".join(line.split())
+                if examples and (examples[-1].endswith("\\") or not line.startswith(("prefkit", "accelerate", "python"))):
+                    examples[-1] = examples[-1].rstrip("\\ ") + " " + line
+                else:
+                    examples.append(line)
+        else:
+            prose.append(" ".join(paragraph.split()))
+    return prose, examples
 
 
 def end_training(trainer) -> None:
