@@ -17,7 +17,7 @@ answer, in [-1, 1], on neutral everyday prompts; it stands in for people, and no
    proxy reward, and KL to the base (k3, on the policy's own samples). Best-of-N reports the analytic bound
    log N - (N-1)/N and a measured estimate, the mean of log N + (N-1) log F(proxy of the pick), F the proxy's CDF
    estimated on 32 further base samples per prompt that are never candidates (noisy; ties in the proxy make the true
-   KL lower than the bound).
+   KL lower than the bound). A pool of 64 candidates per prompt gives 64/N disjoint draws of Best-of-N.
 5. every trained method's **gain** over the base is paired by prompt (the same held-out prompts, the same random
    numbers) with a bootstrap interval over prompts; the table's last column says whether the method met the target:
    a gain of at least 0.15 with an interval above zero, at no more KL than Best-of-16 spends (log 16 - 15/16).
@@ -179,38 +179,49 @@ def run_trl(kind, policy_name, proxy, train_prompts, out, b):
     return trainer.model, tokenizer
 
 
-def best_of_n_curve(policy, tokenizer, proxy, heldout, b, seed):
-    """Gold and proxy reward of the proxy's pick among the first N of a pool of base samples, for every N."""
+def best_of_n_curve(policy, tokenizer, proxy, heldout, b, seed, out):
+    """Gold and proxy reward of the proxy's pick among N base samples, for every N.
+
+    Each prompt has a pool of max(N) candidates and ``bon_reference`` more samples that are never candidates. For
+    each N the candidates split into max(N)/N disjoint groups of N, one pick each, and a prompt's value is the mean
+    over its groups (64 picks for N = 1, one for N = 64): every candidate is used, so small N are measured precisely.
+    The gain is paired by prompt: the picks' gold minus the mean gold of all the prompt's candidates (the base's
+    expected gold reward on that prompt). Every score is kept in ``out/bon_pool.json``.
+    """
     from prefkit.policy_eval import bootstrap_interval
     from prefkit.sampling import generate
 
-    pool_size = max(b["bon_ns"]) + b["bon_reference"]  # the first N are the candidates, the rest estimate F
+    candidates = max(b["bon_ns"])
+    pool_size = candidates + b["bon_reference"]
     samples = generate(policy, tokenizer, heldout, pool_size, max_new_tokens=b["max_new_tokens"], temperature=1.0,
                        top_k=0, seed=seed, batch_size=max(1, 64 // pool_size))  # one prompt (its whole pool) or 64 sequences per call
-    rows = []
     groups = samples.by_prompt()
     proxy_scores = [proxy.score([p] * len(a), a) for p, a in zip(heldout, groups)]
     gold_scores = [gold([p] * len(a), a) for p, a in zip(heldout, groups)]
+    (out / "bon_pool.json").write_text(json.dumps([
+        {"prompt": p, "completions": a, "proxy": r, "gold": g}
+        for p, a, r, g in zip(heldout, groups, proxy_scores, gold_scores)]))
+    rows = []
     for n in b["bon_ns"]:
-        picks_gold, picks_proxy, log_ratio = [], [], []
+        per_prompt_gold, per_prompt_proxy, per_prompt_gain, log_ratio = [], [], [], []
         for proxies, golds in zip(proxy_scores, gold_scores):
-            best = max(range(n), key=lambda i: proxies[i])
-            picks_gold.append(golds[best])
-            picks_proxy.append(proxies[best])
-            # pi_BoN(y) / pi(y) = N F(r(y))^(N-1) for a continuous reward; F from samples that were not candidates
-            rest = proxies[max(b["bon_ns"]):]  # never candidates, for any N
-            below = sum(p < proxies[best] for p in rest) + 0.5 * sum(p == proxies[best] for p in rest)
-            cdf = min(max(below / len(rest), 0.5 / len(rest)), 1.0)
-            log_ratio.append(math.log(n) + (n - 1) * math.log(cdf))
-        analytic = math.log(n) - (n - 1) / n
-        # paired with the first candidate of the same prompt: the gain over one base sample
-        gains = [pick - golds[0] for pick, golds in zip(picks_gold, gold_scores)]
+            rest = proxies[candidates:]  # never candidates, for any N: they estimate the proxy's CDF F
+            picks = [max(range(start, start + n), key=lambda i: proxies[i]) for start in range(0, candidates, n)]
+            per_prompt_gold.append(sum(golds[i] for i in picks) / len(picks))
+            per_prompt_proxy.append(sum(proxies[i] for i in picks) / len(picks))
+            per_prompt_gain.append(per_prompt_gold[-1] - sum(golds[:candidates]) / candidates)
+            for i in picks:
+                # pi_BoN(y) / pi(y) = N F(r(y))^(N-1) for a continuous reward
+                below = sum(p < proxies[i] for p in rest) + 0.5 * sum(p == proxies[i] for p in rest)
+                cdf = min(max(below / len(rest), 0.5 / len(rest)), 1.0)
+                log_ratio.append(math.log(n) + (n - 1) * math.log(cdf))
         rows.append({
-            "method": f"best-of-{n}", "gold": sum(picks_gold) / len(picks_gold),
-            "gold_interval": bootstrap_interval(picks_gold), "gain": sum(gains) / len(gains),
-            "gain_interval": bootstrap_interval(gains), "proxy": sum(picks_proxy) / len(picks_proxy),
-            "kl": max(0.0, sum(log_ratio) / len(log_ratio)), "kl_sem": None, "kl_analytic": analytic,
-            "samples": n * len(heldout),
+            "method": f"best-of-{n}", "gold": sum(per_prompt_gold) / len(per_prompt_gold),
+            "gold_interval": bootstrap_interval(per_prompt_gold), "gain": sum(per_prompt_gain) / len(per_prompt_gain),
+            "gain_interval": bootstrap_interval(per_prompt_gain),
+            "proxy": sum(per_prompt_proxy) / len(per_prompt_proxy),
+            "kl": max(0.0, sum(log_ratio) / len(log_ratio)), "kl_sem": None,
+            "kl_analytic": math.log(n) - (n - 1) / n, "samples": n * len(heldout),
         })
     return rows
 
@@ -406,7 +417,7 @@ def main(argv=None) -> int:
             keep([{"method": "base", "gold": report["base"].reward, "gold_interval": report["base"].reward_interval,
                    "kl": 0.0, "kl_sem": 0.0, "samples": 0, "wall_seconds": None}])
         elif method == "bon":
-            keep(best_of_n_curve(base_model, tokenizer, proxy, heldout, b, args.seed))
+            keep(best_of_n_curve(base_model, tokenizer, proxy, heldout, b, args.seed, out))
         elif method == "dpo":
             for beta in b["dpo_betas"]:
                 started = time.perf_counter()
