@@ -35,3 +35,12 @@ def write_jsonl(rows: list[dict], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_rows(rows, path)
     return path
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (the system's choice), so tests never depend on a fixed one."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import free_port
+
 pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -63,7 +65,9 @@ def app(tiny_model_dir, tmp_path_factory):
     settings = AppSettings(data_dir=str(data_dir), n=2, max_new_tokens=8, relabel_fraction=1.0)
     demo = build_app(store=store, settings=settings, models=models, prompts=["Tell me about tea."], seed=0)
     demo.queue()
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, theme=theme(), css=CSS, server_name="127.0.0.1")
+    _, url, _ = demo.launch(
+        prevent_thread_lock=True, quiet=True, theme=theme(), css=CSS, server_name="127.0.0.1", server_port=free_port()
+    )
     yield url, store
     demo.close()
 

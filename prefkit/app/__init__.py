@@ -11,7 +11,13 @@ or, with everything resolved from flags / environment variables and the models l
 
 from .blocks import CSS, build_app, theme
 from .models import AppModels, ModelsNotReady
-from .settings import AppSettings, default_data_dir
+from .settings import (
+    AppSettings,
+    PortInUseError,
+    choose_port,
+    default_data_dir,
+    port_in_use_error,
+)
 
 
 def create_store(settings: AppSettings):
@@ -27,20 +33,42 @@ def create_store(settings: AppSettings):
 
 
 def launch(settings: AppSettings, *, prevent_thread_lock: bool = False, **launch_kwargs):
-    """Start the server at once and load the models in the background (the page shows their progress)."""
+    """Start the server at once and load the models in the background (the page shows their progress).
+
+    Without ``settings.port`` the server takes the first free port from 7860 on; an asked-for port that is taken
+    raises :class:`PortInUseError` before anything loads."""
+    port = choose_port(settings.server_name, settings.port)
     store = create_store(settings)
     models = AppModels.load_in_background(settings)
     demo = build_app(store=store, settings=settings, models=models)
     demo.queue(default_concurrency_limit=1)
-    demo.launch(
-        server_name=settings.server_name,
-        server_port=settings.server_port,
-        theme=theme(),
-        css=CSS,
-        prevent_thread_lock=prevent_thread_lock,
-        **launch_kwargs,
-    )
+    try:
+        demo.launch(
+            server_name=settings.server_name,
+            server_port=port,
+            theme=theme(),
+            css=CSS,
+            prevent_thread_lock=prevent_thread_lock,
+            **launch_kwargs,
+        )
+    except OSError as error:
+        if "Cannot find empty port" not in str(error):
+            raise
+        # Taken in the instant between the check above and the bind: say the same as the check would have.
+        raise port_in_use_error(settings.server_name, port) from None
     return demo
 
 
-__all__ = ["AppModels", "AppSettings", "CSS", "ModelsNotReady", "build_app", "create_store", "default_data_dir", "launch", "theme"]
+__all__ = [
+    "CSS",
+    "AppModels",
+    "AppSettings",
+    "ModelsNotReady",
+    "PortInUseError",
+    "build_app",
+    "choose_port",
+    "create_store",
+    "default_data_dir",
+    "launch",
+    "theme",
+]

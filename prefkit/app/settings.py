@@ -26,7 +26,8 @@ variable                    meaning                                             
 ``PREFKIT_MAX_PROMPT_CHARS`` / ``PREFKIT_MAX_ANSWER_CHARS`` length caps                  2000 / 4000
 ``PREFKIT_ANNOTATOR_SALT``  salt of the annotator pseudonyms                             ``prefkit``
 ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` host and port                            127.0.0.1 (0.0.0.0 on a
-                                                                                         Space) / 7860
+                                                                                         Space) / 7860, else the next
+                                                                                         free port
 =========================== ============================================================ =============================
 """
 
@@ -37,6 +38,58 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..models import DEFAULT_POLICY
+
+DEFAULT_PORT = 7860  # Gradio's, and the port a Space serves
+PORTS_TRIED = 100  # without an asked-for port the app takes the first free one from DEFAULT_PORT on, like Gradio
+
+
+class PortInUseError(OSError):
+    """The port the app should listen on is taken; the message says which one and what to do."""
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether a server could listen on ``host:port`` now (checked the way uvicorn binds: ``SO_REUSEADDR``)."""
+    import socket
+
+    host = host.strip("[]")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def choose_port(host: str, port: int | None) -> int:
+    """``port`` when it is free; without one, the first free port from :data:`DEFAULT_PORT` on.
+
+    An asked-for port that is taken is the user's to resolve (a Space, a proxy or a bookmark expects it), so it raises
+    :class:`PortInUseError` instead of moving elsewhere.
+    """
+    if port is not None:
+        if not port_is_free(host, port):
+            raise port_in_use_error(host, port)
+        return port
+    for candidate in range(DEFAULT_PORT, DEFAULT_PORT + PORTS_TRIED):
+        if port_is_free(host, candidate):
+            return candidate
+    raise PortInUseError(
+        f"ports {DEFAULT_PORT}-{DEFAULT_PORT + PORTS_TRIED - 1} on {host} are all in use: pass a free one with --port."
+    )
+
+
+def port_in_use_error(host: str, port: int) -> PortInUseError:
+    return PortInUseError(
+        f"port {port} on {host} is already in use (another program, perhaps an earlier prefkit app, listens there): "
+        "stop that program, pass another --port (or GRADIO_SERVER_PORT), or leave both unset to take the next free "
+        "port."
+    )
+
+
+def app_url(host: str, port: int) -> str:
+    """The address to open in a browser for a server on ``host:port``."""
+    return f"http://{'localhost' if host in ('0.0.0.0', '::', '[::]') else host}:{port}/"
 
 
 def default_data_dir() -> str:
@@ -157,4 +210,5 @@ class AppSettings:
 
     @property
     def server_port(self) -> int:
-        return int(self.port or 7860)
+        """The port asked for, or :data:`DEFAULT_PORT` (where :func:`choose_port` starts looking)."""
+        return int(self.port or DEFAULT_PORT)

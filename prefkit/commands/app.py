@@ -11,6 +11,7 @@ the page shows the models' loading progress.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 
 from .runner import CommandError, check_output_path, run_command
@@ -36,7 +37,7 @@ FLAGS = {
     "max_answer_chars": (int, "Longest rewritten answer accepted (env PREFKIT_MAX_ANSWER_CHARS)."),
     "device": (str, "'auto', 'cpu' or 'cuda' (env PREFKIT_DEVICE)."),
     "host": (str, "Address to listen on (env GRADIO_SERVER_NAME; 0.0.0.0 on a Space)."),
-    "port": (int, "Port (env GRADIO_SERVER_PORT; default 7860)."),
+    "port": (int, "Port (env GRADIO_SERVER_PORT; default: 7860, or the next free one when it is taken)."),
 }
 
 
@@ -57,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # request lines could carry URLs with tokens
 
-    from ..app import AppSettings, launch
+    from ..app import AppSettings, choose_port, launch
+    from ..app.settings import DEFAULT_PORT, app_url
 
     overrides = {name: getattr(args, name) for name in FLAGS}
     try:
@@ -65,10 +67,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise CommandError(str(error)) from None
     check_output_path(settings.data_dir, "--data_dir", folder=True)
+    port = choose_port(settings.server_name, settings.port)  # a taken --port is an error before any model loads
     print(f"prefkit app: policy {settings.policy}, reward {settings.reward_function or settings.reward_model}, "
           f"votes in {settings.data_dir}" + (f", syncing to {settings.hub_dataset}" if settings.hub_dataset and settings.hub_token else ""),
           flush=True)
-    launch(settings, share=args.share)
+    moved = f" (port {DEFAULT_PORT} is taken)" if settings.port is None and port != DEFAULT_PORT else ""
+    print(f"prefkit app: open {app_url(settings.server_name, port)}{moved}", flush=True)
+    launch(dataclasses.replace(settings, port=port), share=args.share)
     return 0
 
 
