@@ -143,6 +143,9 @@ class TrainingCommand:
 
     def train(self, dataset_args: DatasetArguments, training_args, model_args: ModelArguments, *extra_arguments) -> int:
         check_output_path(training_args.output_dir, "--output_dir", folder=True)
+        notice = cpu_fallback_notice(self.name, training_args)
+        if notice is not None:
+            print(notice, file=sys.stderr, flush=True)
         training_args.model_init_kwargs = model_init_kwargs(model_args, training_args.model_init_kwargs)
         train_dataset, eval_dataset = self.splits(dataset_args, training_args)
         optional = {"eval_dataset": eval_dataset} if eval_dataset is not None else {}
@@ -169,6 +172,27 @@ class TrainingCommand:
             trainer.accelerator.print(f"prefkit {self.name}: pushed to https://huggingface.co/{trainer.hub_model_id}")
         end_training(trainer)
         return 0
+
+
+def cpu_fallback_notice(command: str, training_args, environ: dict[str, str] | None = None) -> str | None:
+    """One line when ``accelerate launch`` set this run up for a GPU but torch sees none, so it trains on the CPU
+    (a CPU-only torch build, or no device visible); None otherwise, and on every process but the first.
+
+    ``accelerate launch`` exports ``ACCELERATE_MIXED_PRECISION`` to the processes it starts, and
+    ``ACCELERATE_USE_CPU=True`` only when the config or ``--cpu`` asked for the CPU; a run started without accelerate,
+    or with ``--use_cpu``, chose its device itself.
+    """
+    environ = os.environ if environ is None else environ
+    if training_args.process_index != 0 or training_args.use_cpu or training_args.device.type != "cpu":
+        return None
+    launched = "ACCELERATE_MIXED_PRECISION" in environ
+    asked_for_cpu = environ.get("ACCELERATE_USE_CPU", "").strip().lower() in ("1", "true", "yes", "y", "on", "t")
+    if not launched or asked_for_cpu:
+        return None
+    return (
+        f"prefkit {command}: accelerate launched this run for a GPU, but torch sees none (a CPU-only torch build, or "
+        "no GPU visible), so it trains on the CPU; pass --cpu to accelerate launch if that is what you want."
+    )
 
 
 HELP_WIDTH = 100
