@@ -19,6 +19,8 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -153,6 +155,56 @@ def _embedded_folder(name: str) -> Path:
     return target
 
 
+def _error_chain(error: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def hub_fetch_error(name: str, error: BaseException) -> ModelNotAvailableError | None:
+    """One line for a model id that could not be fetched from the Hub (offline, unreachable, no such repo, gated),
+    naming the id and what to do; None for any other error."""
+    from huggingface_hub import errors
+
+    chain = list(_error_chain(error))
+    if any(isinstance(e, errors.GatedRepoError) for e in chain):
+        return ModelNotAvailableError(
+            f"model {name!r} is gated on the Hugging Face Hub: accept its conditions on https://huggingface.co/{name} "
+            "and log in (`hf auth login` or HF_TOKEN), or pass a local model folder instead."
+        )
+    if any(isinstance(e, errors.RepositoryNotFoundError) for e in chain):
+        return ModelNotAvailableError(
+            f"model {name!r} is neither a local folder nor a model on the Hugging Face Hub: check the name or the "
+            "path (a private model needs `hf auth login` or HF_TOKEN)."
+        )
+    unreachable = (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled, ConnectionError)
+    if any(isinstance(e, unreachable) for e in chain) or "couldn't connect to" in str(error):
+        offline = _hub_offline()
+        why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face Hub cannot be reached"
+        return ModelNotAvailableError(
+            f"model {name!r} could not be fetched: {why} and it is not in the local Hugging Face cache. Download it "
+            f"once where the Hub is reachable (`hf download {name}`{'' if offline else ', then set HF_HUB_OFFLINE=1'}), "
+            f"pass a local model folder instead, or use prefkit's offline default model ({DEFAULT_POLICY}, the "
+            "default when no model is named)."
+        )
+    return None
+
+
+@contextmanager
+def _fetching(name: str) -> Iterator[None]:
+    """Turn a failed Hub download of ``name`` into :func:`hub_fetch_error`'s one line; a local folder's own errors
+    (a missing file, a bad config) pass through unchanged."""
+    try:
+        yield
+    except OSError as error:
+        unavailable = None if os.path.isdir(name) else hub_fetch_error(name, error)
+        if unavailable is None:
+            raise
+        raise unavailable from None
+
+
 def resolve_model_path(name_or_path: str | os.PathLike, revision: str | None = None) -> str:
     """Turn a model id or folder into something ``from_pretrained`` can open without surprises.
 
@@ -283,7 +335,8 @@ def load_tokenizer(
     from transformers import AutoTokenizer
 
     path = resolve_model_path(name_or_path, revision)
-    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    with _fetching(path):
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
     tokenizer.padding_side = padding_side
     ensure_pad_token(tokenizer)
     return tokenizer
@@ -355,12 +408,13 @@ def load_model(
     if resolved_map is not None:
         kwargs["device_map"] = resolved_map
 
-    if task == "causal-lm":
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    elif task == "sequence-classification":
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, **kwargs)
-    else:
+    if task not in ("causal-lm", "sequence-classification"):
         raise ValueError(f"task={task!r} is not supported: use 'causal-lm' or 'sequence-classification'.")
+    with _fetching(path):
+        if task == "causal-lm":
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, **kwargs)
     ensure_pad_token(tokenizer, model)
 
     if quantization is not None:
