@@ -126,6 +126,34 @@ def _default_usage(repo: str, is_adapter: bool, pipeline_tag: str) -> str:
     )
 
 
+def name_adapter_bases(folder: str | os.PathLike) -> None:
+    """Rewrite the ``adapter_config.json`` files of a saved folder (and of its subfolders, e.g. PPO's ``value/``, but
+    not of its checkpoints) to name their base by its Hub id when the weights came from a local copy of it (the
+    offline SmolLM2, a Hugging Face cache snapshot): that id is what loads the adapter on another machine, and no
+    path of this one is saved or pushed.
+
+    Done on the written files rather than on the in-memory config: PEFT reads the base's config from that name while
+    saving, to see whether the vocabulary grew, and the local copy answers that without the Hub.
+    """
+    import json
+
+    from .models import hub_id_of_folder
+
+    for root, folders, names in os.walk(folder):
+        folders[:] = [name for name in folders if not name.startswith("checkpoint-")]
+        if "adapter_config.json" not in names:
+            continue
+        path = os.path.join(root, "adapter_config.json")
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+        hub_id = hub_id_of_folder(config.get("base_model_name_or_path"))
+        if hub_id is None:
+            continue
+        config["base_model_name_or_path"] = hub_id
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(json.dumps(config, indent=2, sort_keys=True))  # PEFT's own layout
+
+
 class ModelCardMixin:
     """Gives a ``transformers.Trainer`` subclass prefkit's model card, and keeps the Hub token out of saved files.
 
@@ -146,6 +174,8 @@ class ModelCardMixin:
             result = self._save_files(output_dir, state_dict=state_dict)
         finally:
             self.args.hub_token = token
+        if self.is_world_process_zero():
+            name_adapter_bases(output_dir or self.args.output_dir)
         # PEFT's save_pretrained leaves a placeholder card; every saved folder gets the real one.
         self._write_card(output_dir or self.args.output_dir)
         return result

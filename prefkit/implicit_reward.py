@@ -50,16 +50,13 @@ class ImplicitReward:
         """Load a DPO-trained LoRA adapter folder (its base becomes the reference) or a full model plus ``ref_model``."""
         import os
 
-        from .models import load_model
+        from .models import load_model, load_policy
 
         if os.path.exists(os.path.join(adapter_or_model, "adapter_config.json")):
-            from peft import AutoPeftModelForCausalLM
-
-            from .models import load_tokenizer
-
-            model = AutoPeftModelForCausalLM.from_pretrained(adapter_or_model)
-            tokenizer = load_tokenizer(adapter_or_model)
-            return cls(model.eval(), tokenizer, None, beta=beta, **kwargs)
+            # prefkit resolves the recorded base, so an adapter of an offline default model (recorded by its Hub id)
+            # loads without the Hub too.
+            model, tokenizer = load_policy(adapter_or_model)
+            return cls(model, tokenizer, None, beta=beta, **kwargs)
         if ref_model is None:
             raise ValueError(f"{adapter_or_model} is a full model: pass ref_model= (the model it was trained from).")
         model, tokenizer = load_model(adapter_or_model)

@@ -128,6 +128,37 @@ def _convert_gguf(source: Path, gguf_file: str, target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _converted_folder(name: str) -> Path:
+    """Where the plain checkpoint converted from an offline package's GGUF file is kept."""
+    return cache_dir() / "models" / name.replace("/", "--")
+
+
+def hub_id_of_folder(path: str | os.PathLike | None) -> str | None:
+    """The Hub id whose weights ``path`` holds, when it is a folder that a Hub id resolves to: an offline default
+    model's converted or packaged copy, or a snapshot in the Hugging Face cache (``models--ORG--NAME/snapshots/REV``).
+    None for any other folder: a model trained or saved by the user is known by its path.
+
+    What prefkit records as a model's name (adapter configs, model cards) comes from here, so an adapter trained on
+    the offline copy of SmolLM2 names ``HuggingFaceTB/SmolLM2-135M-Instruct``, loads on the Hub's weights elsewhere,
+    and carries no path of the machine it was trained on.
+    """
+    if not path or not os.path.isdir(path):
+        return None
+    folder = Path(path).resolve()
+    for name, embedded in EMBEDDED_MODELS.items():
+        if embedded.subfolder is None:
+            copy = _converted_folder(name)
+        else:
+            package = _package_folder(embedded.module)
+            copy = None if package is None else package / embedded.subfolder
+        if copy is not None and folder == copy.resolve():
+            return name
+    repo_folder = folder.parent.parent
+    if folder.parent.name == "snapshots" and repo_folder.name.startswith("models--"):
+        return repo_folder.name[len("models--"):].replace("--", "/")
+    return None
+
+
 def _embedded_folder(name: str) -> Path:
     embedded = EMBEDDED_MODELS[name]
     package = _package_folder(embedded.module)
@@ -138,7 +169,7 @@ def _embedded_folder(name: str) -> Path:
         )
     if embedded.subfolder is not None:
         return package / embedded.subfolder
-    target = cache_dir() / "models" / name.replace("/", "--")
+    target = _converted_folder(name)
     if (target / "config.json").exists():
         return target
     from filelock import FileLock
@@ -442,9 +473,11 @@ def is_quantized(model) -> bool:
 
 
 def model_id(model) -> str:
-    """The Hub id (or folder) a model was loaded from, for model cards and references."""
+    """The Hub id (or folder) a model was loaded from, for model cards and references: the Hub id also when the
+    weights came from a local copy of it (:func:`hub_id_of_folder`)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return getattr(base.config, "_name_or_path", "") or type(base).__name__
+    name = getattr(base.config, "_name_or_path", "")
+    return hub_id_of_folder(name) or name or type(base).__name__
 
 
 def parameter_storage(module) -> dict[int, int]:

@@ -1,5 +1,6 @@
 """push_to_hub with the Hub client replaced at its boundary (HfApi): what is uploaded and what the card says."""
 
+import json
 import os
 
 import pytest
@@ -113,6 +114,33 @@ def test_token_never_reaches_the_card_or_the_saved_files(trained, monkeypatch):
         for name in names:
             with open(os.path.join(root, name), "rb") as f:
                 assert b"hf_secret_do_not_log" not in f.read(), name
+
+
+@pytest.mark.slow
+def test_an_adapter_of_the_offline_default_model_names_its_hub_id_and_no_local_path(tmp_path):
+    """Trained from the local copy of SmolLM2 (no Hub here), the adapter and its card name the Hub id, which is what
+    loads it on another machine; no saved file, checkpoints included, holds the folder the weights were read from."""
+    from prefkit.cli import main as cli_main
+    from prefkit.models import DEFAULT_POLICY, load_policy, resolve_model_path
+    from helpers import write_jsonl
+
+    local_copy = resolve_model_path(DEFAULT_POLICY)
+    assert os.path.isdir(local_copy)
+    pairs = write_jsonl(separable_preference_rows(4), tmp_path / "pairs.jsonl")
+    out = tmp_path / "run"
+    argv = ["dpo", "--dataset_name", str(pairs), "--output_dir", str(out), "--use_peft", "--lora_r", "4",
+            "--max_steps", "1", "--save_steps", "1", "--per_device_train_batch_size", "2", "--max_length", "64",
+            "--report_to", "none", "--bf16", "false", "--gradient_checkpointing", "false"]
+    assert cli_main(argv) == 0
+
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == DEFAULT_POLICY
+    front_matter = (out / "README.md").read_text().split("---")[1]
+    assert f"base_model: {DEFAULT_POLICY}" in front_matter
+    files = [path for path in out.rglob("*") if path.is_file()]
+    assert any(path.parent.name == "checkpoint-1" for path in files)
+    assert [str(path.relative_to(out)) for path in files if local_copy.encode() in path.read_bytes()] == []
+    model, _ = load_policy(str(out))  # the recorded Hub id resolves to the local copy again, offline
+    assert model.peft_config["default"].base_model_name_or_path == DEFAULT_POLICY
 
 
 def test_final_metrics_keeps_the_last_value_of_each_metric():

@@ -111,6 +111,15 @@ def test_missing_offline_package_error_names_the_install_command(monkeypatch):
         resolve_model_path(DEFAULT_POLICY)
 
 
+def test_a_local_copy_of_a_hub_model_is_known_by_its_hub_id(tmp_path, tiny_model_dir):
+    snapshot = tmp_path / "hub" / "models--some-org--some-model" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    assert models.hub_id_of_folder(str(snapshot)) == "some-org/some-model"
+    assert models.hub_id_of_folder(resolve_model_path(models.DEFAULT_ENCODER)) == models.DEFAULT_ENCODER
+    assert models.hub_id_of_folder(tiny_model_dir) is None  # a folder of the user's is known by its path
+    assert models.hub_id_of_folder("some-org/some-model") is None
+
+
 def test_default_encoder_resolves_to_the_installed_minilm_package():
     folder = resolve_model_path(models.DEFAULT_ENCODER)
     assert os.path.exists(os.path.join(folder, "config.json"))
