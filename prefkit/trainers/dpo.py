@@ -14,7 +14,7 @@ or implicit prompt), same loss types, same logged metrics (``rewards/chosen``, `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trl
@@ -23,7 +23,9 @@ from ..data.validation import validate_unless_tokenized
 from ..hub import ModelCardMixin
 from ..implicit_reward import ImplicitReward
 from .policy_eval_callback import PolicyEvalArguments, PolicyEvalMixin
-from .startup import QLoRAArguments, check_before_loading, load_for_training
+from .startup import QLoRAArguments, check_before_loading, learning_rate_help, load_for_training
+
+_TRL_DPO_LEARNING_RATE = trl.DPOConfig.__dataclass_fields__["learning_rate"].default
 
 
 @dataclass
@@ -40,8 +42,11 @@ class DPOConfig(trl.DPOConfig, QLoRAArguments, PolicyEvalArguments):
             (:mod:`prefkit.trainers.policy_eval_callback`): logs eval/reward, eval/win_rate, eval/kl, eval/length.
     """
 
+    learning_rate: float | None = field(default=None, metadata={"help": learning_rate_help(_TRL_DPO_LEARNING_RATE)})
+
     def __post_init__(self):
         self._apply_prefkit_defaults()
+        self._resolve_learning_rate(_TRL_DPO_LEARNING_RATE)
         self._check_policy_eval_fields()
         super().__post_init__()
 

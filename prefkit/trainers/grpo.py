@@ -15,7 +15,7 @@ For the algorithms inside one loop with a value model, GAE and PPO-Clip / KL-pen
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trl
@@ -23,7 +23,10 @@ import trl
 from ..hub import ModelCardMixin
 from ..rl import RewardFunction
 from .policy_eval_callback import PolicyEvalArguments, PolicyEvalMixin
-from .startup import QLoRAArguments, check_before_loading, load_for_training
+from .startup import QLoRAArguments, check_before_loading, learning_rate_help, load_for_training
+
+_TRL_GRPO_LEARNING_RATE = trl.GRPOConfig.__dataclass_fields__["learning_rate"].default
+_TRL_RLOO_LEARNING_RATE = trl.RLOOConfig.__dataclass_fields__["learning_rate"].default
 
 
 def as_trl_reward_func(reward: Any):
@@ -80,8 +83,11 @@ class GRPOConfig(trl.GRPOConfig, QLoRAArguments, PolicyEvalArguments):
     """``trl.GRPOConfig`` plus prefkit's QLoRA fields (``--quantization 4bit``, ``--use_peft``, ``lora_*``) and held-out
     evaluation while training (``--eval_prompts``, ``--eval_reward``: :mod:`prefkit.trainers.policy_eval_callback`)."""
 
+    learning_rate: float | None = field(default=None, metadata={"help": learning_rate_help(_TRL_GRPO_LEARNING_RATE)})
+
     def __post_init__(self):
         self._apply_prefkit_defaults()
+        self._resolve_learning_rate(_TRL_GRPO_LEARNING_RATE)
         self._check_policy_eval_fields()
         super().__post_init__()
 
@@ -91,8 +97,11 @@ class RLOOConfig(trl.RLOOConfig, QLoRAArguments, PolicyEvalArguments):
     """``trl.RLOOConfig`` plus prefkit's QLoRA fields (``--quantization 4bit``, ``--use_peft``, ``lora_*``) and held-out
     evaluation while training (``--eval_prompts``, ``--eval_reward``: :mod:`prefkit.trainers.policy_eval_callback`)."""
 
+    learning_rate: float | None = field(default=None, metadata={"help": learning_rate_help(_TRL_RLOO_LEARNING_RATE)})
+
     def __post_init__(self):
         self._apply_prefkit_defaults()
+        self._resolve_learning_rate(_TRL_RLOO_LEARNING_RATE)
         self._check_policy_eval_fields()
         super().__post_init__()
 
