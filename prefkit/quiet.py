@@ -8,11 +8,20 @@ leaves every other record of the same logger alone.
   ``kernels`` package, or no network). It then uses its built-in CPU kernel: QLoRA on the CPU works and gives the
   same results, only that optional speed-up is missing. A user reads the message as a failure, so it is logged at
   DEBUG on ``prefkit`` instead (``pip install kernels`` with Hub access enables the faster kernel).
+- transformers 5 renamed ``gradient_checkpointing`` to ``activation_checkpointing`` and warns (FutureWarning) each
+  time the old name is read or set. TRL 1.16's configs and trainers use the old name themselves, so every run printed
+  four such warnings whatever the user wrote; the flag still works (``--gradient_checkpointing`` is TRL's flag) and
+  there is nothing for the user to change. Dropped for those messages only.
+
+(PyTorch's "'pin_memory' argument is set as true but no accelerator is found" is not filtered: prefkit's configs turn
+``dataloader_pin_memory`` off on machines without an accelerator, so it is not raised; see
+``trainers/startup.py``.)
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 
 BNB_CPU_KERNEL_LOGGER = "bitsandbytes.backends.cpu.ops"
 BNB_CPU_KERNEL_MESSAGE = "Failed to load CPU gemm_4bit_forward"
@@ -29,8 +38,16 @@ class _DropBitsandbytesCPUKernelNotice(logging.Filter):
         return True
 
 
+CHECKPOINTING_RENAME_WARNINGS = (
+    # the flag, is_gradient_checkpointing, gradient_checkpointing_enable / _disable
+    r"`(is_)?gradient_checkpointing(_enable|_disable)?` is deprecated and will be removed in v6",
+)
+
+
 def install_filters() -> None:
     """Add the filters above once (importing prefkit twice, or reloading it, does not stack them)."""
+    for message in CHECKPOINTING_RENAME_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=FutureWarning)  # filterwarnings de-duplicates
     logger = logging.getLogger(BNB_CPU_KERNEL_LOGGER)
     if not any(isinstance(f, _DropBitsandbytesCPUKernelNotice) for f in logger.filters):
         logger.addFilter(_DropBitsandbytesCPUKernelNotice())

@@ -25,3 +25,29 @@ def test_importing_bitsandbytes_after_prefkit_prints_no_kernel_failure():
     )
     assert result.returncode == 0, result.stderr
     assert "gemm_4bit_forward" not in result.stderr + result.stdout
+
+
+def test_a_training_run_on_the_cpu_raises_no_checkpointing_rename_or_pin_memory_warning(tiny_model_dir, tmp_path):
+    """What a user saw on every CPU run: transformers' gradient_checkpointing rename (raised by TRL's own use of the
+    old name) and PyTorch's pin_memory warning. A run now raises neither; other warnings are untouched."""
+    import warnings
+
+    from datasets import Dataset
+
+    from prefkit import DPOConfig, DPOTrainer
+    from helpers import separable_preference_rows
+
+    args = DPOConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, report_to="none",
+                     bf16=False, use_peft=True, lora_r=4, gradient_checkpointing=True, save_strategy="no")
+    assert args.dataloader_pin_memory is False  # no accelerator on this machine
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        import prefkit.quiet
+
+        prefkit.quiet.install_filters()  # simplefilter above reset the filters, as a user's own settings might
+        trainer = DPOTrainer(tiny_model_dir, args=args, train_dataset=Dataset.from_list(separable_preference_rows(4)))
+        trainer.train()
+        warnings.warn("an unrelated warning", UserWarning)
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "gradient_checkpointing" in m or "pin_memory" in m], messages
+    assert "an unrelated warning" in messages

@@ -11,6 +11,16 @@ from typing import Any
 from ..models import DEFAULT_POLICY, Task, is_quantized, load_model, lora_config, model_id
 
 
+def has_accelerator() -> bool:
+    """Whether PyTorch sees a device that pinned host memory helps (CUDA / ROCm, XPU, MPS...)."""
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None and hasattr(accelerator, "is_available"):
+        return bool(accelerator.is_available())
+    return torch.cuda.is_available()
+
+
 LORA_LEARNING_RATE_FACTOR = 10
 """A LoRA adapter's default learning rate is this many times the full fine-tuning one: TRL's own LoRA recipes (its DPO
 script: 5e-7 full, 5e-6 LoRA) and Schulman et al. 2025, "LoRA Without Regret" (the best LoRA rate is about 10x the
@@ -76,6 +86,9 @@ class QLoRAArguments:
         self._resolve_qlora_fields()
         if getattr(self, "bf16", False) is None and not getattr(self, "fp16", False):
             self.bf16 = default_bf16()
+        if getattr(self, "dataloader_pin_memory", False) and not has_accelerator():
+            # pinned memory only speeds up copies to an accelerator; without one PyTorch warns on every dataloader
+            self.dataloader_pin_memory = False
 
     def _resolve_learning_rate(self, full_default: float) -> None:
         """``learning_rate`` left unset: ``full_default`` (TRL's, for full fine-tuning), times
