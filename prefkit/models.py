@@ -282,6 +282,24 @@ def _as_dtype(dtype: Any):
     raise ValueError(f"dtype={dtype!r} is not supported: use 'auto', 'bfloat16', 'float16' or 'float32'.")
 
 
+_warned_quantization_on_cpu = False
+
+
+def warn_quantization_without_gpu() -> None:
+    """Say once per process that 4-/8-bit weights are for GPUs when there is none (it works on a CPU, slowly)."""
+    global _warned_quantization_on_cpu
+    import torch
+
+    if _warned_quantization_on_cpu or torch.cuda.is_available():
+        return
+    _warned_quantization_on_cpu = True
+    logger.warning(
+        "4-bit / 8-bit quantization (QLoRA) is for GPUs: this machine has none, and bitsandbytes' CPU kernels make "
+        "every step several times slower than full precision. On a CPU, train a LoRA adapter on the full-precision "
+        "model instead: drop --quantization (quantization=...) and pass --use_peft (use_peft=True)."
+    )
+
+
 def quantization_config(quantization: Quantization | Any, compute_dtype: Any = None, nested: bool = True):
     """A ``BitsAndBytesConfig`` for QLoRA: nf4 with double quantization (``"4bit"``) or LLM.int8 (``"8bit"``).
 
@@ -435,6 +453,7 @@ def load_model(
     qconfig = quantization_config(quantization, torch_dtype)
     if qconfig is not None:
         kwargs["quantization_config"] = qconfig
+        warn_quantization_without_gpu()
     resolved_map = _device_map_for(quantization, device_map)
     if resolved_map is not None:
         kwargs["device_map"] = resolved_map

@@ -51,3 +51,18 @@ def test_a_training_run_on_the_cpu_raises_no_checkpointing_rename_or_pin_memory_
     messages = [str(w.message) for w in caught]
     assert not [m for m in messages if "gradient_checkpointing" in m or "pin_memory" in m], messages
     assert "an unrelated warning" in messages
+
+
+def test_quantization_on_a_machine_without_gpu_is_said_once_with_what_to_use_instead(tiny_model_dir, caplog, monkeypatch):
+    import torch
+
+    import prefkit.models as models
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(models, "_warned_quantization_on_cpu", False)
+    with caplog.at_level(logging.WARNING, logger="prefkit.models"):
+        models.load_model(tiny_model_dir, quantization="4bit")
+        models.load_model(tiny_model_dir, quantization="4bit")
+        models.load_model(tiny_model_dir)
+    notes = [r.getMessage() for r in caplog.records if "quantization (QLoRA) is for GPUs" in r.getMessage()]
+    assert len(notes) == 1 and "--use_peft" in notes[0]
