@@ -13,6 +13,11 @@ leaves every other record of the same logger alone.
   four such warnings whatever the user wrote; the flag still works (``--gradient_checkpointing`` is TRL's flag) and
   there is nothing for the user to change. Dropped for those messages only.
 
+- transformers reports a reward-model adapter's classification head (``score`` / ``classifier``) as "MISSING ...
+  newly initialized" while it loads the base, though the adapter's trained head replaces it a moment later.
+  :func:`head_loaded_from_adapter` drops that report while prefkit loads such a base, and only when the head is all
+  it lists; a base that lacks anything else is still reported.
+
 (PyTorch's "'pin_memory' argument is set as true but no accelerator is found" is not filtered: prefkit's configs turn
 ``dataloader_pin_memory`` off on machines without an accelerator, so it is not raised; see
 ``trainers/startup.py``.)
@@ -21,7 +26,10 @@ leaves every other record of the same logger alone.
 from __future__ import annotations
 
 import logging
+import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 BNB_CPU_KERNEL_LOGGER = "bitsandbytes.backends.cpu.ops"
 BNB_CPU_KERNEL_MESSAGE = "Failed to load CPU gemm_4bit_forward"
@@ -51,3 +59,33 @@ def install_filters() -> None:
     logger = logging.getLogger(BNB_CPU_KERNEL_LOGGER)
     if not any(isinstance(f, _DropBitsandbytesCPUKernelNotice) for f in logger.filters):
         logger.addFilter(_DropBitsandbytesCPUKernelNotice())
+
+
+TRANSFORMERS_LOAD_LOGGER = "transformers.modeling_utils"
+_REPORT_ROW = re.compile(r"^\s*([\w.]+)\s*\|\s*([A-Z_]+)\s*\|", re.MULTILINE)
+
+
+class _DropHeadOnlyLoadReport(logging.Filter):
+    def __init__(self, heads: tuple[str, ...]):
+        super().__init__()
+        self.heads = heads
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "LOAD REPORT" not in message:
+            return True
+        rows = [(key, status) for key, status in _REPORT_ROW.findall(message) if key != "Key"]
+        head_only = bool(rows) and all(status == "MISSING" and key.split(".")[0] in self.heads for key, status in rows)
+        return not head_only
+
+
+@contextmanager
+def head_loaded_from_adapter(heads: tuple[str, ...] = ("score", "classifier")) -> Iterator[None]:
+    """While loading the base of a reward-model adapter, drop transformers' report that only says the head is new."""
+    logger = logging.getLogger(TRANSFORMERS_LOAD_LOGGER)
+    dropper = _DropHeadOnlyLoadReport(heads)
+    logger.addFilter(dropper)
+    try:
+        yield
+    finally:
+        logger.removeFilter(dropper)

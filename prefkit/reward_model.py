@@ -268,7 +268,10 @@ class RewardModel:
                     f"The adapter {name} was trained on the local model {base}, which no longer exists. Pass "
                     "base_model= with the folder or Hub id of that model."
                 )
-            model, base_tokenizer = load_model(base, task="sequence-classification", revision=None, **load_kwargs)
+            from .quiet import head_loaded_from_adapter
+
+            with head_loaded_from_adapter():  # the adapter's trained head replaces the new one below
+                model, base_tokenizer = load_model(base, task="sequence-classification", revision=None, **load_kwargs)
             try:
                 tokenizer = load_tokenizer(path, padding_side="right", revision=revision, trust_remote_code=trust_remote_code)
             except (OSError, ValueError):  # the adapter was saved without its tokenizer

@@ -66,3 +66,67 @@ def test_quantization_on_a_machine_without_gpu_is_said_once_with_what_to_use_ins
         models.load_model(tiny_model_dir)
     notes = [r.getMessage() for r in caplog.records if "quantization (QLoRA) is for GPUs" in r.getMessage()]
     assert len(notes) == 1 and "--use_peft" in notes[0]
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def _report(rows):
+    table = "Key | Status | \n------+---------+-\n" + "".join(f"{key} | {status} | \n" for key, status in rows)
+    return "\x1b[1mLlamaForSequenceClassification LOAD REPORT\x1b[0m from: base\n" + table + "\nNotes:\n- MISSING: ..."
+
+
+def test_the_head_only_load_report_is_dropped_while_loading_an_adapter_base_and_nothing_else():
+    from prefkit.quiet import TRANSFORMERS_LOAD_LOGGER, head_loaded_from_adapter
+
+    logger = logging.getLogger(TRANSFORMERS_LOAD_LOGGER)
+    collect = _Collect()
+    logger.addHandler(collect)
+    try:
+        with head_loaded_from_adapter():
+            logger.warning(_report([("score.weight", "MISSING")]))  # the head the adapter brings: dropped
+            logger.warning(_report([("classifier.weight", "MISSING"), ("classifier.bias", "MISSING")]))  # dropped
+            logger.warning(_report([("score.weight", "MISSING"), ("model.layers.0.mlp.up_proj.weight", "MISSING")]))
+            logger.warning(_report([("score.weight", "UNEXPECTED")]))
+            logger.warning("an unrelated warning")
+        logger.warning(_report([("score.weight", "MISSING")]))  # outside prefkit's adapter loading: kept
+    finally:
+        logger.removeHandler(collect)
+    assert len(collect.messages) == 4
+    assert "up_proj" in collect.messages[0] and "UNEXPECTED" in collect.messages[1]
+    assert collect.messages[2] == "an unrelated warning" and "score.weight" in collect.messages[3]
+
+
+def test_reloading_a_trained_lora_reward_model_reports_no_missing_head(tiny_model_dir, tmp_path):
+    from datasets import Dataset
+
+    from prefkit import RewardConfig, RewardModel, RewardTrainer
+    from prefkit.quiet import TRANSFORMERS_LOAD_LOGGER
+    from helpers import separable_preference_rows
+
+    args = RewardConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, report_to="none",
+                        bf16=False, use_peft=True, lora_r=4, save_strategy="no", final_evaluation=False)
+    trainer = RewardTrainer(tiny_model_dir, args=args, train_dataset=Dataset.from_list(separable_preference_rows(4)))
+    trainer.train()
+    trainer.save_model()
+    expected = trainer.model.eval()
+    logger = logging.getLogger(TRANSFORMERS_LOAD_LOGGER)
+    collect = _Collect()
+    logger.addHandler(collect)
+    try:
+        reloaded = RewardModel.from_pretrained(str(tmp_path))
+    finally:
+        logger.removeHandler(collect)
+    assert not [m for m in collect.messages if "LOAD REPORT" in m], collect.messages
+    # and the head really is the trained one, not a new random one
+    import torch
+
+    head = [p for n, p in expected.named_parameters() if "score" in n and "modules_to_save" in n][0]
+    loaded = [p for n, p in reloaded.model.named_parameters() if "score" in n and "modules_to_save" in n][0]
+    assert torch.equal(head.detach().cpu(), loaded.detach().cpu())
