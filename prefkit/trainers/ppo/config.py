@@ -173,9 +173,7 @@ class PPOConfig(TrainingArguments, QLoRAArguments, PolicyEvalArguments):
                 stacklevel=3,
             )
             self.max_completion_length, self.response_length = self.response_length, None
-        self.learning_rate_is_default = self.learning_rate is None
-        if self.learning_rate is None:
-            self.learning_rate = LORA_LEARNING_RATE if self.use_peft else FULL_LEARNING_RATE
+        self._resolve_learning_rate(FULL_LEARNING_RATE)  # LORA_LEARNING_RATE under LoRA
         if isinstance(self.model_init_kwargs, str):
             self.model_init_kwargs = json.loads(self.model_init_kwargs)
         super().__post_init__()

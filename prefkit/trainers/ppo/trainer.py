@@ -189,11 +189,6 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
         for role in (model, value_model, ref_model):
             disable_dropout(role)
 
-        if is_peft_model and getattr(args, "learning_rate_is_default", False):
-            from .config import LORA_LEARNING_RATE
-
-            args.learning_rate = LORA_LEARNING_RATE  # a LoRA adapter given as a model or peft_config, not by flags
-
         wrapper = PolicyAndValue(model, value_model=value_model, value_head=value_head)
         super().__init__(
             model=wrapper,
