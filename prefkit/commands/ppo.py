@@ -3,7 +3,7 @@
     prefkit ppo --dataset_name prompts.jsonl --reward vader --output_dir smollm2-ppo --use_peft --learning_rate 1e-4
     prefkit ppo --dataset_name prompts.jsonl --reward_model my-reward-model --quantization 4bit \
         --advantage_estimator rloo --num_generations 4
-    accelerate launch --config_file scripts/accelerate_configs/multi_gpu.yaml scripts/ppo.py --config ppo.yaml
+    accelerate launch --config_file scripts/accelerate_configs/multi_gpu.yaml scripts/ppo.py --config examples/ppo.yaml
 """
 
 from __future__ import annotations

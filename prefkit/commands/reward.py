@@ -3,7 +3,7 @@
     prefkit reward --model_name_or_path HuggingFaceTB/SmolLM2-135M-Instruct --dataset_name pairs.jsonl \\
         --output_dir smollm2-rm --quantization 4bit --eval_fraction 0.1 --eval_strategy epoch
     prefkit reward --preset demo        # prefkit's offline demo reward model (MiniLM, a few minutes on a CPU)
-    accelerate launch --config_file scripts/accelerate_configs/multi_gpu.yaml scripts/reward.py --config reward.yaml
+    accelerate launch --config_file scripts/accelerate_configs/multi_gpu.yaml scripts/reward.py --config examples/reward.yaml
 
 With held-out pairs (a test split, or --eval_fraction) the end of training writes reward_eval.json and
 reward_distributions.png to --output_dir.
