@@ -143,6 +143,8 @@ class PolicyReport:
     num_answers: int
     reward: float | None = None
     reward_interval: tuple[float, float] | None = None
+    reward_gain: float | None = None  # mean reward minus the baseline's, on the same prompts
+    reward_gain_interval: tuple[float, float] | None = None  # paired by prompt: prompt-to-prompt variation cancels
     win_rate: float | None = None
     win_rate_interval: tuple[float, float] | None = None
     kl_k1: float | None = None
@@ -531,6 +533,12 @@ def summarize(specs, base, records, rows, num_samples, reward_function, judge, c
             report.reward = sum(r["reward"] for r in own) / len(own)
             report.reward_interval = bootstrap_interval(per_prompt, confidence=confidence, resamples=resamples, seed=seed)
             report.reward_per_token = sum(r["reward"] / max(r["num_tokens"], 1) for r in own) / len(own)
+            if policy is not base:
+                base_per_prompt = _per_prompt([(r["prompt_index"], r["reward"]) for r in records[base.name]])
+                gains = [mine - theirs for mine, theirs in zip(per_prompt, base_per_prompt)]
+                report.reward_gain = sum(gains) / len(gains)
+                report.reward_gain_interval = bootstrap_interval(gains, confidence=confidence, resamples=resamples,
+                                                                 seed=seed)
         if own and own[0]["kl_k1"] is not None:
             report.kl_k1, report.kl_k1_sem = mean_and_sem([r["kl_k1"] for r in own])
             report.kl_k3, report.kl_k3_sem = mean_and_sem([r["kl_k3"] for r in own])

@@ -241,20 +241,6 @@ def evaluate_policies(policies, heldout, b, folder):
                     temperature=1.0, batch_size=EVAL_BATCH, output_dir=folder, progress=False)
 
 
-def paired_gain(folder, name):
-    """Mean gold gain of ``name`` over the base on the same held-out prompts, with a bootstrap interval over prompts."""
-    from prefkit.data.io import read_jsonl
-    from prefkit.policy_eval import bootstrap_interval
-
-    per_prompt: dict[str, dict[int, list[float]]] = {"base": {}, name: {}}
-    for r in read_jsonl(folder / "samples.jsonl"):
-        if r["policy"] in per_prompt:
-            per_prompt[r["policy"]].setdefault(r["prompt_index"], []).append(r["reward"])
-    gains = [sum(v) / len(v) - sum(per_prompt["base"][i]) / len(per_prompt["base"][i])
-             for i, v in sorted(per_prompt[name].items())]
-    return sum(gains) / len(gains), bootstrap_interval(gains)
-
-
 def measure(name, base_pair, trained_pair, heldout, proxy, b, started, samples_used, out):
     """Held-out gold reward and KL of a trained policy (prefkit.evaluate), its gain over the base paired by prompt,
     and the proxy's mean on the same answers."""
@@ -266,9 +252,8 @@ def measure(name, base_pair, trained_pair, heldout, proxy, b, started, samples_u
     answers = [r for r in read_jsonl(folder / "samples.jsonl") if r["policy"] == name]
     proxy_scores = proxy.score([r["prompt"] for r in answers], [r["completion"] for r in answers])
     policy = report[name]
-    gain, gain_interval = paired_gain(folder, name)
-    return {"method": name, "gold": policy.reward, "gold_interval": policy.reward_interval, "gain": gain,
-            "gain_interval": gain_interval, "proxy": sum(proxy_scores) / len(proxy_scores), "kl": policy.kl_k3,
+    return {"method": name, "gold": policy.reward, "gold_interval": policy.reward_interval, "gain": policy.reward_gain,
+            "gain_interval": policy.reward_gain_interval, "proxy": sum(proxy_scores) / len(proxy_scores), "kl": policy.kl_k3,
             "kl_sem": policy.kl_k3_sem, "win_rate": policy.win_rate, "length": policy.length, "wall_seconds": wall,
             "samples": samples_used}
 

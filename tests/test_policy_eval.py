@@ -103,6 +103,9 @@ def test_a_policy_tilted_towards_the_reward_wins_with_an_interval_above_one_half
     assert trained.reward > base.reward
     assert trained.win_rate > 0.5 and trained.win_rate_interval[0] > 0.5
     assert trained.kl_k3 > 0.1 and base.kl_k3 == 0.0
+    # the gain is paired by prompt; with as many answers per prompt for both, its mean is the difference of the means
+    assert trained.reward_gain == pytest.approx(trained.reward - base.reward)
+    assert trained.reward_gain_interval[0] > 0 and base.reward_gain is None
     summary = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert {p["name"] for p in summary["policies"]} == {"base", "tilted"}
     assert (tmp_path / "eval" / "eval.png").stat().st_size > 0
@@ -118,6 +121,7 @@ def test_two_identical_policies_tie_at_zero_kl(tiny_model, tiny_tokenizer):
     assert other.win_rate_interval[0] <= 0.5 <= other.win_rate_interval[1]
     assert other.kl_k3 == pytest.approx(0.0, abs=1e-5) and other.kl_k1 == pytest.approx(0.0, abs=1e-5)
     assert other.reward == report["a"].reward
+    assert other.reward_gain == 0.0 and other.reward_gain_interval == (0.0, 0.0)
 
 
 def test_an_interrupted_evaluation_resumes_from_its_samples(tiny_model, tiny_tokenizer, tmp_path):
