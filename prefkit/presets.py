@@ -1,7 +1,7 @@
 """Named settings for the training commands, so a first run works and moves the model: ``--preset demo``.
 
-    prefkit dpo --preset demo                 # DPO on the bundled sentiment pairs, ~5 min on a 2-core CPU
-    prefkit ppo --preset demo                 # PPO-Clip + GAE towards positive sentiment, ~12 min on a 2-core CPU
+    prefkit dpo --preset demo                 # DPO on the bundled sentiment pairs
+    prefkit ppo --preset demo                 # PPO-Clip + GAE towards positive sentiment, ~23 min on a 2-core CPU
     prefkit ppo --preset demo --advantage_estimator rloo --num_generations 4
     prefkit grpo --preset demo / prefkit rloo --preset demo
 

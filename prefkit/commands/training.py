@@ -60,10 +60,9 @@ class TrainingCommand:
 
         from ..presets import PRESETS
 
-        classes = (DatasetArguments, self.config_class, ModelArguments, *self.extra_arguments)
         presets = [f"--preset {name}: {preset.description}" for name, preset in PRESETS.get(self.name, {}).items()]
         epilog = " ".join(part for part in [self.epilog, *presets, "(Flags given with a preset override it.)" if presets else None] if part)
-        return TrlParser(classes, prog=prog, epilog=epilog or None)
+        return TrlParser(self.argument_classes, prog=prog, epilog=epilog or None)
 
     def parse(self, argv: list[str] | None = None, prog: str | None = None) -> tuple:
         """The parsed argument dataclasses; ``--preset NAME`` (:mod:`prefkit.presets`) first sets the defaults, then
