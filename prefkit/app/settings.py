@@ -207,8 +207,3 @@ class AppSettings:
     @property
     def server_name(self) -> str:
         return self.host or ("0.0.0.0" if on_space() else "127.0.0.1")
-
-    @property
-    def server_port(self) -> int:
-        """The port asked for, or :data:`DEFAULT_PORT` (where :func:`choose_port` starts looking)."""
-        return int(self.port or DEFAULT_PORT)
