@@ -296,6 +296,54 @@ def ppo_clip_loss(
     return PolicyLoss(loss, clipfrac, approx_kl)
 
 
+def kl_penalty(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    kl_coef: float,
+    kl_estimator: str = "k3",
+    importance_weighted: bool = True,
+) -> torch.Tensor:
+    r"""The KL-to-the-reference term of a policy loss, to be added to the surrogate and minimized:
+
+    .. math::
+        eta\, \mathbb{E}_tig[\mathrm{sg}(ho_t)\, k(\pi_	heta, \pi_{ref})_tig], \qquad
+        ho_t = rac{\pi_	heta(a_t \mid s_t)}{\pi_{	heta_{old}}(a_t \mid s_t)}
+
+    with the per-token estimator :math:`k` of :func:`kl_estimate` differentiated through :math:`\log \pi_	heta`.
+    Which divergence its gradient descends depends on the estimator, for tokens sampled from :math:`\pi_	heta`:
+
+    - ``"k3"`` (default): :math:`\mathbb{E}[
+abla k_3] = 
+abla \mathrm{KL}(\pi_{ref} \,\|\, \pi_	heta)`, the
+      lecture's :math:`\mathrm{KL}[\pi_{ref}, \pi_	heta]` (mass-covering: keeps every token the reference likes);
+    - ``"k2"``: :math:`\mathbb{E}[
+abla k_2] = 
+abla \mathrm{KL}(\pi_	heta \,\|\, \pi_{ref})`;
+    - ``"k1"`` is refused: :math:`\mathbb{E}[
+abla k_1] = \mathbb{E}[
+abla \log \pi_	heta] = 0`, so it would
+      penalize nothing (k1 is the right estimator of the KL *value*, e.g. in the reward, not of its gradient).
+
+    Those identities need tokens sampled from the *current* policy. Only the first minibatch of a PPO iteration is
+    on-policy; later ones were sampled from :math:`\pi_{	heta_{old}}`. The stop-gradient importance weight
+    :math:`\mathrm{sg}(ho_t)` makes the expectation over :math:`\pi_{	heta_{old}}` equal the one over
+    :math:`\pi_	heta`, so the identities hold on every minibatch; it is exactly 1 on the first.
+    ``importance_weighted=False`` drops it, as the GRPO paper (Shao et al., 2024, eq. 3) writes its loss.
+    """
+    if kl_estimator == "k1":
+        raise ValueError(
+            "kl_estimator='k1' cannot be used as a loss penalty: its expected gradient is zero (E[grad log pi] = 0), "
+            "so it would not keep the policy near the reference. Use 'k3' (gradient of KL(ref || policy)) or 'k2' "
+            "(gradient of KL(policy || ref))."
+        )
+    penalty = kl_estimate(logprobs, ref_logprobs, kl_estimator)
+    if importance_weighted:
+        penalty = torch.exp(logprobs - old_logprobs).detach() * penalty
+    return kl_coef * masked_mean(penalty, mask)
+
+
 def ppo_kl_penalty_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -304,36 +352,23 @@ def ppo_kl_penalty_loss(
     mask: torch.Tensor,
     kl_coef: float,
     kl_estimator: str = "k3",
+    importance_weighted: bool = True,
 ) -> PolicyLoss:
     r"""PPO with a KL penalty to the reference (Schulman et al., 2017, sec. 4), to be minimized:
 
     .. math::
-        \mathcal{L} = -\,\mathbb{E}_t\Big[\rho_t \hat A_t
-                      - \beta\, \mathrm{KL}\big[\pi_{ref}(\cdot \mid s_t),\, \pi_\theta(\cdot \mid s_t)\big]\Big]
+        \mathcal{L} = -\,\mathbb{E}_t\Big[ho_t \hat A_t
+                      - eta\, \mathrm{KL}ig[\pi_{ref}(\cdot \mid s_t),\, \pi_	heta(\cdot \mid s_t)ig]\Big]
 
-    The surrogate is unclipped; what keeps the policy close is the penalty, estimated per token by
-    :func:`kl_estimate` on the sampled tokens and differentiated through :math:`\log \pi_\theta`. Which divergence
-    that gradient descends depends on the estimator (on tokens sampled from :math:`\pi_\theta`):
-
-    - ``"k3"`` (default): :math:`\mathbb{E}[\nabla k_3] = \nabla \mathrm{KL}(\pi_{ref} \,\|\, \pi_\theta)`, the
-      lecture's :math:`\mathrm{KL}[\pi_{ref}, \pi_\theta]` (mass-covering: keeps every token the reference likes);
-    - ``"k2"``: :math:`\mathbb{E}[\nabla k_2] = \nabla \mathrm{KL}(\pi_\theta \,\|\, \pi_{ref})`;
-    - ``"k1"`` is refused: :math:`\mathbb{E}[\nabla k_1] = \mathbb{E}[\nabla \log \pi_\theta] = 0`, so it would
-      penalize nothing (k1 is the right estimator of the KL *value*, e.g. in the reward, not of its gradient).
-
-    ``kl_coef`` :math:`\beta` may be adapted between iterations to hit a target KL (see the PPO trainer).
-    ``clipfrac`` reports the share of ratios outside :math:`[0.8, 1.2]`, for comparison with the clipped objective.
+    The surrogate is unclipped; what keeps the policy close is the penalty, :func:`kl_penalty` (per-token estimator
+    ``kl_estimator``, importance-weighted off-policy). ``kl_coef`` :math:`\beta` may be adapted between iterations to
+    hit a target KL (see the PPO trainer). ``clipfrac`` reports the share of ratios outside :math:`[0.8, 1.2]`, for
+    comparison with the clipped objective.
     """
-    if kl_estimator == "k1":
-        raise ValueError(
-            "kl_estimator='k1' cannot be used as a loss penalty: its expected gradient is zero (E[grad log pi] = 0), "
-            "so it would not keep the policy near the reference. Use 'k3' (gradient of KL(ref || policy)) or 'k2' "
-            "(gradient of KL(policy || ref))."
-        )
+    penalty = kl_penalty(logprobs, old_logprobs, ref_logprobs, mask, kl_coef, kl_estimator, importance_weighted)
     log_ratio = logprobs - old_logprobs
     ratio = torch.exp(log_ratio)
-    penalty = kl_estimate(logprobs, ref_logprobs, kl_estimator)
-    loss = masked_mean(-advantages * ratio + kl_coef * penalty, mask)
+    loss = masked_mean(-advantages * ratio, mask) + penalty
     with torch.no_grad():
         clipfrac = masked_mean(((ratio - 1.0).abs() > 0.2).float(), mask)
         approx_kl = 0.5 * masked_mean(log_ratio**2, mask)

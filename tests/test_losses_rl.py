@@ -11,6 +11,7 @@ from prefkit.losses import (
     gae,
     grpo_advantages,
     kl_estimate,
+    kl_penalty,
     masked_mean,
     ppo_clip_loss,
     ppo_kl_penalty_loss,
@@ -217,23 +218,74 @@ def test_k2_penalty_gradient_is_the_gradient_of_kl_policy_to_ref():
     torch.testing.assert_close(_penalty_gradient("k2"), expected, atol=5e-3, rtol=0)
 
 
+OLD_POLICY_LOGITS = torch.tensor([0.9, -0.4, 0.3, 1.1, -1.0])  # pi_theta_old: where a later minibatch was sampled
+
+
+def _expected_penalty_gradient_off_policy(estimator: str, importance_weighted: bool) -> torch.Tensor:
+    """Exact expectation over tokens sampled from pi_old (a sum over the vocabulary, no sampling noise) of the
+    gradient of kl_penalty, w.r.t. the current policy's logits."""
+    logits = POLICY_LOGITS.clone().requires_grad_(True)
+    log_p = torch.log_softmax(logits, -1)
+    log_old = torch.log_softmax(OLD_POLICY_LOGITS, -1)
+    log_q = torch.log_softmax(REFERENCE_LOGITS, -1)
+    total = sum(
+        log_old[a].exp()
+        * kl_penalty(
+            log_p[a].view(1, 1), log_old[a].view(1, 1), log_q[a].view(1, 1), torch.ones(1, 1), 1.0, estimator,
+            importance_weighted,
+        )
+        for a in range(len(logits))
+    )
+    total.backward()
+    return logits.grad
+
+
+@pytest.mark.parametrize("estimator,direction", [("k3", "ref||policy"), ("k2", "policy||ref")])
+def test_importance_weighted_penalty_is_the_kl_gradient_on_off_policy_minibatches(estimator, direction):
+    if direction == "ref||policy":
+        expected = _exact_gradient(lambda logits: _exact_kl(REFERENCE_LOGITS, logits))
+    else:
+        expected = _exact_gradient(lambda logits: _exact_kl(logits, REFERENCE_LOGITS))
+    weighted = _expected_penalty_gradient_off_policy(estimator, importance_weighted=True)
+    torch.testing.assert_close(weighted, expected, atol=1e-6, rtol=1e-5)
+    # Without the weight (the GRPO paper's form) the expectation is taken under the wrong policy: a different vector.
+    unweighted = _expected_penalty_gradient_off_policy(estimator, importance_weighted=False)
+    assert (unweighted - expected).abs().max() > 1e-2
+
+
+def test_importance_weight_is_exactly_one_on_the_first_minibatch():
+    logprobs = torch.tensor([[-0.7, -1.9, -3.0]])
+    ref_logprobs = torch.tensor([[-1.0, -1.5, -2.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    weighted = kl_penalty(logprobs, logprobs.clone(), ref_logprobs, mask, 0.2, "k3", importance_weighted=True)
+    plain = kl_penalty(logprobs, logprobs.clone(), ref_logprobs, mask, 0.2, "k3", importance_weighted=False)
+    expected = 0.2 * sum(math.exp(r - lp) - 1 - (r - lp) for lp, r in [(-0.7, -1.0), (-1.9, -1.5)]) / 2
+    assert weighted.item() == pytest.approx(expected, rel=1e-6)
+    assert plain.item() == pytest.approx(expected, rel=1e-6)
+
+
 def test_k1_penalty_is_rejected_because_its_expected_gradient_is_zero():
     with pytest.raises(ValueError, match="zero"):
         _penalty_gradient("k1", num_samples=10)
 
 
-def test_kl_penalty_loss_is_minus_ratio_advantage_plus_beta_k3():
+def test_kl_penalty_loss_is_minus_ratio_advantage_plus_beta_weighted_k3():
     old_logprobs = torch.tensor([[-1.0, -2.0]])
     logprobs = torch.tensor([[-0.8, -2.5]])
     ref_logprobs = torch.tensor([[-1.2, -1.5]])
     advantages = torch.tensor([[1.5, -0.5]])
-    result = ppo_kl_penalty_loss(logprobs, old_logprobs, ref_logprobs, advantages, torch.ones(1, 2), kl_coef=0.3)
-    expected = []
+    weighted = ppo_kl_penalty_loss(logprobs, old_logprobs, ref_logprobs, advantages, torch.ones(1, 2), kl_coef=0.3)
+    plain = ppo_kl_penalty_loss(
+        logprobs, old_logprobs, ref_logprobs, advantages, torch.ones(1, 2), kl_coef=0.3, importance_weighted=False
+    )
+    expected_weighted, expected_plain = [], []
     for lp, old, ref, adv in zip([-0.8, -2.5], [-1.0, -2.0], [-1.2, -1.5], [1.5, -0.5]):
         ratio = math.exp(lp - old)
         k3 = math.exp(ref - lp) - 1 - (ref - lp)
-        expected.append(-ratio * adv + 0.3 * k3)
-    assert result.loss.item() == pytest.approx(sum(expected) / 2, rel=1e-6)
+        expected_weighted.append(-ratio * adv + 0.3 * ratio * k3)
+        expected_plain.append(-ratio * adv + 0.3 * k3)
+    assert weighted.loss.item() == pytest.approx(sum(expected_weighted) / 2, rel=1e-6)
+    assert plain.loss.item() == pytest.approx(sum(expected_plain) / 2, rel=1e-6)
 
 
 # --------------------------------------------------------------------------------------------------------------------

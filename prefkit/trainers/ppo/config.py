@@ -12,9 +12,12 @@ from ..startup import QLoRAArguments
 from ..policy_eval_callback import PolicyEvalArguments
 
 LOSS_TYPES = ("clip", "kl_penalty")
+KL_PLACEMENTS = ("reward", "loss", "both")
 LORA_LEARNING_RATE = 1e-4
 FULL_LEARNING_RATE = 1e-5
 ADVANTAGE_ESTIMATORS = ("gae", "reinforce", "rloo", "grpo")
+KL_PENALTY_COEF = 0.1
+GRPO_KL_PENALTY_COEF = 0.04  # Shao et al. (2024), DeepSeekMath, sec. 4.2
 
 
 @dataclass
@@ -101,29 +104,51 @@ class PPOConfig(TrainingArguments, QLoRAArguments, PolicyEvalArguments):
         },
     )
     cliprange: float = field(default=0.2, metadata={"help": "PPO-Clip epsilon: ratios are clipped to [1-eps, 1+eps]."})
+    kl_placement: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where the KL to the reference enters the objective, counted once by default: 'reward' "
+            "(-kl_coef * KL_t in every token's reward, as InstructGPT), 'loss' (+kl_penalty_coef * KL in the policy "
+            "loss, as the PPO paper's sec. 4 and the GRPO paper) or 'both'. Default: 'loss' for "
+            "loss_type='kl_penalty' or advantage_estimator='grpo', 'reward' otherwise.",
+            "choices": list(KL_PLACEMENTS),
+        },
+    )
     kl_coef: float = field(
-        default=0.05, metadata={"help": "beta_ref: weight of the per-token KL to the reference in the reward."}
+        default=0.05,
+        metadata={"help": "beta_ref: weight of the per-token KL to the reference in the reward (kl_placement 'reward' or 'both')."},
     )
     kl_estimator: str = field(
         default="k1",
         metadata={"help": "Estimator of the reward's per-token KL: 'k1' (log ratio) or 'k3' (non-negative).", "choices": ["k1", "k3"]},
     )
-    kl_penalty_coef: float = field(
-        default=0.1, metadata={"help": "beta of loss_type='kl_penalty': weight of the KL penalty in the loss."}
+    kl_penalty_coef: float | None = field(
+        default=None,
+        metadata={
+            "help": "beta: weight of the KL penalty in the loss (kl_placement 'loss' or 'both'). Default: 0.04 with "
+            "advantage_estimator='grpo' (the GRPO paper's), 0.1 otherwise."
+        },
     )
     kl_penalty_estimator: str = field(
         default="k3",
         metadata={
-            "help": "Per-token penalty of loss_type='kl_penalty': 'k3' (its gradient is that of KL(ref || policy)) or "
+            "help": "Per-token penalty in the loss: 'k3' (its gradient is that of KL(ref || policy)) or "
             "'k2' (gradient of KL(policy || ref)).",
             "choices": ["k2", "k3"],
+        },
+    )
+    kl_penalty_importance_weight: bool = field(
+        default=True,
+        metadata={
+            "help": "Weight the loss's KL penalty by the (stop-gradient) ratio pi/pi_old, so that its gradient is "
+            "that of the KL on every minibatch, not only the first (on-policy) one. False: the GRPO paper's form."
         },
     )
     adaptive_kl: bool = field(
         default=False,
         metadata={
-            "help": "Adapt beta towards target_kl (Ziegler et al. 2019): kl_penalty_coef with loss_type='kl_penalty', "
-            "kl_coef otherwise."
+            "help": "Adapt beta towards target_kl (Ziegler et al. 2019): kl_penalty_coef when the KL is in the loss "
+            "(kl_placement 'loss' or 'both'), kl_coef otherwise."
         },
     )
     target_kl: float = field(default=6.0, metadata={"help": "Target KL per completion (nats) of the adaptive controller."})
@@ -144,7 +169,10 @@ class PPOConfig(TrainingArguments, QLoRAArguments, PolicyEvalArguments):
     whiten_rewards: bool = field(default=False, metadata={"help": "Rescale per-token rewards to unit variance."})
     whiten_advantages: bool | None = field(
         default=None,
-        metadata={"help": "Normalize advantages over the batch. Default: on for gae/reinforce, off for rloo/grpo."},
+        metadata={
+            "help": "Normalize advantages over the batch. Default: on for gae/reinforce, off for rloo/grpo. For "
+            "REINFORCE it only rescales (divides by the std of the returns), so that the baseline still centres them."
+        },
     )
     reinforce_baseline: str = field(
         default="running",
@@ -191,6 +219,13 @@ class PPOConfig(TrainingArguments, QLoRAArguments, PolicyEvalArguments):
             problems.append(
                 f"kl_penalty_estimator={self.kl_penalty_estimator!r}: use 'k3' or 'k2' (k1's gradient is zero in expectation)"
             )
+        if self.kl_placement is not None and self.kl_placement not in KL_PLACEMENTS:
+            problems.append(f"kl_placement={self.kl_placement!r}: use one of {list(KL_PLACEMENTS)}")
+        if self.loss_type == "kl_penalty" and self.kl_placement == "reward":
+            problems.append(
+                "loss_type='kl_penalty' with kl_placement='reward' is an unclipped policy gradient with no penalty in "
+                "the loss to keep it near the reference: use kl_placement 'loss' (the default) or 'both'"
+            )
         if self.reinforce_baseline not in ("running", "batch"):
             problems.append(f"reinforce_baseline={self.reinforce_baseline!r}: use 'running' or 'batch'")
         if self.num_generations < 1:
@@ -228,6 +263,21 @@ class PPOConfig(TrainingArguments, QLoRAArguments, PolicyEvalArguments):
             raise ValueError("Invalid PPOConfig:\n  " + "\n  ".join(problems))
         if self.whiten_advantages is None:
             self.whiten_advantages = self.advantage_estimator in ("gae", "reinforce")
+        if self.kl_placement is None:
+            in_loss = self.loss_type == "kl_penalty" or self.advantage_estimator == "grpo"
+            self.kl_placement = "loss" if in_loss else "reward"
+        if self.kl_penalty_coef is None:
+            self.kl_penalty_coef = GRPO_KL_PENALTY_COEF if self.advantage_estimator == "grpo" else KL_PENALTY_COEF
+
+    @property
+    def kl_in_reward(self) -> bool:
+        """Whether the per-token reward carries -kl_coef * KL_t."""
+        return self.kl_placement in ("reward", "both")
+
+    @property
+    def kl_in_loss(self) -> bool:
+        """Whether the policy loss carries +kl_penalty_coef * KL (see :func:`prefkit.losses.kl_penalty`)."""
+        return self.kl_placement in ("loss", "both")
 
     # Derived sizes (per process)
     @property

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from ...logprobs import selective_log_softmax
-from ...losses import gae, grpo_advantages, reinforce_advantages, rloo_advantages, whiten
+from ...losses import gae, grpo_advantages, masked_var, reinforce_advantages, rloo_advantages, whiten
 from ...rl import RewardFunction, combine_rewards
 from .config import PPOConfig
 from .policy_value import PolicyAndValue, causal_lm_logits
@@ -252,7 +252,9 @@ def compute_advantages(
     GAE is token-level, over ``rewards`` and ``values``. The others are sequence-level: one return per completion
     (its score plus its KL penalty) minus a baseline (``reinforce_baseline`` for REINFORCE; leave-one-out for RLOO;
     the group mean, divided by the group's std unless ``grpo_scale_rewards`` is off, for GRPO), the same advantage
-    for every token. ``whiten_advantages`` then normalizes them over the batch.
+    for every token. ``whiten_advantages`` then normalizes them over the batch: centred and scaled for GAE (the
+    standard PPO practice), only scaled for REINFORCE (:math:`(R - b) / \sigma_R`), because centring would subtract
+    the batch mean and make any other baseline irrelevant.
     """
     if args.advantage_estimator == "gae":
         advantages, returns = gae(rewards, values, response_mask, gamma=args.gamma, lam=args.lam)
@@ -269,5 +271,8 @@ def compute_advantages(
         advantages = sequence_advantages.unsqueeze(1) * response_mask
         returns = None
     if args.whiten_advantages:
-        advantages = whiten(advantages, response_mask)
+        if args.advantage_estimator == "reinforce":
+            advantages = advantages * torch.rsqrt(masked_var(advantages, response_mask, unbiased=False) + 1e-8)
+        else:
+            advantages = whiten(advantages, response_mask)
     return advantages, returns

@@ -14,11 +14,15 @@ optimized token by token with advantages :math:`\hat A_t \approx` reward − bas
 2. **score**: the reward function(s) score each completion (``missing_eos_penalty`` for truncated ones);
 3. **old and reference log-probs, values**: :math:`\log\pi_{\theta_{old}}(a_t \mid s_t)`,
    :math:`\log\pi_{ref}(a_t \mid s_t)` and :math:`V(s_t)` for every response token;
-4. **rewards with KL**: :math:`r_t = -\beta_{ref}\,\widehat{\mathrm{KL}}_t`, plus the score at the last token;
+4. **rewards with KL**: :math:`r_t = -\beta_{ref}\,\widehat{\mathrm{KL}}_t`, plus the score at the last token
+   (``kl_placement="reward"``; with ``"loss"`` the KL is a penalty in step 6 instead; it is counted once unless
+   ``"both"``);
 5. **advantages and returns**: GAE over :math:`(r_t, V(s_t))`, or a sequence-level baseline
    (REINFORCE: running/batch mean; RLOO: leave-one-out; GRPO: group-normalized);
-6. **epochs over shuffled minibatches**: ratio :math:`\rho_t`, PPO-Clip or PPO-KL-penalty policy loss, clipped value
-   loss, entropy, approximate KL and clip fractions; one optimizer step per minibatch;
+6. **epochs over shuffled minibatches**: ratio :math:`\rho_t`, PPO-Clip or PPO-KL-penalty policy loss (plus
+   :math:`\beta\,\mathrm{KL}` when ``kl_placement`` puts it in the loss, importance-weighted so that it stays the
+   KL's gradient on off-policy minibatches), clipped value loss, entropy, approximate KL and clip fractions; one
+   optimizer step per minibatch;
 7. **adaptive β**: the KL coefficient moves towards ``target_kl`` (optional).
 
 Steps 1-5 are in :mod:`.rollout`, the four roles on one base in :mod:`.policy_value`, the configuration in
@@ -43,7 +47,7 @@ from ...data.validation import PreferenceDataError, validate_dataset
 from ...evaluation import plot_training_curves
 from ...hub import ModelCardMixin
 from ...logprobs import entropy_from_logits, selective_log_softmax
-from ...losses import kl_estimate, masked_mean, masked_var, ppo_clip_loss, ppo_kl_penalty_loss, value_loss
+from ...losses import kl_estimate, kl_penalty, masked_mean, masked_var, ppo_clip_loss, ppo_kl_penalty_loss, value_loss
 from ...rewards import as_reward_functions
 from ...rl import RewardFunctionError, kl_controller
 from ...sampling import stop_token_ids
@@ -203,9 +207,16 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
         if ref_model is not None and not getattr(ref_model, "is_loaded_in_4bit", False):
             self.ref_model = ref_model.to(self.accelerator.device)
         self.reward_functions = reward_functions
-        self.kl_ctl = kl_controller(args.kl_coef, args.adaptive_kl and args.loss_type == "clip", args.target_kl, args.kl_horizon)
+        # The KL to the reference is counted where kl_placement says: in the reward (kl_ctl), in the loss
+        # (kl_penalty_ctl) or both. adaptive_kl moves the loss's beta when it has one, else the reward's.
+        self.kl_ctl = kl_controller(
+            args.kl_coef if args.kl_in_reward else 0.0,
+            args.adaptive_kl and not args.kl_in_loss,
+            args.target_kl,
+            args.kl_horizon,
+        )
         self.kl_penalty_ctl = kl_controller(
-            args.kl_penalty_coef, args.adaptive_kl and args.loss_type == "kl_penalty", args.target_kl, args.kl_horizon
+            args.kl_penalty_coef if args.kl_in_loss else 0.0, args.adaptive_kl and args.kl_in_loss, args.target_kl, args.kl_horizon
         )
         self.reinforce_baseline = RunningBaseline(args.baseline_momentum, use_batch_mean=args.reinforce_baseline == "batch")
         self.stop_ids = stop_token_ids(model, processing_class, args.stop_token_ids)
@@ -389,7 +400,7 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
         metrics = self._mean_over_processes(metrics)
         metrics["val/num_eos_tokens"] *= max(args.world_size, 1)  # a count: sum over processes, not mean
         metrics["objective/kl_coef"] = self.kl_ctl.value
-        if args.loss_type == "kl_penalty":
+        if args.kl_in_loss:
             metrics["objective/kl_penalty_coef"] = self.kl_penalty_ctl.value
         n_episodes = args.local_batch_size * max(args.world_size, 1)
         self.kl_ctl.update(metrics["objective/kl"], n_episodes)
@@ -438,12 +449,20 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
                         new_logprobs = selective_log_softmax(logits, rollout.responses[index])
                         if args.loss_type == "clip":
                             policy = ppo_clip_loss(new_logprobs, old_logprobs, advantages, mask, args.cliprange)
+                            loss = policy.loss
+                            if args.kl_in_loss:  # the GRPO paper's form: clipped surrogate + beta * KL
+                                loss = loss + kl_penalty(
+                                    new_logprobs, old_logprobs, rollout.ref_logprobs[index], mask,
+                                    self.kl_penalty_ctl.value, args.kl_penalty_estimator,
+                                    args.kl_penalty_importance_weight,
+                                )
                         else:
                             policy = ppo_kl_penalty_loss(
                                 new_logprobs, old_logprobs, rollout.ref_logprobs[index], advantages, mask,
                                 kl_coef=self.kl_penalty_ctl.value, kl_estimator=args.kl_penalty_estimator,
+                                importance_weighted=args.kl_penalty_importance_weight,
                             )
-                        loss = policy.loss
+                            loss = policy.loss
                         if with_values:
                             value = value_loss(
                                 new_values, rollout.values[index], rollout.returns[index], mask, args.cliprange_value
@@ -532,7 +551,8 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
             "cliprange": args.cliprange if args.loss_type == "clip" else None,
             "kl_coef": args.kl_coef,
             "kl_estimator": args.kl_estimator,
-            "kl_penalty_coef": args.kl_penalty_coef if args.loss_type == "kl_penalty" else None,
+            "kl_placement": args.kl_placement,
+            "kl_penalty_coef": args.kl_penalty_coef if args.kl_in_loss else None,
             "adaptive_kl": args.adaptive_kl,
             "target_kl": args.target_kl if args.adaptive_kl else None,
             "gamma": args.gamma if args.advantage_estimator == "gae" else None,
