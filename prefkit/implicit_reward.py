@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .chat import Prompt
+from .chat import AS_TRAINED, Prompt
 from .logprobs import completion_logps
 from .losses import implicit_reward
 
@@ -22,17 +22,31 @@ class ImplicitReward:
 
     Args:
         model: the DPO-trained policy (a ``PeftModel`` when trained with LoRA).
-        tokenizer: its tokenizer (the chat template, when present, formats string prompts as a user turn, exactly
-            as in training).
+        tokenizer: its tokenizer.
         ref_model: the reference. ``None`` with a ``PeftModel`` means "the base with the adapter disabled".
         beta: the β the model was trained with.
+        chat_template: how a (prompt, response) pair is tokenized. Default ``"as_trained"``: exactly as
+            ``trl.DPOTrainer`` (and so :class:`prefkit.DPOTrainer`) trained on it: a conversational prompt (a list of
+            messages) through the chat template, a plain-string prompt as raw ``prompt + response + EOS``, so the
+            score of a training pair is the ``rewards/chosen`` TRL logs for it. ``True`` renders string prompts as a
+            user turn of the chat template (for a model trained on conversational rows, scored on string prompts);
+            ``False`` never uses the template.
 
     ``score(prompts, responses)`` returns one float per pair. The reward is only defined up to a prompt-dependent
     constant, so compare scores of responses to the same prompt. Instances are also callable with TRL's
     reward-function signature ``reward(prompts=..., completions=..., **kwargs) -> list[float]``.
     """
 
-    def __init__(self, model, tokenizer, ref_model=None, beta: float = 0.1, batch_size: int = 8, max_length: int | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        ref_model=None,
+        beta: float = 0.1,
+        batch_size: int = 8,
+        max_length: int | None = None,
+        chat_template: bool | str = AS_TRAINED,
+    ):
         if ref_model is None and not hasattr(model, "disable_adapter"):
             raise ValueError(
                 "ImplicitReward needs a reference: pass ref_model, or a PeftModel whose disabled adapter is the reference."
@@ -43,6 +57,7 @@ class ImplicitReward:
         self.beta = beta
         self.batch_size = batch_size
         self.max_length = max_length
+        self.chat_template = chat_template
         self.__name__ = "dpo_implicit_reward"
 
     @classmethod
@@ -70,7 +85,8 @@ class ImplicitReward:
         try:
             with context:
                 return completion_logps(
-                    model, self.tokenizer, prompts, responses, batch_size=self.batch_size, max_length=self.max_length
+                    model, self.tokenizer, prompts, responses, batch_size=self.batch_size, max_length=self.max_length,
+                    chat_template=self.chat_template,
                 )
         finally:
             model.train(was_training)

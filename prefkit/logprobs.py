@@ -50,9 +50,13 @@ def completion_logps(
     completions: Sequence[str],
     batch_size: int = 8,
     max_length: int | None = None,
-    chat_template: bool | None = None,
+    chat_template: bool | str | None = None,
 ) -> torch.Tensor:
     """Sum of the log-probabilities of each completion's tokens given its prompt, ``[len(prompts)]`` float32.
+
+    ``chat_template`` chooses the tokenization (:func:`prefkit.chat.uses_chat_template`): ``None`` renders string
+    prompts through the tokenizer's chat template as prefkit samples them; ``prefkit.chat.AS_TRAINED`` tokenizes each
+    pair exactly as TRL's DPO trainer trained on it.
 
     Sequences longer than ``max_length`` keep their start (as TRL's ``keep_start`` truncation does), so a long
     completion is scored on its first tokens only.

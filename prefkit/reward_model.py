@@ -14,6 +14,10 @@ How a pair becomes tokens (the same function, :func:`encode_reward_input`, token
 - **chat** — the tokenizer has a chat template: the prompt (a string becomes one user turn, or a list of messages)
   followed by the response as an assistant turn, rendered by the reward model's *own* template. This is what TRL
   tokenizes for conversational data; the policy that wrote the response may use a different template or tokenizer.
+  A pair of plain strings is rendered this way only when ``chat_template_for_text`` is on: a model trained by
+  :class:`prefkit.RewardTrainer` records in ``prefkit_reward.json`` whether it was (off by default, as
+  ``trl.RewardTrainer`` trains on such pairs as text), and :meth:`RewardModel.from_pretrained` follows the record;
+  a model without one (from the Hub, or trained by prefkit 0.1) is scored through its template.
 - **pair** — no chat template but a ``[CLS]``/``[SEP]`` tokenizer (BERT family encoders):
   ``[CLS] prompt [SEP] response [SEP]``; the score is read from the [CLS] projection. Messages are flattened to
   ``"role: content"`` lines.
@@ -47,6 +51,7 @@ logger = logging.getLogger(__name__)
 Prompt = str | list[dict[str, Any]]
 Response = str | list[dict[str, Any]]
 InputFormat = Literal["chat", "pair", "text"]
+REWARD_INPUT_FILE = "prefkit_reward.json"  # how the saved model tokenized its training pairs
 
 
 
@@ -87,15 +92,18 @@ def encode_reward_input(
     max_length: int | None = None,
     tools: list | None = None,
     chat_template_kwargs: dict[str, Any] | None = None,
+    chat_template_for_text: bool = True,
 ) -> list[int]:
     """Token ids a reward model scores for ``response`` to ``prompt`` (layouts in the module docstring).
 
     ``prompt=None`` means ``response`` is already complete: a whole conversation, or a whole text (TRL's "implicit
     prompt" datasets). ``tools`` and ``chat_template_kwargs`` go to the chat template, as TRL passes a dataset's
-    columns of those names.
+    columns of those names. ``chat_template_for_text=False`` lays out a pair of plain strings as text even when the
+    tokenizer has a chat template, exactly as ``trl.RewardTrainer`` tokenizes standard-format pairs.
     """
     layout = reward_input_format(tokenizer)
-    if layout == "chat" and not (prompt is None and isinstance(response, str)):
+    text_pair = isinstance(response, str) and (prompt is None or isinstance(prompt, str))
+    if layout == "chat" and not (prompt is None and isinstance(response, str)) and (chat_template_for_text or not text_pair):
         messages = ([] if prompt is None else as_messages(prompt)) + _as_answer(response)
         encoded = tokenizer.apply_chat_template(
             messages, tokenize=True, return_dict=True, tools=tools, **(chat_template_kwargs or {})
@@ -205,7 +213,9 @@ class RewardModel:
     for TRL's ``reward_funcs``.
     """
 
-    def __init__(self, model, tokenizer, *, batch_size: int = 16, max_length: int | None = None):
+    def __init__(
+        self, model, tokenizer, *, batch_size: int = 16, max_length: int | None = None, chat_template_for_text: bool = True
+    ):
         from .models import ensure_pad_token
 
         config = model.config
@@ -218,6 +228,7 @@ class RewardModel:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.max_length = max_length
+        self.chat_template_for_text = chat_template_for_text
         self.__name__ = "reward_model"
 
     # -- loading -------------------------------------------------------------------------------------------------
@@ -293,7 +304,11 @@ class RewardModel:
         if not is_quantized(model) and getattr(model, "hf_device_map", None) is None:
             model = model.to(device)
         model.eval()
-        return cls(model, tokenizer, batch_size=batch_size, max_length=max_length)
+        record = _read_json(path, REWARD_INPUT_FILE, revision) or {}
+        return cls(
+            model, tokenizer, batch_size=batch_size, max_length=max_length,
+            chat_template_for_text=record.get("chat_template_for_text", True),
+        )
 
     # -- properties ----------------------------------------------------------------------------------------------
 
@@ -317,7 +332,9 @@ class RewardModel:
     def encode(self, prompt: Prompt | None, response: Response, max_length: int | None = None) -> list[int]:
         """The token ids :meth:`score` feeds the model for one pair."""
         limit = max_length or self.max_length or context_length(self.model, self.tokenizer)
-        return encode_reward_input(self.tokenizer, prompt, response, max_length=limit)
+        return encode_reward_input(
+            self.tokenizer, prompt, response, max_length=limit, chat_template_for_text=self.chat_template_for_text
+        )
 
     def score(
         self,
@@ -437,6 +454,14 @@ def no_cpu_weight_packing(model):
     finally:
         for module, value in saved.items():
             module.support_avx512bf16_for_cpu = value
+
+
+def write_reward_input_record(output_dir: str | os.PathLike, chat_template_for_text: bool) -> None:
+    """Record in ``output_dir`` how the reward model saved there tokenized its training pairs (read back by
+    :meth:`RewardModel.from_pretrained`, so a model is scored on the layout it was trained on)."""
+    with open(os.path.join(output_dir, REWARD_INPUT_FILE), "w", encoding="utf-8") as f:
+        json.dump({"chat_template_for_text": bool(chat_template_for_text)}, f, indent=2)
+        f.write("\n")
 
 
 def _read_json(path: str, filename: str, revision: str | None) -> dict | None:

@@ -157,6 +157,7 @@ def test_a_judge_answering_with_labels_ranks_like_one_answering_with_indices(pol
 def test_dpo_implicit_reward_ranks_by_beta_times_the_log_ratio_to_the_reference(tiny_model_dir, tiny_tokenizer):
     from transformers import AutoModelForCausalLM
 
+    from prefkit.chat import AS_TRAINED
     from prefkit.logprobs import completion_logps
     from prefkit.testing import build_tiny_model
     from prefkit.trainers.dpo import ImplicitReward
@@ -171,7 +172,9 @@ def test_dpo_implicit_reward_ranks_by_beta_times_the_log_ratio_to_the_reference(
 
     texts = [c.text for c in result.candidates]
     prompts = [PROMPTS[0]] * 4
-    expected = 0.5 * (completion_logps(policy, tiny_tokenizer, prompts, texts) - completion_logps(reference, tiny_tokenizer, prompts, texts))
+    # Tokenized as DPO trains on a plain-string row (raw prompt + answer + EOS), the implicit reward's default.
+    logps = lambda model: completion_logps(model, tiny_tokenizer, prompts, texts, chat_template=AS_TRAINED)  # noqa: E731
+    expected = 0.5 * (logps(policy) - logps(reference))
     assert [c.reward for c in result.candidates] == pytest.approx(expected.tolist(), rel=1e-4, abs=1e-4)
     assert result.best.index == int(expected.argmax())
 

@@ -115,6 +115,30 @@ def test_implicit_reward_ranks_chosen_above_rejected_after_training(tiny_model_d
     assert reward(prompts=prompts[:1], completions=["No. Figure it out yourself."]) == pytest.approx([bad], rel=1e-5)
 
 
+@pytest.mark.parametrize("conversational", [False, True], ids=["standard", "conversational"])
+def test_implicit_reward_of_a_training_pair_is_the_reward_trl_logs_for_it(tiny_model_dir, tmp_path, conversational):
+    # The tiny tokenizer has a chat template, so a standard-format row is where scoring could differ from training:
+    # TRL trains on raw prompt + answer + EOS there, not on the template.
+    rows = separable_preference_rows(8, conversational=conversational)
+    data = Dataset.from_list(rows)
+    args = _config(tmp_path, max_steps=10, learning_rate=5e-3, use_peft=True, lora_r=8, lora_alpha=16, lora_dropout=0.0)
+    trainer = DPOTrainer(tiny_model_dir, args=args, train_dataset=data, eval_dataset=data)
+    trainer.train()
+    logged = trainer.evaluate()
+    prompts = [row["prompt"] for row in rows]
+    chosen = [row["chosen"] if isinstance(row["chosen"], str) else row["chosen"][0]["content"] for row in rows]
+    rejected = [row["rejected"] if isinstance(row["rejected"], str) else row["rejected"][0]["content"] for row in rows]
+    reward = trainer.implicit_reward()
+    chosen_rewards, rejected_rewards = reward.score(prompts, chosen), reward.score(prompts, rejected)
+    assert sum(chosen_rewards) / 8 == pytest.approx(logged["eval_rewards/chosen"], rel=1e-4, abs=1e-6)
+    assert sum(rejected_rewards) / 8 == pytest.approx(logged["eval_rewards/rejected"], rel=1e-4, abs=1e-6)
+    assert abs(logged["eval_rewards/chosen"]) > 1e-3  # trained: not the trivial zero of an untouched adapter
+    if not conversational:
+        # Rendering the string prompts through the template scores other text than the model trained on.
+        templated = ImplicitReward(trainer.model, trainer.processing_class, beta=args.beta, chat_template=True)
+        assert sum(templated.score(prompts, chosen)) / 8 != pytest.approx(logged["eval_rewards/chosen"], rel=1e-3)
+
+
 def test_lora_reference_is_the_disabled_adapter_not_a_second_copy(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 

@@ -3,7 +3,6 @@ QLoRA, saves the scoring head with the adapter, and refuses bad input before loa
 
 import copy
 import json
-import os
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ from datasets import Dataset
 
 from prefkit import RewardConfig, RewardModel, RewardTrainer
 from prefkit.data.validation import PreferenceDataError
+from prefkit.reward_model import encode_reward_input
 from helpers import separable_preference_rows
 
 
@@ -123,6 +123,49 @@ def test_plain_text_pairs_tokenize_exactly_as_trl_without_a_chat_template(tiny_m
                                processing_class=copy.deepcopy(tokenizer))
     assert ours.train_dataset["chosen_ids"] == theirs.train_dataset["chosen_ids"]
     assert ours.train_dataset["rejected_ids"] == theirs.train_dataset["rejected_ids"]
+
+
+def test_plain_text_pairs_tokenize_exactly_as_trl_with_a_chat_template(tiny_model_dir, tiny_tokenizer, tmp_path):
+    # The tiny tokenizer has a chat template; TRL still trains standard-format pairs as prompt + answer + EOS.
+    assert tiny_tokenizer.chat_template
+    dataset = Dataset.from_list(separable_preference_rows(6))
+    model = sequence_classifier(tiny_model_dir)
+    ours = RewardTrainer(copy.deepcopy(model), args=config(tmp_path), train_dataset=dataset,
+                         processing_class=copy.deepcopy(tiny_tokenizer))
+    theirs = trl.RewardTrainer(copy.deepcopy(model), args=config(tmp_path, cls=trl.RewardConfig), train_dataset=dataset,
+                               processing_class=copy.deepcopy(tiny_tokenizer))
+    assert ours.train_dataset["chosen_ids"] == theirs.train_dataset["chosen_ids"]
+    assert ours.train_dataset["rejected_ids"] == theirs.train_dataset["rejected_ids"]
+    # The option renders them through the template instead: other tokens than TRL's.
+    templated = RewardTrainer(copy.deepcopy(model), args=config(tmp_path, chat_template_for_text=True),
+                              train_dataset=dataset, processing_class=copy.deepcopy(tiny_tokenizer))
+    assert templated.train_dataset["chosen_ids"] != theirs.train_dataset["chosen_ids"]
+    assert templated.train_dataset["chosen_ids"][0] == encode_reward_input(
+        tiny_tokenizer, dataset[0]["prompt"], [{"role": "assistant", "content": dataset[0]["chosen"]}]
+    )
+
+
+@pytest.mark.parametrize("chat_template_for_text", [False, True])
+def test_saved_reward_model_is_scored_on_the_layout_it_was_trained_on(
+    tiny_model_dir, tiny_tokenizer, tmp_path, chat_template_for_text
+):
+    dataset = Dataset.from_list(separable_preference_rows(4))
+    args = config(tmp_path, chat_template_for_text=chat_template_for_text)
+    trainer = RewardTrainer(sequence_classifier(tiny_model_dir), args=args, train_dataset=dataset,
+                            processing_class=copy.deepcopy(tiny_tokenizer))
+    trainer.save_model(str(tmp_path / "saved"))
+    record = json.loads((tmp_path / "saved" / "prefkit_reward.json").read_text())
+    assert record == {"chat_template_for_text": chat_template_for_text}
+    reloaded = RewardModel.from_pretrained(tmp_path / "saved", device="cpu")
+    for row, chosen_ids in zip(dataset, trainer.train_dataset["chosen_ids"]):
+        assert reloaded.encode(row["prompt"], row["chosen"]) == chosen_ids
+    # A model saved without the record (a Hub reward model, prefkit 0.1) is scored through its chat template.
+    (tmp_path / "saved" / "prefkit_reward.json").unlink()
+    legacy = RewardModel.from_pretrained(tmp_path / "saved", device="cpu")
+    row = dataset[0]
+    assert legacy.encode(row["prompt"], row["chosen"]) == encode_reward_input(
+        tiny_tokenizer, [{"role": "user", "content": row["prompt"]}], [{"role": "assistant", "content": row["chosen"]}]
+    )
 
 
 def test_training_tokens_are_what_reward_model_scores(tiny_model_dir, tiny_tokenizer, tmp_path):

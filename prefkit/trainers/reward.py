@@ -17,9 +17,10 @@ What it adds:
   (``score``/``classifier``) is trained and saved with the adapter;
 - pairs are tokenized by :func:`prefkit.reward_model.encode_reward_input`, the function
   :class:`prefkit.RewardModel` scores with, so a trained model is scored on what it saw. For decoders this is
-  token for token what TRL produces for conversational data and for text without a chat template. One deliberate
-  difference: standard-text pairs on a tokenizer *with* a chat template are rendered through the template (prompt
-  as a user turn, response as an assistant turn), as TRL would render the same pairs given as messages;
+  token for token what TRL produces, for conversational and standard-format pairs alike (``chat_template_for_text``
+  renders standard-format pairs through the chat template instead, as TRL would render the same pairs given as
+  messages); the choice is saved with the model (``prefkit_reward.json``) and :class:`prefkit.RewardModel` follows
+  it;
 - the datasets are validated row by row before anything is loaded, and dropped over-long pairs are counted;
 - at the end of training the held-out pairs are scored and ``reward_eval.json`` and ``reward_distributions.png``
   (chosen vs rejected rewards) are written to ``output_dir``.
@@ -41,7 +42,7 @@ from ..data.validation import validate_unless_tokenized
 from ..hub import ModelCardMixin
 from ..losses import bradley_terry_loss
 from ..models import context_length
-from ..reward_model import RewardModel, no_cpu_weight_packing, encode_reward_input
+from ..reward_model import RewardModel, encode_reward_input, no_cpu_weight_packing, write_reward_input_record
 from .startup import QLoRAArguments, check_before_loading, load_for_training, named_datasets
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,15 @@ class RewardConfig(trl.RewardConfig, QLoRAArguments):
         metadata={
             "help": "At the end of training, score the eval pairs and write reward_eval.json (accuracy, mean margin) "
             "and reward_distributions.png (chosen vs rejected rewards) to output_dir."
+        },
+    )
+
+    chat_template_for_text: bool = field(
+        default=False,
+        metadata={
+            "help": "Render standard-format pairs (plain-string prompt and answers) through the tokenizer's chat "
+            "template as a user and an assistant turn. Default: as trl.RewardTrainer, prompt + answer + EOS as text. "
+            "Saved with the model; RewardModel scores the same way."
         },
     )
 
@@ -226,7 +236,14 @@ class RewardTrainer(ModelCardMixin, trl.RewardTrainer):
             self.processing_class,
             batch_size=batch_size or self.args.per_device_eval_batch_size,
             max_length=max_length or self._length_limit,
+            chat_template_for_text=_chat_template_for_text(self.args),
         )
+
+    def _save_files(self, output_dir: str | None = None, state_dict=None):
+        output = super()._save_files(output_dir, state_dict=state_dict)
+        if self.args.should_save:
+            write_reward_input_record(output_dir or self.args.output_dir, _chat_template_for_text(self.args))
+        return output
 
     def write_reward_evaluation(self, pairs=None, output_dir: str | os.PathLike | None = None) -> dict[str, Any]:
         """Score held-out pairs (default: the eval dataset), log accuracy and mean margin, and write
@@ -293,14 +310,20 @@ def _column_names(dataset) -> list[str]:
     return list(columns)
 
 
+def _chat_template_for_text(args) -> bool:
+    """``RewardConfig.chat_template_for_text``; a plain ``trl.RewardConfig`` tokenizes as TRL does (off)."""
+    return bool(getattr(args, "chat_template_for_text", False))
+
+
 def _tokenize_pairs(dataset, tokenizer, args, dataset_name: str):
     """``chosen_ids``/``rejected_ids`` through :func:`encode_reward_input`, the layout :class:`RewardModel` scores."""
+    kwargs_for_all = {"chat_template_for_text": _chat_template_for_text(args)}
 
     def tokenize(example):
         tools = example.get("tools")
         if isinstance(tools, str):
             tools = json.loads(tools)
-        kwargs = dict(tools=tools, chat_template_kwargs=example.get("chat_template_kwargs"))
+        kwargs = dict(tools=tools, chat_template_kwargs=example.get("chat_template_kwargs"), **kwargs_for_all)
         prompt = example.get("prompt")
         return {
             "chosen_ids": encode_reward_input(tokenizer, prompt, example["chosen"], **kwargs),
