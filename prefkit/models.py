@@ -300,6 +300,42 @@ def warn_quantization_without_gpu() -> None:
     )
 
 
+def keep_4bit_weights_trainable_on_cpu(model) -> int:
+    """Stop bitsandbytes from repacking a model's 4-bit weights for its CPU inference kernel; returns how many layers
+    it applied to.
+
+    On a CPU with AVX512-BF16, the first no-grad forward of a ``Linear4bit`` in eval mode (a PPO rollout, a held-out
+    evaluation) converts its weights in place to a packed layout, and every later forward, in training too, goes
+    through ``gemv_4bit``, which has no autograd kernel: PyTorch warns "an autograd kernel was not registered" and the
+    gradient to the layer's input is dropped, so every LoRA weight below it gets a wrong gradient (measured: relative
+    error ~1 in layer 0 of a tiny Llama). Training keeps the regular, differentiable 4-bit matmul instead. Weights
+    already packed (the model ran inference before it was handed over) are converted back, which bitsandbytes does
+    only to bf16 precision (within ~0.4%), and a warning says so.
+    """
+    count = 0
+    unpacked = 0
+    for module in model.modules():
+        if not hasattr(module, "support_avx512bf16_for_cpu"):
+            continue
+        module.support_avx512bf16_for_cpu = False
+        count += 1
+        weight = getattr(module, "weight", None)
+        state = getattr(weight, "quant_state", None)
+        if state is not None and getattr(state, "packing_format_for_cpu", False):
+            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+            weight.data, weight.quant_state = _convert_weight_packed_for_cpu_inverse(weight.data, state)
+            unpacked += 1
+    if unpacked:
+        logger.warning(
+            "%d 4-bit layers had been repacked by bitsandbytes for CPU inference (the model ran without gradients "
+            "before training); they were converted back for training, which bitsandbytes does only approximately. "
+            "For the exact weights, load the model fresh before training it.",
+            unpacked,
+        )
+    return count
+
+
 def quantization_config(quantization: Quantization | Any, compute_dtype: Any = None, nested: bool = True):
     """A ``BitsAndBytesConfig`` for QLoRA: nf4 with double quantization (``"4bit"``) or LLM.int8 (``"8bit"``).
 

@@ -10,12 +10,24 @@ import torch
 bnb = pytest.importorskip("bitsandbytes")
 
 
-def test_lora_gradients_through_4bit_weights_equal_those_through_the_dequantized_weights(tiny_model_dir):
+def _has_avx512bf16() -> bool:
+    from bitsandbytes.functional import has_avx512bf16
+
+    return has_avx512bf16()
+
+
+@pytest.mark.parametrize("after_inference", [False, True], ids=["fresh", "after-a-no-grad-eval-forward"])
+def test_lora_gradients_through_4bit_weights_equal_those_through_the_dequantized_weights(tiny_model_dir, after_inference):
+    # after_inference: a PPO rollout or a held-out evaluation runs the model in eval mode without gradients first. On
+    # an AVX512-BF16 CPU bitsandbytes then repacks the weights for a kernel without autograd, and the gradients below
+    # every 4-bit layer were lost; prefkit's trainers keep the weights trainable (keep_4bit_weights_trainable_on_cpu).
     from peft import LoraConfig, get_peft_model
 
-    from prefkit.models import load_model
+    from prefkit.models import keep_4bit_weights_trainable_on_cpu, load_model
 
     quantized, tokenizer = load_model(tiny_model_dir, quantization="4bit")
+    if after_inference:
+        assert keep_4bit_weights_trainable_on_cpu(quantized) > 0
     dense, _ = load_model(tiny_model_dir, dtype="float32")
     replaced = 0
     for name, module in quantized.named_modules():
@@ -30,6 +42,13 @@ def test_lora_gradients_through_4bit_weights_equal_those_through_the_dequantized
     torch.manual_seed(1)
     dense = get_peft_model(dense, copy.deepcopy(config))
     ids = tokenizer(["hello there, how are you today?"], return_tensors="pt").input_ids
+    if after_inference:
+        quantized.eval()
+        with torch.no_grad():
+            quantized(ids)
+        packed = [m for m in quantized.modules() if getattr(getattr(m, "weight", None), "quant_state", None) is not None
+                  and getattr(m.weight.quant_state, "packing_format_for_cpu", False)]
+        assert packed == []
     losses = []
     for model in (quantized, dense):
         model.train()
@@ -45,3 +64,35 @@ def test_lora_gradients_through_4bit_weights_equal_those_through_the_dequantized
     for name in grads_q:
         assert grads_d[name].abs().sum() > 0, name
         torch.testing.assert_close(grads_q[name].float(), grads_d[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_weights_packed_by_earlier_inference_are_unpacked_for_training(tiny_model_dir):
+    from prefkit.models import keep_4bit_weights_trainable_on_cpu, load_model
+
+    if not _has_avx512bf16():
+        pytest.skip("bitsandbytes packs 4-bit weights for inference only on CPUs with AVX512-BF16")
+    model, tokenizer = load_model(tiny_model_dir, quantization="4bit")
+    layer = next(m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit))
+    before = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state).clone()
+    model.eval()
+    with torch.no_grad():
+        model(tokenizer(["hello"], return_tensors="pt").input_ids)
+    assert layer.weight.quant_state.packing_format_for_cpu  # what a user's own inference leaves behind
+    keep_4bit_weights_trainable_on_cpu(model)
+    assert not getattr(layer.weight.quant_state, "packing_format_for_cpu", False)
+    # bitsandbytes' inverse is approximate (its docstring: best effort): bf16 rounding, 2^-8 of the weights' scale.
+    after = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state)
+    assert (after - before).abs().max() <= 2**-8 * before.abs().max()
+
+
+def test_trainers_load_4bit_models_with_trainable_weights(tiny_model_dir, tmp_path):
+    from datasets import Dataset
+
+    from prefkit.trainers.ppo import PPOConfig, PPOTrainer
+
+    args = PPOConfig(output_dir=str(tmp_path), quantization="4bit", per_device_train_batch_size=2, max_steps=1,
+                     report_to="none", save_strategy="no", advantage_estimator="reinforce")
+    trainer = PPOTrainer(tiny_model_dir, reward_funcs=lambda prompts, completions, **kwargs: [0.0] * len(completions),
+                         args=args, train_dataset=Dataset.from_list([{"prompt": "hi"}] * 4))
+    layers = [m for m in trainer.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and all(m.support_avx512bf16_for_cpu is False for m in layers)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import Any
 
-from ..models import DEFAULT_POLICY, Task, is_quantized, load_model, lora_config, model_id
+from ..models import DEFAULT_POLICY, Task, is_quantized, keep_4bit_weights_trainable_on_cpu, load_model, lora_config, model_id
 
 
 def has_accelerator() -> bool:
@@ -265,6 +265,8 @@ def load_for_training(
     model, processing_class = resolve_model_argument(
         model, args, task=task, quantization_config=quantization_config, processing_class=processing_class
     )
+    if is_quantized(model):
+        keep_4bit_weights_trainable_on_cpu(model)  # bitsandbytes' CPU inference packing drops gradients
     if processing_class is None and load_tokenizer_if_missing:
         processing_class = load_tokenizer(model_id(model), trust_remote_code=getattr(args, "trust_remote_code", False))
     if processing_class is not None:

@@ -246,7 +246,7 @@ def compute_advantages(
     args: PPOConfig,
     reinforce_baseline: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Advantages ``[B, T]`` of ``args.advantage_estimator``, and the value model's labels (returns, ``[B, T]``; GAE
+    r"""Advantages ``[B, T]`` of ``args.advantage_estimator``, and the value model's labels (returns, ``[B, T]``; GAE
     only, else ``None``).
 
     GAE is token-level, over ``rewards`` and ``values``. The others are sequence-level: one return per completion
