@@ -2,6 +2,7 @@
 
     prefkit export --input labeled.jsonl --output pairs.jsonl                     # pairwise, margins from the scale
     prefkit export --input labeled.jsonl --output kto.parquet --format unpaired   # KTO rows
+    prefkit export --input pairs.jsonl --output kto.jsonl --format unpaired      # pairs split into KTO rows
     prefkit export --input scores.jsonl --output pairs.jsonl --pointwise_mode all_pairs
     prefkit export --input labeled.jsonl --push_to_hub me/my-prefs --license cc-by-4.0
 
@@ -90,7 +91,7 @@ def load_scale(spec: str):
 
 def build_rows(records: list[dict], args: ExportArguments, scale) -> tuple[list[dict], str]:
     """TRL rows from whatever the input holds, and a sentence saying what was left out."""
-    from ..data.labels import labels_to_pairs, labels_to_unpaired, pointwise_to_pairs
+    from ..data.labels import labels_to_pairs, labels_to_unpaired, pairs_to_unpaired, pointwise_to_pairs
     from ..data.validation import (
         ONE_FORMAT_PER_DATASET,
         PreferenceDataError,
@@ -135,6 +136,9 @@ def build_rows(records: list[dict], args: ExportArguments, scale) -> tuple[list[
         ), "pointwise rows paired within each prompt"
     if kind == "preference":
         report = validate_dataset(records, args.input, format="preference", drop_invalid=args.drop_invalid)
+        if args.format == "unpaired":  # each pair: its chosen answer desirable, its rejected one not
+            rows = pairs_to_unpaired(report.dataset, keep_columns=keep, errors=errors)
+            return rows, f"{report.num_dropped} bad rows dropped"
         trl = ("prompt", "chosen", "rejected", "margin")
         return [
             {k: r[k] for k in (*trl, *keep) if k in r} for r in report.dataset

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from .labels import label_counts, labels_to_pairs, labels_to_unpaired, pointwise_to_pairs
+from .labels import label_counts, labels_to_pairs, labels_to_unpaired, pairs_to_unpaired, pointwise_to_pairs
 from .scales import BOTH_BAD, DEFAULT_SCALE, TIE, GradedScale, ScalePoint, UnknownLabelError
 from .validation import (
     EmptyDatasetError,
@@ -75,6 +75,7 @@ __all__ = [
     "label_counts",
     "labels_to_pairs",
     "labels_to_unpaired",
+    "pairs_to_unpaired",
     "pointwise_to_pairs",
     "validate_dataset",
     "validate_preference_dataset",

@@ -52,7 +52,7 @@ def export_format(dataset: Any) -> str:
 
 def _validate(dataset: Any) -> None:
     kind = export_format(dataset)
-    validate_dataset(dataset, "rows to export", format="preference" if kind == "pairwise" else "pointwise")
+    validate_dataset(dataset, "rows to export", format="preference" if kind == "pairwise" else "unpaired")
 
 
 def export_pairs(

@@ -1,5 +1,5 @@
 """From labels to TRL rows: pairwise judgements and pointwise scores become ``prompt`` / ``chosen`` / ``rejected``
-(+ ``margin``), or unpaired ``prompt`` / ``completion`` / ``label`` rows for KTO.
+(+ ``margin``); judgements and ready pairs become unpaired ``prompt`` / ``completion`` / ``label`` rows for KTO.
 
 A *labeled record* is one judgement on two responses to the same prompt::
 
@@ -28,6 +28,7 @@ from .validation import (
     RowProblem,
     check_labeled_record,
     check_pointwise_row,
+    check_preference_row,
 )
 
 logger = logging.getLogger(__name__)
@@ -158,6 +159,34 @@ def labels_to_unpaired(
                     row[extra] = record[extra]
             if "id" in keep_columns and record.get("id") is not None:  # one record, two rows: keep ids unique
                 row["id"] = f"{record['id']}/{column[-1]}"
+            rows.append(row)
+    return rows
+
+
+def pairs_to_unpaired(
+    pairs: Iterable[Mapping[str, Any]], *, keep_columns: Sequence[str] = (), errors: Errors = "raise"
+) -> list[dict[str, Any]]:
+    """TRL unpaired rows for KTO from TRL pairs (``prompt``, ``chosen``, ``rejected``): each pair gives its chosen
+    answer labelled ``True`` and, right after it, its rejected answer labelled ``False``.
+
+    The order matters for KTO, which reads rows in dataset order (its KL term pairs each row with its neighbour):
+    TRL's own ``unpair_preference_dataset`` puts every chosen row before every rejected one (per 1,000 pairs), so the
+    first half of an epoch would see only desirable answers. A ``margin`` is dropped (KTO has none); an ``id`` kept
+    through ``keep_columns`` becomes ``<id>/chosen`` or ``<id>/rejected``.
+
+    >>> pairs_to_unpaired([{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}])
+    [{'prompt': 'Hi', 'completion': 'Hello!', 'label': True}, {'prompt': 'Hi', 'completion': 'Go away.', 'label': False}]
+    """
+    good = _collect(pairs, check_preference_row, errors, "preference pairs", require_prompt=True)
+    rows: list[dict[str, Any]] = []
+    for _, pair in good:
+        for column, desirable in (("chosen", True), ("rejected", False)):
+            row = {"prompt": pair["prompt"], "completion": pair[column], "label": desirable}
+            for extra in keep_columns:
+                if extra in pair:
+                    row[extra] = pair[extra]
+            if "id" in keep_columns and pair.get("id") is not None:  # one pair, two rows: keep ids unique
+                row["id"] = f"{pair['id']}/{column}"
             rows.append(row)
     return rows
 

@@ -257,7 +257,7 @@ def validate_unless_tokenized(dataset: Any, name: str, *, uses_margin: bool = Fa
     may hold typed content parts. ``uses_margin``: the trainer reads ``margin`` (the reward trainer), so a row
     without one while others have one is an error rather than a silent zero.
     """
-    columns = _column_names(dataset)
+    columns = dataset_columns(dataset)
     if any(column in columns for column in TOKENIZED_COLUMNS):
         return
     images = [column for column in IMAGE_COLUMNS if column in columns]
@@ -277,7 +277,8 @@ def validate_unless_tokenized(dataset: Any, name: str, *, uses_margin: bool = Fa
             )
 
 
-def _column_names(dataset: Any) -> list[str]:
+def dataset_columns(dataset: Any) -> list[str]:
+    """The column names of a dataset, a streamed one (from its first row) or a list of rows (the first row's)."""
     columns = getattr(dataset, "column_names", None)
     if columns is None:  # a streamed dataset whose features are not known yet: look at its first row
         first = next(iter(dataset), None)
@@ -366,14 +367,15 @@ def check_one_format(rows: Iterable[Any], name: str, format: str = "preference")
 # Every other shape of preference data: raw pairwise judgements, pointwise scores / labels, prompt lists.
 # ---------------------------------------------------------------------------------------------------------------------
 
-FORMATS = ("preference", "labeled", "pointwise", "prompts")
+FORMATS = ("preference", "labeled", "pointwise", "unpaired", "prompts")
 # Formats whose rows become one dataset for a trainer, so all rows need one format. A list of prompts to sample
 # from may mix plain and chat prompts: each is rendered on its own.
-ONE_FORMAT_PER_DATASET = ("preference", "labeled", "pointwise")
+ONE_FORMAT_PER_DATASET = ("preference", "labeled", "pointwise", "unpaired")
 FORMAT_COLUMNS = {
     "preference": ("chosen", "rejected"),  # TRL paired (prompt optional: implicit prompt)
     "labeled": ("prompt", "response_a", "response_b", "label"),  # a judgement on two responses, before pairing
     "pointwise": ("prompt", "completion"),  # + "score" (number) or "label" (bool, TRL's unpaired/KTO format)
+    "unpaired": ("prompt", "completion", "label"),  # TRL's unpaired format, what KTO trains on: label is a bool
     "prompts": ("prompt",),  # what generate-pairs samples from
 }
 # Column names people use for the ones prefkit expects, for "did you mean" hints.
@@ -438,14 +440,17 @@ def missing_columns_problems(columns: Iterable[str], format: str) -> list[RowPro
             reason = f"is missing: pointwise rows need 'score' (a number) or 'label' (true/false); columns are {sorted(columns)}"
             if guess is not None:
                 reason += f". Did you mean {guess!r}?"
+        if format == "unpaired" and column == "label" and "score" in columns:
+            reason += (". Unpaired rows need a true/false label, not a score: set label = score above your threshold, "
+                       "or pair the scored completions with prefkit.data.pointwise_to_pairs and train DPO")
         problems.append(RowProblem(None, column, reason))
     return problems
 
 
-def check_prompt(value: Any, row: int, column: str = "prompt") -> list[RowProblem]:
+def check_prompt(value: Any, row: int, column: str = "prompt", *, multimodal: bool = False) -> list[RowProblem]:
     """A prompt: non-empty text, or a conversation whose last message is not the assistant's."""
     if _is_conversation(value):
-        problems = check_messages(value, column, row)
+        problems = check_messages(value, column, row, multimodal=multimodal)
         if not problems and value[-1].get("role") == "assistant":
             problems.append(
                 RowProblem(row, column, "ends with an assistant turn; the last prompt message must be user/system/tool")
@@ -454,12 +459,14 @@ def check_prompt(value: Any, row: int, column: str = "prompt") -> list[RowProble
     return check_text(value, column, row)
 
 
-def check_response(value: Any, column: str, row: int, conversational: bool) -> list[RowProblem]:
+def check_response(
+    value: Any, column: str, row: int, conversational: bool, *, multimodal: bool = False
+) -> list[RowProblem]:
     """A response to a prompt: text, or (after a conversational prompt) text or a list of assistant messages."""
     if _is_conversation(value):
         if not conversational:
             return [RowProblem(row, column, "is a conversation but the prompt is plain text; use one format per row")]
-        return check_messages(value, column, row, allowed_roles=("assistant", "tool"))
+        return check_messages(value, column, row, allowed_roles=("assistant", "tool"), multimodal=multimodal)
     return check_text(value, column, row)
 
 
@@ -499,6 +506,72 @@ def check_labeled_record(record: Mapping[str, Any], row: int, scale=None) -> lis
     return problems
 
 
+def check_label(value: Any, row: int, column: str = "label") -> list[RowProblem]:
+    """An unpaired label: ``True`` (the completion is desirable) or ``False`` (undesirable), a real boolean."""
+    if value is None:
+        return [RowProblem(row, column, "is missing (None); expected true (desirable) or false (undesirable)")]
+    if not isinstance(value, bool):
+        return [
+            RowProblem(row, column, f"is a {type(value).__name__} ({_describe(value)}); expected true (desirable) or "
+                       "false (undesirable), a JSON boolean rather than a number or a string")
+        ]
+    return []
+
+
+def check_unpaired_row(example: Mapping[str, Any], row: int, *, multimodal: bool = False) -> list[RowProblem]:
+    """Problems of one row of TRL's unpaired format ``{prompt, completion, label}`` (KTO's), standard or
+    conversational. ``multimodal``: messages may hold typed content parts (a vision dataset)."""
+    problems = [RowProblem(row, c, "is missing") for c in FORMAT_COLUMNS["unpaired"] if c not in example]
+    if problems:
+        return problems
+    problems += check_prompt(example["prompt"], row, multimodal=multimodal)
+    conversational = _is_conversation(example["prompt"])
+    problems += check_response(example["completion"], "completion", row, conversational, multimodal=multimodal)
+    problems += check_label(example["label"], row)
+    return problems
+
+
+def validate_unpaired_dataset(
+    dataset: Any, name: str = "train_dataset", *, max_rows: int | None = None, multimodal: bool = False
+) -> None:
+    """Raise :class:`PreferenceDataError` listing every bad row of an unpaired dataset (``prompt``, ``completion``,
+    boolean ``label``: what KTO trains on); return ``None`` if it is good.
+
+    Like :func:`validate_preference_dataset`: one pass, no model, every row in one format (all conversational or all
+    plain text). Accepts a ``datasets.Dataset``, an ``IterableDataset`` (``max_rows`` bounds how far it is read) or
+    any iterable of dicts.
+    """
+    columns = getattr(dataset, "column_names", None)
+    if columns is not None:
+        missing = missing_columns_problems(columns, "unpaired")
+        if missing:
+            raise PreferenceDataError(name, missing, hint=(
+                "An unpaired dataset has one labeled completion per row: prompt, completion and label (true when the "
+                "completion is desirable, false when not). prefkit.data.labels_to_unpaired makes these rows from "
+                "labeled pairs, prefkit.data.pairs_to_unpaired from TRL pairs; `prefkit export --format unpaired` and "
+                "the app's KTO export write them."
+            ))
+    problems: list[RowProblem] = []
+    styles = RowStyles("unpaired")
+    count = 0
+    for index, example in enumerate(dataset):
+        if max_rows is not None and index >= max_rows:
+            break
+        count += 1
+        if not isinstance(example, Mapping):
+            problems.append(RowProblem(index, None, f"is {_describe(example)}; expected an object with named columns"))
+            continue
+        problems += check_unpaired_row(example, index, multimodal=multimodal)
+        styles.add(example, index)
+    if count == 0:
+        raise EmptyDatasetError(name, "at least one labeled completion (prompt, completion, label)")
+    mixed = styles.problem()
+    if mixed is not None:
+        problems.insert(0, mixed)
+    if problems:
+        raise PreferenceDataError(name, problems, total_rows=count)
+
+
 def check_pointwise_row(example: Mapping[str, Any], row: int) -> list[RowProblem]:
     """Problems of one pointwise row ``{prompt, completion, score}`` or TRL unpaired ``{prompt, completion, label}``."""
     problems = [RowProblem(row, c, "is missing") for c in FORMAT_COLUMNS["pointwise"] if c not in example]
@@ -536,6 +609,8 @@ def check_row(example: Any, row: int, format: str, scale=None) -> list[RowProble
         return check_labeled_record(example, row, scale)
     if format == "pointwise":
         return check_pointwise_row(example, row)
+    if format == "unpaired":
+        return check_unpaired_row(example, row)
     if format == "prompts":
         return check_prompt_row(example, row)
     raise ValueError(f"unknown format {format!r}; expected one of {FORMATS}")
@@ -584,7 +659,9 @@ def validate_dataset(
 
     ``dataset``: a ``datasets.Dataset``, an ``IterableDataset`` (checked as it streams), or an iterable of dicts.
     ``format``: "preference" (TRL ``chosen``/``rejected``), "labeled" (``response_a``/``response_b``/``label``),
-    "pointwise" (``completion`` + ``score`` or boolean ``label``), "prompts", or "auto" (from the columns).
+    "pointwise" (``completion`` + ``score`` or boolean ``label``), "unpaired" (``completion`` + boolean ``label``:
+    TRL's unpaired format, what KTO trains on), "prompts", or "auto" (from the columns; never "unpaired", which
+    "pointwise" covers).
     Rows whose ``id_column`` value repeats an earlier one are bad too.
 
     Raises :class:`PreferenceDataError` (every bad row: index, column, reason) unless ``drop_invalid``; then returns
