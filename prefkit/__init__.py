@@ -26,6 +26,8 @@ _LAZY = {
     # trainers
     "DPOConfig": "prefkit.trainers.dpo",
     "DPOTrainer": "prefkit.trainers.dpo",
+    "KTOConfig": "prefkit.trainers.kto",
+    "KTOTrainer": "prefkit.trainers.kto",
     "ImplicitReward": "prefkit.implicit_reward",
     "RewardConfig": "prefkit.trainers.reward",
     "RewardTrainer": "prefkit.trainers.reward",
@@ -97,5 +99,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .implicit_reward import ImplicitReward
     from .trainers.dpo import DPOConfig, DPOTrainer
     from .trainers.grpo import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+    from .trainers.kto import KTOConfig, KTOTrainer
     from .trainers.ppo import PPOConfig, PPOTrainer
     from .trainers.reward import RewardConfig, RewardTrainer

@@ -15,6 +15,7 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "dpo": ("prefkit.commands.dpo", "Train a policy with DPO (TRL-compatible, QLoRA-ready)."),
+    "kto": ("prefkit.commands.kto", "Train a policy with KTO on thumbs up / down of single answers (no pairs needed)."),
     "reward": ("prefkit.commands.reward", "Train a Bradley-Terry reward model (decoder or encoder)."),
     "reward-eval": ("prefkit.commands.reward_eval", "Evaluate a reward model on held-out pairs; writes a PNG."),
     "ppo": ("prefkit.commands.ppo", "Train a policy with PPO (clip / KL-penalty; GAE, REINFORCE, RLOO, GRPO)."),

@@ -16,6 +16,7 @@ from .version import __version__
 
 _METHOD_PAPERS = {
     "dpo": ("Direct Preference Optimization: Your Language Model is Secretly a Reward Model", "2305.18290"),
+    "kto": ("KTO: Model Alignment as Prospect Theoretic Optimization", "2402.01306"),
     "reward-model": ("Training language models to follow instructions with human feedback", "2203.02155"),
     "ppo": ("Proximal Policy Optimization Algorithms", "1707.06347"),
     "grpo": ("DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language Models", "2402.03300"),

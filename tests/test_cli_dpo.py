@@ -21,7 +21,7 @@ def pairs_file(tmp_path_factory):
 def test_cli_help_lists_every_command(capsys):
     assert cli_main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("dpo", "reward", "ppo", "grpo", "rloo", "bon", "generate-pairs", "label", "export", "app"):
+    for command in ("dpo", "kto", "reward", "ppo", "grpo", "rloo", "bon", "generate-pairs", "label", "export", "app"):
         assert f"  {command} " in out
 
 

@@ -24,6 +24,7 @@ PAIRS_TO_LABEL = [
     for i, (a, b) in enumerate([("Boil water and steep the tea.", "No."), ("Ask someone.", "Steep the tea in boiled water.")])
 ]
 LABELED = [{"id": "r1", "prompt": "Tea?", "response_a": "Boil water.", "response_b": "No.", "label": "A better"}]
+THUMBS = [{"prompt": "Tea?", "completion": "Boil water.", "label": True}, {"prompt": "Tea?", "completion": "No.", "label": False}]
 
 
 @pytest.fixture
@@ -48,6 +49,7 @@ def inputs(tmp_path):
     folder = tmp_path / "inputs"
     return {
         "pairs": str(write_jsonl(separable_preference_rows(4), folder / "pairs.jsonl")),
+        "thumbs": str(write_jsonl(THUMBS, folder / "thumbs.jsonl")),
         "prompts": str(write_jsonl([{"prompt": "Tell me about tea."}], folder / "prompts.jsonl")),
         "to_label": str(write_jsonl(PAIRS_TO_LABEL, folder / "to_label.jsonl")),
         "labeled": str(write_jsonl(LABELED, folder / "labeled.jsonl")),
@@ -58,6 +60,7 @@ def command_line(command: str, inputs: dict, output: str) -> list[str]:
     """A command line that is good but for ``output`` (the path each command writes: a file or a folder)."""
     return {
         "dpo": ["dpo", "--dataset_name", inputs["pairs"], "--output_dir", output, *TRAINING_FLAGS],
+        "kto": ["kto", "--dataset_name", inputs["thumbs"], "--output_dir", output, *TRAINING_FLAGS],
         "reward": ["reward", "--dataset_name", inputs["pairs"], "--output_dir", output, *TRAINING_FLAGS],
         "ppo": ["ppo", "--dataset_name", inputs["prompts"], "--reward", "vader", "--output_dir", output, *TRAINING_FLAGS],
         "grpo": ["grpo", "--dataset_name", inputs["prompts"], "--reward", "vader", "--output_dir", output, *TRAINING_FLAGS],
@@ -73,8 +76,10 @@ def command_line(command: str, inputs: dict, output: str) -> list[str]:
     }[command]
 
 
-WRITES_A_FOLDER = {"dpo": True, "reward": True, "ppo": True, "grpo": True, "rloo": True, "reward-eval": True, "eval": True}
-COMMANDS = ["dpo", "reward", "ppo", "grpo", "rloo", "reward-eval", "eval", "bon", "generate-pairs", "label", "export"]
+WRITES_A_FOLDER = {
+    "dpo": True, "kto": True, "reward": True, "ppo": True, "grpo": True, "rloo": True, "reward-eval": True, "eval": True
+}
+COMMANDS = ["dpo", "kto", "reward", "ppo", "grpo", "rloo", "reward-eval", "eval", "bon", "generate-pairs", "label", "export"]
 
 
 def flag_and_name(command: str) -> tuple[str, str]:
@@ -143,9 +148,9 @@ def test_a_writable_output_path_passes_and_creates_nothing(tmp_path):
 # ---- empty inputs --------------------------------------------------------------------------------------------------
 
 READS = {  # command -> the flag of the data file it reads
-    "dpo": "--dataset_name", "reward": "--dataset_name", "ppo": "--dataset_name", "grpo": "--dataset_name",
-    "rloo": "--dataset_name", "reward-eval": "--dataset_name", "eval": "--prompts_file", "bon": "--prompts_file",
-    "generate-pairs": "--prompts", "label": "--input", "export": "--input",
+    "dpo": "--dataset_name", "kto": "--dataset_name", "reward": "--dataset_name", "ppo": "--dataset_name",
+    "grpo": "--dataset_name", "rloo": "--dataset_name", "reward-eval": "--dataset_name", "eval": "--prompts_file",
+    "bon": "--prompts_file", "generate-pairs": "--prompts", "label": "--input", "export": "--input",
 }
 
 
@@ -310,9 +315,9 @@ def test_a_bug_keeps_its_traceback():
 # ---- the scripts are the commands ------------------------------------------------------------------------------------
 
 SCRIPT_FLAGS = {
-    "dpo": "--dataset_name", "reward": "--dataset_name", "ppo": "--reward_model", "grpo": "--reward_model",
-    "rloo": "--reward_model", "bon": "--prompts_file", "generate_pairs": "--prompts", "label": "--judge",
-    "export": "--pointwise_mode",
+    "dpo": "--dataset_name", "kto": "--desirable_weight", "reward": "--dataset_name", "ppo": "--reward_model",
+    "grpo": "--reward_model", "rloo": "--reward_model", "bon": "--prompts_file", "generate_pairs": "--prompts",
+    "label": "--judge", "export": "--pointwise_mode",
 }
 
 

@@ -1,5 +1,5 @@
 """No trainer lets the Hub token out: after one step, save_model and push_to_hub (to a faked Hub), every byte written
-under output_dir and every byte uploaded is searched for it, for each of prefkit's five trainers."""
+under output_dir and every byte uploaded is searched for it, for each of prefkit's trainers."""
 
 from __future__ import annotations
 
@@ -70,6 +70,15 @@ def dpo(model_dir, output_dir, token):
     return DPOTrainer(model_dir, args=args, train_dataset=Dataset.from_list(separable_preference_rows(8)))
 
 
+def kto(model_dir, output_dir, token):
+    from prefkit import KTOConfig, KTOTrainer
+
+    rows = [{"prompt": r["prompt"], "completion": r[column], "label": column == "chosen"}
+            for r in separable_preference_rows(4) for column in ("chosen", "rejected")]
+    args = KTOConfig(**common_args(output_dir, token, "kto"), per_device_train_batch_size=4, gradient_checkpointing=False)
+    return KTOTrainer(model_dir, args=args, train_dataset=Dataset.from_list(rows))
+
+
 def reward(model_dir, output_dir, token):
     from prefkit import RewardConfig, RewardTrainer
 
@@ -105,7 +114,7 @@ def ppo(model_dir, output_dir, token):
     return PPOTrainer(model_dir, reward_funcs=kindness, args=args, train_dataset=Dataset.from_dict({"prompt": PROMPTS}))
 
 
-TRAINERS = {"dpo": dpo, "reward": reward, "grpo": grpo, "rloo": rloo, "ppo": ppo}
+TRAINERS = {"dpo": dpo, "kto": kto, "reward": reward, "grpo": grpo, "rloo": rloo, "ppo": ppo}
 
 
 @pytest.mark.parametrize("name", list(TRAINERS))

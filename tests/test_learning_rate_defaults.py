@@ -3,13 +3,13 @@
 import pytest
 import trl
 
-from prefkit import DPOConfig, DPOTrainer, GRPOConfig, RLOOConfig
+from prefkit import DPOConfig, DPOTrainer, GRPOConfig, KTOConfig, RLOOConfig
 from prefkit.trainers.startup import LORA_LEARNING_RATE_FACTOR
 from helpers import separable_preference_rows
 
 
-@pytest.mark.parametrize("config_class, trl_class", [(DPOConfig, trl.DPOConfig), (GRPOConfig, trl.GRPOConfig),
-                                                     (RLOOConfig, trl.RLOOConfig)])
+@pytest.mark.parametrize("config_class, trl_class", [(DPOConfig, trl.DPOConfig), (KTOConfig, trl.KTOConfig),
+                                                     (GRPOConfig, trl.GRPOConfig), (RLOOConfig, trl.RLOOConfig)])
 def test_lora_flags_get_ten_times_trls_full_fine_tuning_rate(config_class, trl_class, tmp_path):
     full = trl_class.__dataclass_fields__["learning_rate"].default
     assert config_class(output_dir=str(tmp_path)).learning_rate == full

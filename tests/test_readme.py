@@ -27,7 +27,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
-TRAINING_COMMANDS = ("dpo", "reward", "ppo", "grpo", "rloo")
+TRAINING_COMMANDS = ("dpo", "kto", "reward", "ppo", "grpo", "rloo")
 
 # Command lines of the README that are not run here, by how they start, and why.
 NOT_RUN = {

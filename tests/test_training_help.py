@@ -7,7 +7,7 @@ import pytest
 
 from prefkit.cli import main as prefkit
 
-TRAINING_COMMANDS = ["dpo", "reward", "ppo", "grpo", "rloo"]
+TRAINING_COMMANDS = ["dpo", "kto", "reward", "ppo", "grpo", "rloo"]
 
 
 def help_text(capsys, *argv: str) -> str:
