@@ -62,7 +62,9 @@ class TrainingCommand:
 
         presets = [f"--preset {name}: {preset.description}" for name, preset in PRESETS.get(self.name, {}).items()]
         epilog = " ".join(part for part in [self.epilog, *presets, "(Flags given with a preset override it.)" if presets else None] if part)
-        return TrlParser(self.argument_classes, prog=prog, epilog=epilog or None)
+        parser = TrlParser(self.argument_classes, prog=prog, epilog=epilog or None)
+        parser.error = _short_usage_error(parser.prog)  # not argparse's 150-line usage before the one line that matters
+        return parser
 
     def parse(self, argv: list[str] | None = None, prog: str | None = None) -> tuple:
         """The parsed argument dataclasses; ``--preset NAME`` (:mod:`prefkit.presets`) first sets the defaults, then
@@ -254,3 +256,14 @@ def end_training(trainer) -> None:
     trainer.model_wrapped = trainer.model = None
     accelerator.free_memory()  # drops the prepared (DDP) model, optimizer and dataloaders, then collects garbage
     accelerator.end_training()
+
+
+def _short_usage_error(prog: str) -> Callable[[str], None]:
+    """``ArgumentParser.error`` for the training commands: the problem in one line and where the flags are listed."""
+
+    def error(message: str) -> None:
+        # A string exit code: the command runner prints it and returns the user-error status.
+        raise SystemExit(f"error: {message}\n  ({prog} --help lists the main flags, --help-all every flag)")
+
+    return error
+

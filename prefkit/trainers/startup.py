@@ -45,8 +45,9 @@ class QLoRAArguments:
         default=None,
         metadata={
             "help": "Load the base model quantized with bitsandbytes: '4bit' (nf4, double quantization; QLoRA) or "
-            "'8bit'. Only applies when the model is given by name. Implies --use_peft.",
-            "choices": ["4bit", "8bit", None],
+            "'8bit'. Only applies when the model is given by name. Implies --use_peft. 'none' unsets it (e.g. over a "
+            "config file that sets it).",
+            "choices": ["4bit", "8bit", "none"],
         },
     )
     use_peft: bool = field(
