@@ -69,11 +69,14 @@ class AppModels:
         compare: tuple[Any, Any] | None = None,
         compare_name: str | None = None,
     ) -> AppModels:
-        """Models already in memory (tests, notebooks)."""
+        """Models already in memory (tests, notebooks). Unnamed, each is known by its Hub id's last part, also when
+        its weights came from a local copy of it (the offline default, a Hub cache snapshot)."""
+        from ..models import model_id
+
         models = cls()
-        models.policy = PolicySlot(policy_name or short_name(_model_name(policy)), policy, tokenizer)
+        models.policy = PolicySlot(policy_name or short_name(model_id(policy)), policy, tokenizer)
         if compare is not None:
-            models.compare = PolicySlot(compare_name or short_name(_model_name(compare[0])), compare[0], compare[1])
+            models.compare = PolicySlot(compare_name or short_name(model_id(compare[0])), compare[0], compare[1])
             if models.compare.name == models.policy.name:
                 models.compare.name += " (2)"
         models.reward = reward
@@ -143,9 +146,3 @@ class AppModels:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.ready.wait(timeout)
-
-
-def _model_name(model) -> str:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    config = getattr(base, "config", None)
-    return getattr(config, "_name_or_path", "") or type(base).__name__
