@@ -102,6 +102,8 @@ class BestOfNResult:
         kl_to_base: the analytic bound log N - (N-1)/N on KL(best-of-N || policy), in nats.
         duplicates: candidates whose text repeats an earlier candidate (the KL bound is loose when this is > 0).
         truncated_prompt_tokens: tokens cut from the left of the prompt (``truncation="left"``), else 0.
+        interrupted_by: ``"max_time"`` or ``"should_stop"`` when that argument of :func:`best_of_n` cut the
+            generation short (unfinished candidates then end where it stopped), else None.
     """
 
     prompt: Prompt
@@ -114,6 +116,7 @@ class BestOfNResult:
     duplicates: int = 0
     truncated_prompt_tokens: int = 0
     generation: dict[str, Any] = field(default_factory=dict)
+    interrupted_by: str | None = None
 
     @property
     def n(self) -> int:
@@ -143,6 +146,7 @@ class BestOfNResult:
             "score_seconds": self.score_seconds,
             "duplicates": self.duplicates,
             "truncated_prompt_tokens": self.truncated_prompt_tokens,
+            "interrupted_by": self.interrupted_by,
             "generation": self.generation,
             "candidates": [candidate.to_dict() for candidate in self.candidates],
         }
@@ -293,6 +297,8 @@ def best_of_n(
     seed: int | None = None,
     truncation: Literal["error", "left"] = "error",
     progress: bool = True,
+    max_time: float | None = None,
+    should_stop: Callable[[], bool] | None = None,
     **generation: Any,
 ) -> list[BestOfNResult]:
     """Sample ``n`` answers per prompt from ``policy``, score them with ``reward``, rank them.
@@ -311,6 +317,10 @@ def best_of_n(
         truncation: ``"error"`` (default) raises :class:`PromptTooLongError` for a prompt that leaves no room for
             ``max_new_tokens`` in the context; ``"left"`` keeps its last tokens and warns.
         progress: show a progress bar over batches when there is more than one.
+        max_time: seconds all the generation may take (every batch together; scoring is not counted). When it runs
+            out, each candidate ends where it is and is scored as it is (``interrupted_by="max_time"``).
+        should_stop: called after every generated token; True ends the generation the same way (a server passes
+            "has the client gone?"), with ``interrupted_by="should_stop"``.
         **generation: any other ``generate`` argument (``top_k``, ``repetition_penalty``, ``min_p`` ...).
 
     Returns:
@@ -344,7 +354,10 @@ def best_of_n(
     cut = encoded.truncated_tokens
     settings = {"n": n, "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
     settings.update({k: v for k, v in generation.items() if isinstance(v, (int, float, str, bool))})
+    if max_time is not None:
+        settings["max_time"] = max_time
     generation = {"top_k": 0, **generation}  # sample from the policy itself unless told otherwise
+    deadline = None if max_time is None else time.monotonic() + max_time
 
     batches = list(range(0, len(prompts), batch_size))
     bar = None
@@ -361,7 +374,8 @@ def best_of_n(
                 began = time.perf_counter()
                 samples = sampler.generate_encoded(
                     batch_prompts, encoded[start : start + batch_size], n,
-                    max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, **generation,
+                    max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, should_stop=should_stop,
+                    max_time=None if deadline is None else max(0.0, deadline - time.monotonic()), **generation,
                 )
                 _synchronize(device)
                 generate_seconds = time.perf_counter() - began
@@ -413,6 +427,7 @@ def best_of_n(
                             duplicates=duplicates,
                             truncated_prompt_tokens=cut[start + offset],
                             generation=dict(settings),
+                            interrupted_by=samples.interrupted_by,
                         )
                     )
                 if bar is not None:

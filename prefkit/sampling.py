@@ -12,6 +12,8 @@ everywhere:
 - **stopping**: a completion ends at its first stop token (:func:`stop_token_ids`: the model's and the tokenizer's
   EOS ids plus any extra), which is kept in ``completion_ids`` (a policy must learn to stop) and masked in; what
   follows is padding. ``finished`` says whether a stop token came before ``max_new_tokens`` ran out.
+- **interrupting**: ``max_time`` (seconds for the whole call) and ``should_stop`` (a callable, e.g. "the client left")
+  end every row after the token being generated when they fire; ``Samples.interrupted_by`` says which one did.
 
 The engine is an object with ``generate(prompts, n, **gen_kwargs) -> Samples``; :class:`HFSampler` runs
 ``transformers``' ``generate`` on a local model. Another engine (a vLLM or OpenAI-compatible server) fits behind the
@@ -23,6 +25,7 @@ Rows of a :class:`Samples` are prompt-major: the ``n`` completions of prompt 0, 
 from __future__ import annotations
 
 import contextlib
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -177,6 +180,8 @@ class Samples:
     stripped. ``logprobs`` (``return_logprobs=True``) are the sampling distribution's log-probabilities of each
     completion token (after temperature and top-k/top-p: what an importance ratio needs), 0 where masked out;
     ``step_logits`` (``return_logits=True``) the raw logits ``[rows, width, vocab]`` (float32, CPU).
+    ``interrupted_by`` is ``"max_time"`` or ``"should_stop"`` when that argument ended the generation early (rows
+    without a stop token were then cut by it, not by ``max_new_tokens``), else None.
     """
 
     prompts: list[Prompt]
@@ -191,6 +196,7 @@ class Samples:
     logprobs: torch.Tensor | None = None
     step_logits: torch.Tensor | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    interrupted_by: str | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -240,6 +246,28 @@ def seeded(seed: int | None, device: torch.device):
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+
+class Interrupt:
+    """A ``transformers`` stopping criterion that ends every row of a ``generate`` call once ``deadline``
+    (``time.monotonic()``) has passed or ``should_stop()`` is true. ``generate`` calls it after each token, so a
+    generation stops within one token; ``fired`` remembers why. (It follows ``StoppingCriteria``'s call protocol
+    without subclassing it, so importing this module does not import ``transformers``.)"""
+
+    def __init__(self, deadline: float | None = None, should_stop: Callable[[], bool] | None = None):
+        self.deadline, self.should_stop = deadline, should_stop
+        self.fired: str | None = None
+
+    def check(self) -> bool:
+        if self.fired is None:
+            if self.should_stop is not None and self.should_stop():
+                self.fired = "should_stop"
+            elif self.deadline is not None and time.monotonic() >= self.deadline:
+                self.fired = "max_time"
+        return self.fired is not None
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.check(), dtype=torch.bool, device=input_ids.device)
 
 
 class HFSampler:
@@ -310,6 +338,8 @@ class HFSampler:
         return_logprobs: bool = False,
         return_logits: bool = False,
         seed: int | None = None,
+        max_time: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
         **gen_kwargs: Any,
     ) -> Samples:
         """Sample ``n`` completions for each of ``prompts``, already encoded; ``batch_size`` prompts (``batch_size * n``
@@ -317,7 +347,12 @@ class HFSampler:
 
         All prompts of one call are left-padded to their common width, so the rows line up for a forward pass over
         ``Samples.input_ids``. ``do_sample=False`` decodes greedily (``n`` must then be 1). Other ``gen_kwargs``
-        (``repetition_penalty``, ``min_p``, ...) go to ``generate``.
+        (``repetition_penalty``, ``min_p``, ``stopping_criteria`` ...) go to ``generate``.
+
+        ``max_time`` bounds the seconds this whole call generates (every batch together); ``should_stop`` is called
+        after each token and ends the generation when it returns True (a server passes "has the client gone?").
+        Either one cuts every row after the current token; what was generated so far is returned, with
+        ``interrupted_by`` naming the cause. Batches that start after it fired generate a single token.
         """
         prompts = list(prompts)
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
@@ -328,6 +363,15 @@ class HFSampler:
             raise ValueError(f"greedy decoding gives {n} identical completions: sample (do_sample=True) or use n=1.")
         if "num_return_sequences" in gen_kwargs:
             raise ValueError("Pass n= instead of num_return_sequences.")
+        if max_time is not None and not max_time >= 0:
+            raise ValueError(f"max_time must be >= 0 seconds (or None for no limit); got {max_time!r}.")
+        interrupt = None
+        if max_time is not None or should_stop is not None:
+            from transformers import StoppingCriteriaList
+
+            interrupt = Interrupt(None if max_time is None else time.monotonic() + max_time, should_stop)
+            given = gen_kwargs.get("stopping_criteria") or []
+            gen_kwargs["stopping_criteria"] = StoppingCriteriaList([*given, interrupt])
         tokenizer, model = self.tokenizer, self.model
         device = self.device
         prompt_ids, prompt_mask = pad_left(encoded.ids, self.pad_id)
@@ -375,7 +419,16 @@ class HFSampler:
 
         width = max(chunk.shape[1] for chunk in chunks)
         completion_ids = torch.cat([torch.nn.functional.pad(c, (0, width - c.shape[1]), value=self.pad_id) for c in chunks])
-        mask, finished = completion_mask(completion_ids, self.stop_ids)
+        # Masks per chunk: a chunk cut short without a stop token (max_time, should_stop, a caller's criterion) is
+        # padded up to the width, and that padding was never generated.
+        mask = torch.zeros_like(completion_ids, dtype=torch.bool)
+        finished_chunks, row = [], 0
+        for chunk in chunks:
+            chunk_mask, chunk_finished = completion_mask(chunk, self.stop_ids)
+            mask[row : row + chunk.shape[0], : chunk.shape[1]] = chunk_mask
+            finished_chunks.append(chunk_finished)
+            row += chunk.shape[0]
+        finished = torch.cat(finished_chunks)
         completion_ids = torch.where(mask, completion_ids, torch.full_like(completion_ids, self.pad_id))
         logprobs = None
         if return_logprobs:
@@ -393,6 +446,8 @@ class HFSampler:
         repeat = lambda t: t.repeat_interleave(n, dim=0)  # noqa: E731
         settings = {"n": n, "max_new_tokens": max_new_tokens, **sampling}
         settings.update({k: v for k, v in gen_kwargs.items() if isinstance(v, (int, float, str, bool))})
+        if max_time is not None:
+            settings["max_time"] = max_time
         return Samples(
             prompts=prompts,
             n=n,
@@ -406,6 +461,7 @@ class HFSampler:
             logprobs=logprobs,
             step_logits=step_logits,
             settings=settings,
+            interrupted_by=interrupt.fired if interrupt is not None else None,
         )
 
 

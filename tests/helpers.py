@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 from prefkit.data.io import write_jsonl as _write_rows
@@ -44,3 +46,26 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class EndlessPolicy:
+    """The tiny model, made to never emit a stop token and, once ``slow`` is set, to take ``seconds_per_token``
+    per forward pass; ``forwards`` counts the passes (one per generated token)."""
+
+    def __init__(self, tiny_model_dir, seconds_per_token: float = 0.02):
+        from prefkit.models import load_model
+        from prefkit.sampling import stop_token_ids
+
+        self.model, self.tokenizer = load_model(tiny_model_dir)
+        self.model.eval()
+        self.forwards = 0
+        self.slow = threading.Event()
+        stop_ids = stop_token_ids(self.model, self.tokenizer)
+
+        def never_stop(module, inputs, output):
+            self.forwards += 1
+            output.logits[..., stop_ids] = float("-inf")
+            if self.slow.is_set():
+                time.sleep(seconds_per_token)
+
+        self.model.register_forward_hook(never_stop)

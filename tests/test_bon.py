@@ -11,6 +11,8 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from prefkit.bon import BestOfNResult, PromptTooLongError, best_of_n
 
+from helpers import EndlessPolicy
+
 PROMPTS = ["Tell me about tea.", "What is the capital of France?", "Write a short poem about the sea."]
 
 
@@ -379,3 +381,16 @@ def test_a_reward_model_scores_every_candidate_as_it_would_on_its_own(policy, ti
     alone = [reward_model.score([PROMPTS[0]], [text])[0] for text in texts]
     assert [c.reward for c in result.candidates] == pytest.approx(alone, abs=1e-5)
     assert result.best.text == texts[max(range(4), key=lambda k: alone[k])]
+
+
+def test_best_of_n_scores_answers_cut_at_the_time_limit_and_says_so(tiny_model_dir):
+    policy = EndlessPolicy(tiny_model_dir)
+    policy.slow.set()
+
+    result = best_of_n(policy.model, policy.tokenizer, vowel_reward, ["Hi"], n=3, max_new_tokens=400, max_time=0.2,
+                       progress=False)[0]
+
+    assert result.interrupted_by == "max_time" and result.to_dict()["interrupted_by"] == "max_time"
+    assert not any(candidate.finished for candidate in result.candidates)
+    assert 0 < result.tokens_generated < 3 * 400
+    assert [c.reward for c in result.candidates] == vowel_reward(["Hi"] * 3, [c.text for c in result.candidates])

@@ -1,7 +1,11 @@
 """The one sampler: masks, stop handling, prompt budget, ordering and behaviour log-probs."""
 
+import time
+
 import pytest
 import torch
+
+from helpers import EndlessPolicy
 
 from prefkit.chat import render_prompt
 from prefkit.models import context_length
@@ -110,3 +114,59 @@ def test_max_prompt_length_and_the_context_both_bound_the_prompt(tiny_model, tin
     with pytest.warns(UserWarning):
         samples = sampler.generate(["tea " * 50], max_new_tokens=2, max_prompt_length=8, truncation="left", seed=0)
     assert int(samples.prompt_mask.sum()) == 8
+
+
+# ---------------------------------------------------------------------------------------------- interrupting
+
+LONG = 400  # tokens that would take many seconds unless something stops the generation
+
+
+def test_should_stop_ends_the_generation_after_the_current_token(tiny_model_dir):
+    policy = EndlessPolicy(tiny_model_dir)
+    checks = []
+
+    samples = generate(policy.model, policy.tokenizer, ["Hi"], n=2, max_new_tokens=LONG, seed=0,
+                       should_stop=lambda: checks.append(1) or len(checks) > 3)
+
+    assert samples.completion_ids.shape[1] == 4  # checked after each token: the 4th check said stop
+    assert samples.interrupted_by == "should_stop"
+    assert samples.finished.tolist() == [False, False]
+
+
+def test_max_time_bounds_the_whole_call_across_batches(tiny_model_dir):
+    policy = EndlessPolicy(tiny_model_dir, seconds_per_token=0.02)
+    policy.slow.set()
+
+    began = time.monotonic()
+    samples = generate(policy.model, policy.tokenizer, ["Hi", "Hello", "Hey"], n=1, max_new_tokens=LONG, seed=0,
+                       batch_size=1, max_time=0.3)
+    elapsed = time.monotonic() - began
+
+    assert samples.interrupted_by == "max_time" and samples.settings["max_time"] == 0.3
+    assert elapsed < 0.3 + 2.0  # 400 tokens x 3 batches at >= 20 ms each would take 24 s
+    assert policy.forwards < 60  # the two batches that start after the deadline generate one token each
+    assert samples.completion_lengths.tolist()[1:] == [1, 1]
+
+
+def test_a_callers_own_stopping_criteria_still_apply_beside_the_time_limit(tiny_model_dir):
+    from transformers import StoppingCriteria
+
+    class FiveTokens(StoppingCriteria):
+        def __init__(self, prompt_width):
+            self.prompt_width = prompt_width
+
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), input_ids.shape[1] - self.prompt_width >= 5, dtype=torch.bool)
+
+    policy = EndlessPolicy(tiny_model_dir)
+    sampler = HFSampler(policy.model, policy.tokenizer)
+    encoded = sampler.encode(["Hi"], max_new_tokens=20)
+    width = len(encoded.ids[0])
+
+    plain = sampler.generate_encoded(["Hi"], encoded, 1, max_new_tokens=20, seed=0, stopping_criteria=[FiveTokens(width)])
+    timed = sampler.generate_encoded(["Hi"], encoded, 1, max_new_tokens=20, seed=0, max_time=60,
+                                     stopping_criteria=[FiveTokens(width)])
+
+    assert plain.interrupted_by is None and timed.interrupted_by is None
+    assert plain.completion_ids.shape[1] == timed.completion_ids.shape[1] == 5
+    assert plain.completion_ids.tolist() == timed.completion_ids.tolist()
