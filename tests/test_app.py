@@ -109,7 +109,8 @@ def test_a_labeling_round_trip_writes_exactly_one_vote_matching_what_was_shown(a
 
 
 def _new_pair(client, prompt, mode, annotator=""):
-    left, right, prompt_shown = client.predict(prompt, mode, annotator, api_name="/new_pair")
+    left, right, prompt_shown, note = client.predict(prompt, mode, annotator, api_name="/new_pair")
+    assert note == ""  # nothing was cut at the time limit
     return None, left, right, prompt_shown
 
 
@@ -172,7 +173,7 @@ def test_two_model_votes_make_a_leaderboard(app, client):
         _new_pair(client, "Tell me about tea.", MODE_TWO_MODELS)
         client.predict("not graded", "", "dave", api_name=verdict)
 
-    summary, annotators, board = client.predict(api_name="/data_summary")
+    summary, annotators, board, _ = client.predict(api_name="/data_summary")
 
     models = [row[1] for row in board["data"]]
     assert set(models) >= {"tiny", "tiny-other"}

@@ -34,6 +34,17 @@ def test_out_of_range_settings_are_refused_together():
         AppSettings.from_env({}, n=20, temperature=0)
 
 
+def test_the_generation_time_limit_comes_from_its_variable_or_flag_and_must_be_positive():
+    from prefkit.commands.app import make_parser
+
+    assert AppSettings(data_dir="x").max_generation_seconds == 60
+    assert AppSettings.from_env({"PREFKIT_MAX_GENERATION_SECONDS": "12.5"}).max_generation_seconds == 12.5
+    flag = make_parser().parse_args(["--max_generation_seconds", "3"]).max_generation_seconds
+    assert AppSettings.from_env({"PREFKIT_MAX_GENERATION_SECONDS": "12.5"}, max_generation_seconds=flag).max_generation_seconds == 3
+    with pytest.raises(ValueError, match="max_generation_seconds=0.0 must be > 0"):
+        AppSettings.from_env({"PREFKIT_MAX_GENERATION_SECONDS": "0"})
+
+
 def test_the_token_is_read_from_hf_token_but_never_shown_in_the_settings_repr():
     settings = AppSettings.from_env({"HF_TOKEN": "hf_very_secret", "PREFKIT_HUB_DATASET": "me/votes"})
 

@@ -7,18 +7,27 @@ Every event has a stable ``api_name`` so ``gradio_client`` and scripts can drive
 ``/send_to_label``  rank_a, rank_b -> puts two Best-of-N candidates up for a vote (same session)
 ``/draw_prompt``    -> the next prompt of the session's prompt list
 ``/load_prompts``   file -> replaces the session's prompt list
-``/new_pair``       prompt, mode, annotator -> two responses, order hidden
+``/new_pair``       prompt, mode, annotator -> two responses, order hidden, and a note (cut at the time limit)
 ``/vote_left``      strength, rewrite, annotator -> stores the vote (left better), reveals the sources
 ``/vote_right``     idem, right better;  ``/vote_tie``, ``/vote_both_bad`` likewise
-``/data_summary``   -> counts, agreement, per-annotator table, leaderboard
+``/data_summary``   -> counts, agreement, per-annotator table, leaderboard, why the leaderboard is empty
 ``/export``         kind, file format -> a training dataset file of all votes
 ``/push_export``    kind, repo id -> pushes that dataset to the Hub (needs the server's token)
 ``/status``         -> model loading status
 =================== ===========================================================================================
+
+Every output has a label, so ``Client.view_api()`` names what each endpoint returns.
+
+Under load: the app holds one copy of each model, so the events that generate (Best-of-N, every new pair) share
+one queue (:data:`GENERATION_QUEUE`, one at a time; the page shows each waiting request its position and an
+estimate) while votes, prompt lists and the Data tab run at once beside them. A generation is a Gradio generator
+handler that waits for a :class:`~prefkit.app.logic.GenerationJob`: when its client disconnects Gradio closes it,
+which stops the sampler within a token, and ``settings.max_generation_seconds`` bounds every generation.
 """
 
 import functools
 import html
+import inspect
 import random
 import tempfile
 import time
@@ -36,6 +45,7 @@ from .logic import (
     MODE_TWO_SAMPLES,
     STRENGTH_CHOICES,
     AppError,
+    GenerationJob,
     Pair,
     RateLimiter,
 )
@@ -56,19 +66,39 @@ EXPORT_KIND_LABELS = {
     "KTO unpaired (prompt / completion / label)": "kto",
 }
 
+GENERATION_QUEUE = "generation"
+"""The concurrency group of every event that samples from a model: one at a time, in order, with queue positions."""
+
 _USER_ERRORS = (AppError, ModelsNotReady, VoteError, PreferenceDataError, PromptTooLongError, ValueError)
 
 
+def _page_error(error: Exception) -> gr.Error:
+    expected = isinstance(error, (AppError, ModelsNotReady, VoteError, PromptTooLongError, PreferenceDataError))
+    return gr.Error(html.escape(str(error)), print_exception=not expected)
+
+
 def _user_errors(fn):
-    """Problems the user can fix become a readable (escaped) message in the page instead of a traceback."""
+    """Problems the user can fix become a readable (escaped) message in the page instead of a traceback.
+
+    A generator handler stays a generator (Gradio tells them apart by their code), and closing the wrapper closes
+    the handler inside it."""
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def generator_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except _USER_ERRORS as error:
+                raise _page_error(error) from None
+
+        return generator_wrapper
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except _USER_ERRORS as error:
-            expected = isinstance(error, (AppError, ModelsNotReady, VoteError, PromptTooLongError, PreferenceDataError))
-            raise gr.Error(html.escape(str(error)), print_exception=not expected) from None
+            raise _page_error(error) from None
 
     return wrapper
 
@@ -137,14 +167,23 @@ def build_app(
         generation_limit.check(session_of(request))
         from ..bon import best_of_n
 
-        with models.generate_lock:
-            result = best_of_n(
-                models.policy.model, models.policy.tokenizer, models.reward, [prompt], n=n,
-                temperature=float(temperature), top_p=settings.top_p, max_new_tokens=max_new_tokens, progress=False,
-            )[0]
+        def work(should_stop):
+            with models.generate_lock:
+                return best_of_n(
+                    models.policy.model, models.policy.tokenizer, models.reward, [prompt], n=n,
+                    temperature=float(temperature), top_p=settings.top_p, max_new_tokens=max_new_tokens, progress=False,
+                    max_time=settings.max_generation_seconds, should_stop=should_stop,
+                )[0]
+
+        with GenerationJob(work) as job:  # a client that leaves closes this generator, which stops the sampler
+            for elapsed in job.running():
+                progress = logic.progress_markdown(f"Sampling {n} answers", elapsed, settings.max_generation_seconds)
+                yield gr.skip(), progress, *[gr.skip()] * 6
+            result = job.result()
         ranks = [str(rank) for rank in range(1, n + 1)]
-        return (
-            gr.Textbox(value=result.best.text, label=f"Best of {n} (reward {result.best.reward:.4f})"),
+        cut = "; cut at the time limit" if result.interrupted_by == "max_time" else ""
+        yield (
+            gr.Textbox(value=result.best.text, label=f"Best of {n} (reward {result.best.reward:.4f}{cut})"),
             logic.cost_markdown(result),
             logic.reward_frame(result),
             logic.candidates_html(result),
@@ -164,7 +203,7 @@ def build_app(
         return (
             pair.to_dict(), pair.left, pair.right, pair.prompt, state,
             "Two Best-of-N candidates are up for a vote (their ranks stay hidden until you vote).",
-            gr.Tabs(selected="label"),
+            gr.Tabs(selected="label"), logic.pair_note(pair),
         )
 
     # ---- Compare & label ------------------------------------------------------------------------------------------
@@ -193,6 +232,7 @@ def build_app(
         return state, f"Loaded {len(loaded)} prompts from {html.escape(path.name)}."
 
     def _new_pair(prompt: str, mode: str, state: dict, annotator: str, request, after_vote: bool):
+        """A generator: progress notes while the pair is sampled, then the pair (see :class:`GenerationJob`)."""
         models.require()
         state = dict(state or new_label_state())
         prompt = (prompt or "").strip()
@@ -203,23 +243,33 @@ def build_app(
             pair = logic.relabel_pair(store.read(), logic.annotator_id(annotator, session, settings.annotator_salt), rng)
             if pair is not None and isinstance(pair.prompt, str):
                 state["last_drawn"] = pair.prompt
-                return pair.to_dict(), pair.left, pair.right, pair.prompt, state
+                yield pair.to_dict(), pair.left, pair.right, pair.prompt, logic.pair_note(pair), state
+                return
         if from_list:
             prompt, state = _draw(state)
         prompt = logic.check_prompt(prompt, settings.max_prompt_chars)
-        pair = logic.make_pair(
-            models, prompt, mode, n=settings.n, temperature=settings.temperature, top_p=settings.top_p,
-            max_new_tokens=settings.max_new_tokens, rng=rng,
-        )
-        return pair.to_dict(), pair.left, pair.right, prompt, state
+
+        def work(should_stop):
+            return logic.make_pair(
+                models, prompt, mode, n=settings.n, temperature=settings.temperature, top_p=settings.top_p,
+                max_new_tokens=settings.max_new_tokens, rng=rng, max_seconds=settings.max_generation_seconds,
+                should_stop=should_stop,
+            )
+
+        with GenerationJob(work) as job:  # a client that leaves closes this generator, which stops the sampler
+            for elapsed in job.running():
+                progress = logic.progress_markdown("Sampling a pair", elapsed, settings.max_generation_seconds)
+                yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), progress, gr.skip()
+            pair = job.result()
+        yield pair.to_dict(), pair.left, pair.right, prompt, logic.pair_note(pair), state
 
     @_user_errors
     def new_pair(prompt: str, mode: str, annotator: str, state: dict, request: gr.Request):
-        return _new_pair(prompt, mode, state, annotator, request, after_vote=False)
+        yield from _new_pair(prompt, mode, state, annotator, request, after_vote=False)
 
     @_user_errors
     def next_pair(prompt: str, mode: str, annotator: str, state: dict, request: gr.Request):
-        return _new_pair(prompt, mode, state, annotator, request, after_vote=True)
+        yield from _new_pair(prompt, mode, state, annotator, request, after_vote=True)
 
     def _vote(side: str, pair_record, strength, rewrite, annotator, state, request):
         if not pair_record:
@@ -261,7 +311,7 @@ def build_app(
     @_user_errors
     def data_summary():
         result = logic.summary(store.read(), store)
-        return result["markdown"], result["annotators"], result["leaderboard"]
+        return result["markdown"], result["annotators"], result["leaderboard"], result["leaderboard_note"]
 
     @_user_errors
     def export(kind_label: str, file_format: str):
@@ -308,7 +358,7 @@ def build_app(
             "Sample N answers and let a reward model pick the best; compare two answers and say which is better. "
             "Every vote is saved at once and can be exported as a DPO or reward-model dataset."
         )
-        status = gr.Markdown(models.status(), elem_id="prefkit-status")
+        status = gr.Markdown(models.status(), label="Model status", show_label=False, elem_id="prefkit-status")
         timer = gr.Timer(1.0, active=not models.ready.is_set())
         bon_state = gr.State(None)
         pair_state = gr.State(None)
@@ -324,15 +374,15 @@ def build_app(
                 run = gr.Button("Sample N and rank", variant="primary", elem_id="bon-run")
                 gr.Examples([[p] for p in prompts[:5]], inputs=[bon_prompt], label="Examples")
                 best_box = gr.Textbox(label="Best answer", interactive=False, lines=4, elem_classes="prefkit-best-box", buttons=["copy"])
-                cost = gr.Markdown()
+                cost = gr.Markdown(label="Cost", show_label=False)
                 with gr.Row():
                     chart = gr.BarPlot(
                         x="candidate", y="reward", color="best", sort="-y", label="Reward of each candidate", height=260,
                         color_map={"best": "#22c55e", "other": "#94a3b8"},
                     )
-                table = gr.HTML(elem_id="bon-table")
+                table = gr.HTML(label="Ranked candidates (HTML table)", elem_id="bon-table")
                 with gr.Accordion("Full result (JSON)", open=False):
-                    details = gr.JSON()
+                    details = gr.JSON(label="Full result", show_label=False)
                 with gr.Row():
                     rank_a = gr.Dropdown(choices=[], label="Candidate (rank)", allow_custom_value=True)
                     rank_b = gr.Dropdown(choices=[], label="against candidate (rank)", allow_custom_value=True)
@@ -345,7 +395,7 @@ def build_app(
                         annotator = gr.Textbox(label="Your name or handle (optional; stored as a pseudonym)", max_length=64, elem_id="annotator")
                         draw = gr.Button("Next prompt from the list")
                 with gr.Accordion("Prompt list", open=False):
-                    prompt_info = gr.Markdown(f"Prompt list: {len(prompts)} prompts.")
+                    prompt_info = gr.Markdown(f"Prompt list: {len(prompts)} prompts.", label="Prompt list", show_label=False)
                     prompt_file = gr.File(label="Load a prompt list (.txt: one per line; .jsonl: a 'prompt' field)", file_types=[".txt", ".jsonl", ".json"])
                 with gr.Row():
                     mode = gr.Radio(
@@ -356,6 +406,7 @@ def build_app(
                 with gr.Row(equal_height=True):
                     left = gr.Textbox(label="Response A", interactive=False, lines=8, elem_id="response-left")
                     right = gr.Textbox(label="Response B", interactive=False, lines=8, elem_id="response-right")
+                pair_note = gr.Markdown(label="Note on the pair", show_label=False, elem_id="pair-note")
                 with gr.Row():
                     strength = gr.Radio(STRENGTH_CHOICES, value=STRENGTH_CHOICES[0], label="How much better? (optional)", scale=2)
                     rewrite = gr.Textbox(label="Write a better answer (optional; it becomes a chosen answer)", lines=2, max_length=settings.max_answer_chars, scale=3)
@@ -364,13 +415,15 @@ def build_app(
                     right_better = gr.Button("B is better", elem_id="vote-right", variant="secondary")
                     tie = gr.Button("Tie", elem_id="vote-tie")
                     both_bad = gr.Button("Both bad", elem_id="vote-both-bad")
-                reveal = gr.Markdown(elem_id="vote-reveal")
+                reveal = gr.Markdown(label="Vote result", show_label=False, elem_id="vote-reveal")
 
             with gr.Tab("Data", id="data") as data_tab:
                 refresh = gr.Button("Refresh")
-                summary_md = gr.Markdown()
+                summary_md = gr.Markdown(label="Summary", show_label=False)
                 with gr.Row():
-                    leaderboard_df = gr.Dataframe(label="Leaderboard (Bradley-Terry, 95% bootstrap intervals)", interactive=False)
+                    with gr.Column():
+                        leaderboard_note = gr.Markdown(label="Leaderboard note", show_label=False, elem_id="leaderboard-note")
+                        leaderboard_df = gr.Dataframe(label="Leaderboard (Bradley-Terry, 95% bootstrap intervals)", interactive=False)
                     annotators_df = gr.Dataframe(label="Votes per annotator (pseudonyms)", interactive=False)
                 with gr.Row():
                     export_kind = gr.Radio(list(EXPORT_KIND_LABELS), value=list(EXPORT_KIND_LABELS)[0], label="Export as")
@@ -378,48 +431,55 @@ def build_app(
                 with gr.Row():
                     export_button = gr.Button("Export for download")
                     export_file = gr.File(label="Dataset", interactive=False, height=120)
-                export_info = gr.Markdown()
+                export_info = gr.Markdown(label="Export status", show_label=False)
                 with gr.Row():
                     repo = gr.Textbox(label="Push to Hub dataset repo (user/name)", value=(settings.hub_dataset or "") + ("-pairs" if settings.hub_dataset else ""))
                     push = gr.Button("Push to Hub")
 
         # ---- Events -----------------------------------------------------------------------------------------------
-        timer.tick(poll_status, outputs=[status, timer], api_name="poll_status", api_visibility="private")
-        demo.load(poll_status, outputs=[status, timer], api_name="poll_status_on_load", api_visibility="private")
-        gr.api(model_status, api_name="status")
+        # Events that sample share GENERATION_QUEUE (one at a time, queue position shown); the others touch no model
+        # (the vote store appends under its own lock) and run at once, never behind a generation.
+        generating = dict(concurrency_id=GENERATION_QUEUE, concurrency_limit=1)
+        at_once = dict(concurrency_limit=None)
+        timer.tick(poll_status, outputs=[status, timer], api_name="poll_status", api_visibility="private", **at_once)
+        demo.load(poll_status, outputs=[status, timer], api_name="poll_status_on_load", api_visibility="private", **at_once)
+        status_api = gr.api(model_status, api_name="status", **at_once)
+        for output_id in status_api["outputs"]:  # gr.api calls its outputs "1st", "2nd", ...
+            demo.blocks[output_id].label = "model status"
 
         run.click(
             run_best_of_n, [bon_prompt, n_slider, temperature, max_tokens],
-            [best_box, cost, chart, table, details, bon_state, rank_a, rank_b], api_name="best_of_n",
+            [best_box, cost, chart, table, details, bon_state, rank_a, rank_b], api_name="best_of_n", **generating,
         )
         send.click(
             send_to_label, [bon_state, rank_a, rank_b, label_state],
-            [pair_state, left, right, label_prompt, label_state, reveal, tabs], api_name="send_to_label",
+            [pair_state, left, right, label_prompt, label_state, reveal, tabs, pair_note], api_name="send_to_label",
+            **at_once,
         )
-        draw.click(draw_prompt, [label_state], [label_prompt, label_state], api_name="draw_prompt").then(
-            new_pair, [label_prompt, mode, annotator, label_state], [pair_state, left, right, label_prompt, label_state],
-            api_name="pair_after_draw", api_visibility="private",
+        pair_outputs = [pair_state, left, right, label_prompt, pair_note, label_state]
+        draw.click(draw_prompt, [label_state], [label_prompt, label_state], api_name="draw_prompt", **at_once).then(
+            new_pair, [label_prompt, mode, annotator, label_state], pair_outputs,
+            api_name="pair_after_draw", api_visibility="private", **generating,
         )
-        prompt_file.upload(load_prompts, [prompt_file, label_state], [label_state, prompt_info], api_name="load_prompts")
-        make.click(
-            new_pair, [label_prompt, mode, annotator, label_state], [pair_state, left, right, label_prompt, label_state],
-            api_name="new_pair",
+        prompt_file.upload(
+            load_prompts, [prompt_file, label_state], [label_state, prompt_info], api_name="load_prompts", **at_once
         )
+        make.click(new_pair, [label_prompt, mode, annotator, label_state], pair_outputs, api_name="new_pair", **generating)
         vote_outputs = [pair_state, reveal, left, right, strength, rewrite, label_state]
         for button, handler in ((left_better, vote_left), (right_better, vote_right), (tie, vote_tie), (both_bad, vote_both_bad)):
             button.click(
                 handler, [pair_state, strength, rewrite, annotator, label_state], vote_outputs,
-                api_name=handler.__name__, concurrency_limit=None,
+                api_name=handler.__name__, **at_once,
             ).success(
-                next_pair, [label_prompt, mode, annotator, label_state], [pair_state, left, right, label_prompt, label_state],
-                api_name=f"pair_after_{handler.__name__}", api_visibility="private",
+                next_pair, [label_prompt, mode, annotator, label_state], pair_outputs,
+                api_name=f"pair_after_{handler.__name__}", api_visibility="private", **generating,
             )
-        refresh.click(data_summary, None, [summary_md, annotators_df, leaderboard_df], api_name="data_summary")
+        summary_outputs = [summary_md, annotators_df, leaderboard_df, leaderboard_note]
+        refresh.click(data_summary, None, summary_outputs, api_name="data_summary", **at_once)
         data_tab.select(
-            data_summary, None, [summary_md, annotators_df, leaderboard_df], api_name="data_summary_on_select",
-            api_visibility="private",
+            data_summary, None, summary_outputs, api_name="data_summary_on_select", api_visibility="private", **at_once
         )
-        export_button.click(export, [export_kind, export_format], [export_file, export_info], api_name="export")
+        export_button.click(export, [export_kind, export_format], [export_file, export_info], api_name="export", **at_once)
         push.click(push_export, [export_kind, repo], [export_info], api_name="push_export")
 
     demo.prefkit_models = models  # for launchers and tests

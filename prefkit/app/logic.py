@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,92 @@ def check_prompt(prompt: str | None, limit: int) -> str:
     if not prompt:
         raise AppError("Type a prompt first (or load a prompt list and draw one).")
     return check_length(prompt, limit, "prompt")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Generation that stops when its client leaves
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class GenerationJob:
+    """Runs ``work(should_stop)`` on a thread of its own, so that the request handler waiting for it stays free to
+    notice that its client has gone, and stops the work when it has.
+
+    Gradio runs a generator handler one step at a time; when the client disconnects (a closed tab, a cancelled API
+    call), it stops asking for the next step and closes the generator. So a handler waits like this::
+
+        with GenerationJob(work) as job:
+            for elapsed in job.running():
+                yield progress(elapsed)          # a step every poll_seconds: a chance to be closed
+            result = job.result()
+
+    Closing the handler leaves the ``with`` block, which cancels the job: ``should_stop()`` turns true and the
+    sampler, which checks it after every token, stops within one token. Gradio notices the disconnect at the next
+    step, so the model is free again at most ``poll_seconds`` and a token after the client left (each step sends the
+    page a progress line: a short poll costs a message, a long one keeps the model busy for nobody).
+    """
+
+    def __init__(self, work: Callable[[Callable[[], bool]], Any], poll_seconds: float = 0.2):
+        self.poll_seconds = poll_seconds
+        self.started = time.monotonic()
+        self._cancelled = threading.Event()
+        self._done = threading.Event()
+        self._result: Any = None
+        self._error: Exception | None = None
+        self._thread = threading.Thread(target=self._run, args=(work,), name="prefkit-generation", daemon=True)
+        self._thread.start()
+
+    def _run(self, work: Callable[[Callable[[], bool]], Any]) -> None:
+        try:
+            self._result = work(self.should_stop)
+        except Exception as error:  # raised again in the handler by result()
+            self._error = error
+        finally:
+            self._done.set()
+
+    def should_stop(self) -> bool:
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def running(self) -> Iterator[float]:
+        """Seconds since the start, every ``poll_seconds`` while the work runs."""
+        while not self._done.wait(self.poll_seconds):
+            yield time.monotonic() - self.started
+
+    def result(self, timeout: float | None = None) -> Any:
+        """What ``work`` returned (waiting for it), or the exception it raised."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"the generation is still running after {timeout} s")
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def __enter__(self) -> GenerationJob:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if not self._done.is_set():
+            self.cancel()
+
+
+def progress_markdown(what: str, elapsed: float, max_seconds: float | None) -> str:
+    """The line shown while a generation runs."""
+    limit = f" (answers are cut at {max_seconds:g} s)" if max_seconds else ""
+    return f"*{what}... {elapsed:.0f} s{limit}*"
+
+
+def time_limit_note(max_seconds: float | None) -> str:
+    return (
+        f"**Cut at the {max_seconds:g} s time limit:** generation stopped there (the server's `--max_generation_seconds`), "
+        "so unfinished answers end where it stopped. This is not an error: they are scored, and can be voted on, as "
+        "they are. Fewer or shorter answers finish in time."
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -174,6 +260,8 @@ def make_pair(
     top_p: float,
     max_new_tokens: int,
     rng: random.Random | None = None,
+    max_seconds: float | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Pair:
     """Sample two responses to ``prompt`` the way ``mode`` says, score them, and hide their order at random.
 
@@ -181,13 +269,24 @@ def make_pair(
     - :data:`MODE_BEST_VS_SAMPLE`: the best of ``n`` samples against an independent single sample, all ``n + 1``
       drawn in one batched call (the last one is the single sample).
     - :data:`MODE_TWO_MODELS`: one sample of the policy against one of the second model.
+
+    ``max_seconds`` bounds the generation (both models' together); answers it cuts end where it stopped, and the
+    pair's ``generation`` records ``interrupted_by="max_time"``. ``should_stop`` ends it early (the client left).
     """
     rng = rng or random.Random()
     policy = models.policy
-    common = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, progress=False)
     with models.generate_lock:
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+
+        def sample(slot: Any, count: int) -> BestOfNResult:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            return best_of_n(
+                slot.model, slot.tokenizer, models.reward, [prompt], n=count, max_new_tokens=max_new_tokens,
+                temperature=temperature, top_p=top_p, progress=False, max_time=remaining, should_stop=should_stop,
+            )[0]
+
         if mode == MODE_TWO_SAMPLES:
-            result = best_of_n(policy.model, policy.tokenizer, models.reward, [prompt], n=2, **common)[0]
+            result = sample(policy, 2)
             first, second = result.candidates
             fields = dict(
                 response_a=first.text, response_b=second.text, source_a=policy.name, source_b=policy.name,
@@ -196,7 +295,7 @@ def make_pair(
         elif mode == MODE_BEST_VS_SAMPLE:
             if n < 2:
                 raise AppError("Best-of-N vs one sample needs N >= 2.")
-            result = best_of_n(policy.model, policy.tokenizer, models.reward, [prompt], n=n + 1, **common)[0]
+            result = sample(policy, n + 1)
             pool, single = result.candidates[:n], result.candidates[n]
             best = max(pool, key=lambda candidate: candidate.reward)  # first of equals: sampling order
             fields = dict(
@@ -207,17 +306,27 @@ def make_pair(
         elif mode == MODE_TWO_MODELS:
             if models.compare is None:
                 raise AppError("No second model is configured: start the app with --compare_policy to compare two models.")
-            mine = best_of_n(policy.model, policy.tokenizer, models.reward, [prompt], n=1, **common)[0]
+            mine = sample(policy, 1)
             other = models.compare
-            theirs = best_of_n(other.model, other.tokenizer, models.reward, [prompt], n=1, **common)[0]
+            theirs = sample(other, 1)
             fields = dict(
                 response_a=mine.best.text, response_b=theirs.best.text, source_a=policy.name, source_b=other.name,
                 reward_a=mine.best.reward, reward_b=theirs.best.reward,
                 generation={**_settings_of(mine), "n": 1, "mode": "two_models"},
             )
+            result = mine if mine.interrupted_by else theirs
         else:
             raise AppError(f"Unknown pair mode {mode!r}; choose one of: {MODE_TWO_SAMPLES}, {MODE_BEST_VS_SAMPLE}, {MODE_TWO_MODELS}.")
+    if result.interrupted_by == "max_time":
+        fields["generation"].update(interrupted_by="max_time", max_time=max_seconds)
     return Pair(prompt=prompt, shown_left=rng.choice("ab"), **fields)
+
+
+def pair_note(pair: Pair) -> str:
+    """What the page says under a pair: nothing, or that the time limit cut its answers."""
+    if pair.generation.get("interrupted_by") == "max_time":
+        return time_limit_note(pair.generation.get("max_time"))
+    return ""
 
 
 def pair_from_candidates(result: BestOfNResult, rank_a: int, rank_b: int, policy_name: str, rng: random.Random | None = None) -> Pair:
@@ -233,7 +342,11 @@ def pair_from_candidates(result: BestOfNResult, rank_a: int, rank_b: int, policy
         prompt=result.prompt if isinstance(result.prompt, str) else json.dumps(result.prompt),
         response_a=a.text, response_b=b.text, source_a=policy_name, source_b=policy_name, shown_left=rng.choice("ab"),
         reward_a=a.reward, reward_b=b.reward,
-        generation={**_settings_of(result), "mode": "best_of_n_tab", "rank_a": rank_a, "rank_b": rank_b},
+        generation={
+            **_settings_of(result), "mode": "best_of_n_tab", "rank_a": rank_a, "rank_b": rank_b,
+            **({"interrupted_by": "max_time", "max_time": result.generation.get("max_time")}
+               if result.interrupted_by == "max_time" else {}),
+        },
     )
 
 
@@ -309,7 +422,8 @@ def candidates_html(result: BestOfNResult) -> str:
     rows = []
     for candidate in result.ranked:
         best = candidate.rank == 1
-        status = "finished" if candidate.finished else "cut at max tokens"
+        cut = "cut at the time limit" if result.interrupted_by == "max_time" else "cut at max tokens"
+        status = "finished" if candidate.finished else cut
         rows.append(
             f'<tr class="{"prefkit-best" if best else ""}">'
             f"<td>{candidate.rank}{' ★' if best else ''}</td>"
@@ -331,6 +445,7 @@ def cost_markdown(result: BestOfNResult) -> str:
         f"{result.generate_seconds:.2f} s generating + {result.score_seconds:.2f} s scoring = {total:.2f} s.  \n"
         f"**KL to the base policy:** at most log N − (N−1)/N = **{result.kl_to_base:.3f} nats** (N = {result.n}).  \n"
         f"**Gain over one sample:** best reward {result.best.reward:.4f} vs mean {result.mean_reward:.4f}.{duplicates}"
+        + (f"  \n{time_limit_note(result.generation.get('max_time'))}" if result.interrupted_by == "max_time" else "")
     )
 
 
@@ -378,8 +493,44 @@ def _side_of(pair: Pair, vote: Vote) -> str:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+FEW_BATTLES = 30
+"""Battles a model needs before its rating's interval means much (with fewer, one-sided votes collapse it to a point)."""
+
+
+def leaderboard_note(votes: Sequence[Vote], battles: Sequence, rows: Sequence) -> str:
+    """Why the leaderboard is empty or not to be trusted yet, and what to do about it ("" when it is fine).
+
+    ``battles`` and ``rows`` are :func:`prefkit.data.leaderboard.battles_from_votes` and
+    :func:`~prefkit.data.leaderboard.leaderboard` of ``votes``.
+    """
+    if not votes:
+        return (
+            "**No votes yet**, so there is nothing to rank. Vote in the *Compare & label* tab: every vote between two "
+            "different sources (a second model, or best-of-N against one sample) is a battle on this leaderboard."
+        )
+    if not battles:
+        sources = sorted(({vote.source_a for vote in votes} | {vote.source_b for vote in votes}) - {""}) or ["unnamed"]
+        return (
+            f"**No votes between two different models yet:** all {len(votes)} votes compare two answers of the same "
+            f"source ({', '.join(escape(source) for source in sources)}), which ranks no model. Vote on "
+            f"*{MODE_BEST_VS_SAMPLE}* pairs (the policy's best of N against one sample of it), or start the app with "
+            f"a second model (`--compare_policy <model>` or `PREFKIT_COMPARE_POLICY`) and vote on *{MODE_TWO_MODELS}* "
+            "pairs."
+        )
+    fewest = min(rows, key=lambda row: row.battles)
+    if fewest.battles < FEW_BATTLES:
+        return (
+            f"**Too few battles for the intervals to mean much yet:** {len(battles)} so far, and "
+            f"*{escape(fewest.model)}* has {fewest.battles}. With a handful of votes a rating swings with every vote "
+            f"(and when one side won them all, its interval collapses to a point). Keep voting: read the ranking once "
+            f"every model has about {FEW_BATTLES} battles."
+        )
+    return ""
+
+
 def summary(votes: Sequence[Vote], store: VoteStore | None = None, bootstrap_rounds: int = 200) -> dict[str, Any]:
-    """Counts, per-annotator counts, agreement on double-labeled items, reward-model agreement, leaderboard."""
+    """Counts, per-annotator counts, agreement on double-labeled items, reward-model agreement, leaderboard (with a
+    note saying why it is empty or not to be trusted yet)."""
     import pandas as pd
 
     from ..data.leaderboard import battles_from_votes, leaderboard
@@ -413,7 +564,8 @@ def summary(votes: Sequence[Vote], store: VoteStore | None = None, bootstrap_rou
     annotators = pd.DataFrame(
         {"annotator": list(counts["by_annotator"]), "votes": list(counts["by_annotator"].values())}
     )
-    rows = leaderboard(battles_from_votes(votes), bootstrap_rounds=bootstrap_rounds)
+    battles = battles_from_votes(votes)
+    rows = leaderboard(battles, bootstrap_rounds=bootstrap_rounds)
     board = pd.DataFrame(
         [
             {
@@ -430,4 +582,10 @@ def summary(votes: Sequence[Vote], store: VoteStore | None = None, bootstrap_rou
         ],
         columns=["rank", "model", "rating", "95% interval", "battles", "wins", "losses", "ties"],
     )
-    return {"markdown": "\n\n".join(lines), "annotators": annotators, "leaderboard": board, "counts": counts}
+    return {
+        "markdown": "\n\n".join(lines),
+        "annotators": annotators,
+        "leaderboard": board,
+        "leaderboard_note": leaderboard_note(votes, battles, rows),
+        "counts": counts,
+    }

@@ -14,6 +14,7 @@ variable                    meaning                                             
 ``PREFKIT_TEMPERATURE``     default sampling temperature                                 0.8
 ``PREFKIT_TOP_P``           nucleus sampling threshold                                   0.95
 ``PREFKIT_MAX_NEW_TOKENS``  longest answer, in tokens                                    128
+``PREFKIT_MAX_GENERATION_SECONDS`` seconds one generation may take; answers are cut there 60
 ``PREFKIT_DATA_DIR``        where votes and exports go                                   ``/data/prefkit`` on a Space
                                                                                          with persistent storage, else
                                                                                          ``./prefkit-data``
@@ -116,6 +117,7 @@ class AppSettings:
     temperature: float = 0.8
     top_p: float = 0.95
     max_new_tokens: int = 128
+    max_generation_seconds: float = 60.0
     data_dir: str = field(default_factory=default_data_dir)
     prompts_file: str | None = None
     hub_dataset: str | None = None
@@ -142,6 +144,7 @@ class AppSettings:
         "temperature": "PREFKIT_TEMPERATURE",
         "top_p": "PREFKIT_TOP_P",
         "max_new_tokens": "PREFKIT_MAX_NEW_TOKENS",
+        "max_generation_seconds": "PREFKIT_MAX_GENERATION_SECONDS",
         "data_dir": "PREFKIT_DATA_DIR",
         "prompts_file": "PREFKIT_PROMPTS_FILE",
         "hub_dataset": "PREFKIT_HUB_DATASET",
@@ -195,6 +198,8 @@ class AppSettings:
             problems.append(f"top_p={self.top_p} must be in (0, 1]")
         if self.max_new_tokens < 1:
             problems.append(f"max_new_tokens={self.max_new_tokens} must be >= 1")
+        if not self.max_generation_seconds > 0:
+            problems.append(f"max_generation_seconds={self.max_generation_seconds} must be > 0")
         if not 0 <= self.relabel_fraction <= 1:
             problems.append(f"relabel_fraction={self.relabel_fraction} must be in [0, 1]")
         if self.generations_per_minute < 1 or self.votes_per_minute < 1:

@@ -26,6 +26,9 @@ FLAGS = {
     "temperature": (float, "Sampling temperature (env PREFKIT_TEMPERATURE)."),
     "top_p": (float, "Nucleus sampling threshold (env PREFKIT_TOP_P)."),
     "max_new_tokens": (int, "Longest answer in tokens (env PREFKIT_MAX_NEW_TOKENS)."),
+    "max_generation_seconds": (
+        float, "Seconds one generation may take; answers are cut there and say so (env PREFKIT_MAX_GENERATION_SECONDS)."
+    ),
     "data_dir": (str, "Where votes are stored (env PREFKIT_DATA_DIR; default /data/prefkit on a Space, else ./prefkit-data)."),
     "prompts_file": (str, "Prompt list for the labeling tab, .txt or .jsonl (env PREFKIT_PROMPTS_FILE)."),
     "hub_dataset": (str, "Hub dataset repo to sync votes to; needs HF_TOKEN (env PREFKIT_HUB_DATASET)."),
