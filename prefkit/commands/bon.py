@@ -1,9 +1,9 @@
 """Best-of-N from the command line: prompts in (a file or arguments), ranked candidates out as JSONL.
 
     prefkit bon --prompt "Suggest a new activity I could do with my teddy bear." --n 8
-    prefkit bon --prompts_file prompts.txt --reward_model my-reward-model --n 16 --output bon.jsonl
-    prefkit bon --prompts_file eval.jsonl --implicit_reward_model smollm2-dpo --beta 0.1
-    accelerate launch scripts/bon.py --prompts_file prompts.txt
+    prefkit bon --prompts_file examples/prompts.txt --reward_model my-reward-model --n 16 --output bon.jsonl
+    prefkit bon --prompts_file prefkit/data/bundled/sentiment_heldout.jsonl --implicit_reward_model smollm2-dpo --beta 0.1
+    accelerate launch scripts/bon.py --prompts_file examples/prompts.txt
 
 Each output line is :meth:`prefkit.bon.BestOfNResult.to_dict` (prompt, best, every candidate with its reward and
 rank, tokens, seconds, KL bound). Lines are written batch by batch, so an interrupted run keeps what it finished.
@@ -104,7 +104,7 @@ def read_prompts(args: BestOfNArguments) -> list:
     if args.max_prompts is not None:
         prompts = prompts[: args.max_prompts]
     if not prompts:
-        raise CommandError("no prompts: pass --prompt \"...\" or --prompts_file prompts.txt.")
+        raise CommandError("no prompts: pass --prompt \"...\" or --prompts_file examples/prompts.txt.")
     return prompts
 
 

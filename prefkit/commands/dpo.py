@@ -1,6 +1,6 @@
 """Train a policy with DPO.
 
-    prefkit dpo --dataset_name pairs.jsonl --output_dir smollm2-dpo --quantization 4bit --learning_rate 5e-6
+    prefkit dpo --dataset_name prefkit/data/bundled/sentiment_pairs.jsonl --output_dir smollm2-dpo --quantization 4bit --learning_rate 5e-6
     accelerate launch --config_file scripts/accelerate_configs/multi_gpu.yaml scripts/dpo.py --config examples/dpo.yaml
 """
 

@@ -1,8 +1,8 @@
 """Did my run work? Compare a trained policy with the model it started from, on held-out prompts.
 
-    prefkit eval --policy HuggingFaceTB/SmolLM2-135M-Instruct smollm2-dpo --prompts_file prompts.jsonl \
+    prefkit eval --policy HuggingFaceTB/SmolLM2-135M-Instruct smollm2-dpo --prompts_file prefkit/data/bundled/sentiment_heldout.jsonl \
         --reward vader --output_dir eval-dpo
-    prefkit eval --policy base-model ppo-run dpo-run --prompts_file prompts.txt --reward my_rewards:helpfulness \
+    prefkit eval --policy base-model ppo-run dpo-run --prompts_file examples/prompts.txt --reward my_rewards:helpfulness \
         --judge Qwen/Qwen2.5-1.5B-Instruct --num_samples 2
 
 The first policy is the baseline. Prints a table (reward, win rate and KL to the baseline with intervals, length,

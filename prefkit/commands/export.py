@@ -2,12 +2,12 @@
 
     prefkit export --input labeled.jsonl --output pairs.jsonl                     # pairwise, margins from the scale
     prefkit export --input labeled.jsonl --output kto.parquet --format unpaired   # KTO rows
-    prefkit export --input pairs.jsonl --output kto.jsonl --format unpaired      # pairs split into KTO rows
-    prefkit export --input scores.jsonl --output pairs.jsonl --pointwise_mode all_pairs
+    prefkit export --input prefkit/data/bundled/sentiment_pairs.jsonl --output kto.jsonl --format unpaired   # pairs -> KTO
     prefkit export --input labeled.jsonl --push_to_hub me/my-prefs --license cc-by-4.0
 
 The input is what ``prefkit label`` (or the labeling app) writes: ``prompt``, ``response_a``, ``response_b``,
-``label``. Pointwise rows (``completion`` + ``score`` / boolean ``label``) and ready TRL pairs are read too. Rows whose
+``label``. Pointwise rows (``completion`` + ``score`` / boolean ``label``; ``--pointwise_mode`` says how scores become
+pairs) and ready TRL pairs are read too. Rows whose
 label is missing (an unreadable judge answer) or whose ``confidence`` is below ``--min_confidence`` are left out with a
 count. A JSONL export that is interrupted resumes where it stopped.
 """

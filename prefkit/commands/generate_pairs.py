@@ -1,7 +1,7 @@
 """Sample response pairs from a model, to be labeled.
 
-    prefkit generate-pairs --prompts prompts.jsonl --output pairs.jsonl --n 4 --temperature 0.9
-    prefkit generate-pairs --prompts prompts.txt --model_name_or_path Qwen/Qwen2.5-1.5B-Instruct --quantization 4bit
+    prefkit generate-pairs --prompts prefkit/data/bundled/sentiment_prompts.jsonl --output pairs.jsonl --n 4 --temperature 0.9
+    prefkit generate-pairs --prompts examples/prompts.txt --model_name_or_path Qwen/Qwen2.5-1.5B-Instruct --quantization 4bit
 
 Prompts come from a JSONL / Parquet / CSV file or a dataset with a ``prompt`` column (text or chat messages, plus an
 optional ``id``), or a .txt file with one prompt per line. Pairs are appended to ``--output`` after every batch; a

@@ -1,8 +1,8 @@
 """Run TRL's GRPOTrainer with a prefkit reward model or rule reward, QLoRA in two flags.
 
-    prefkit grpo --dataset_name prompts.jsonl --reward_model my-reward-model --output_dir smollm2-grpo \
+    prefkit grpo --dataset_name prefkit/data/bundled/sentiment_prompts.jsonl --reward_model my-reward-model --output_dir smollm2-grpo \
         --use_peft --num_generations 4 --max_completion_length 64
-    prefkit grpo --dataset_name prompts.jsonl --reward vader --quantization 4bit
+    prefkit grpo --dataset_name prefkit/data/bundled/sentiment_prompts.jsonl --reward vader --quantization 4bit
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The data is TRL's unpaired format, one answer per row: prompt, completion and la
 desirable, false when not). The app's KTO export and `prefkit export --format unpaired` write it; preference pairs
 work too (each becomes one desirable and one undesirable row).
 
-    prefkit kto --dataset_name thumbs.jsonl --output_dir smollm2-kto --quantization 4bit
+    prefkit kto --dataset_name examples/sentiment_thumbs.jsonl --output_dir smollm2-kto --quantization 4bit
     prefkit kto --config examples/kto.yaml --undesirable_weight 1.3
     accelerate launch --config_file scripts/accelerate_configs/multi_gpu.yaml scripts/kto.py --config examples/kto.yaml
 """

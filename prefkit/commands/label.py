@@ -1,5 +1,6 @@
 """Label response pairs with a judge: an LLM, BLEU / ROUGE against a reference, or a reward model.
 
+    prefkit generate-pairs --prompts examples/prompts.txt --output pairs.jsonl --n 2
     prefkit label --input pairs.jsonl --output labeled.jsonl --judge llm --judge_model Qwen/Qwen2.5-7B-Instruct
     prefkit label --input pairs.jsonl --judge llm --base_url http://localhost:8000/v1 --api_model my-judge
     prefkit label --input pairs.jsonl --judge rouge --reference_column reference

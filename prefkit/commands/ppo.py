@@ -1,7 +1,7 @@
 """Train a policy with PPO (clip or KL-penalty) and GAE, or with REINFORCE / RLOO / GRPO advantages.
 
-    prefkit ppo --dataset_name prompts.jsonl --reward vader --output_dir smollm2-ppo --use_peft --learning_rate 1e-4
-    prefkit ppo --dataset_name prompts.jsonl --reward_model my-reward-model --quantization 4bit \
+    prefkit ppo --dataset_name prefkit/data/bundled/sentiment_prompts.jsonl --reward vader --output_dir smollm2-ppo --use_peft --learning_rate 1e-4
+    prefkit ppo --dataset_name prefkit/data/bundled/sentiment_prompts.jsonl --reward_model my-reward-model --quantization 4bit \
         --advantage_estimator rloo --num_generations 4
     accelerate launch --config_file scripts/accelerate_configs/multi_gpu.yaml scripts/ppo.py --config examples/ppo.yaml
 """

@@ -1,6 +1,6 @@
 """Train a Bradley-Terry reward model (a decoder with a scalar head, or a BERT-family encoder).
 
-    prefkit reward --model_name_or_path HuggingFaceTB/SmolLM2-135M-Instruct --dataset_name pairs.jsonl \\
+    prefkit reward --model_name_or_path HuggingFaceTB/SmolLM2-135M-Instruct --dataset_name prefkit/data/bundled/sentiment_pairs.jsonl \\
         --output_dir smollm2-rm --quantization 4bit --eval_fraction 0.1 --eval_strategy epoch
     prefkit reward --preset demo        # prefkit's offline demo reward model (MiniLM, a few minutes on a CPU)
     accelerate launch --config_file scripts/accelerate_configs/multi_gpu.yaml scripts/reward.py --config examples/reward.yaml
@@ -18,7 +18,7 @@ import sys
 PRESETS = ("demo",)
 
 _EPILOG = (
-    "Preset: `prefkit reward --preset demo [--output_dir DIR] [--dataset_name pairs.jsonl] [--force]` trains the "
+    "Preset: `prefkit reward --preset demo [--output_dir DIR] [--dataset_name FILE] [--force]` trains the "
     "offline demo reward model (MiniLM on prefkit's bundled preference pairs) into prefkit's cache, where the app "
     "finds it."
 )

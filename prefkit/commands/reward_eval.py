@@ -1,7 +1,7 @@
 """Evaluate a reward model on preference pairs: pairwise accuracy, mean margin, and a PNG of both distributions.
 
-    prefkit reward-eval --model smollm2-rm --dataset_name pairs.jsonl --dataset_split test
-    prefkit reward-eval --model demo --dataset_name my-pairs.jsonl --output_dir eval/
+    prefkit reward-eval --model smollm2-rm --dataset_name prefkit/data/bundled/sentiment_pairs.jsonl
+    prefkit reward-eval --model demo --dataset_name prefkit/data/bundled/sentiment_pairs.jsonl --output_dir eval/
 
 Writes reward_eval.json and reward_distributions.png to --output_dir (default: the current folder).
 """

@@ -1,6 +1,6 @@
 """Run TRL's RLOOTrainer with a prefkit reward model or rule reward, QLoRA in two flags.
 
-    prefkit rloo --dataset_name prompts.jsonl --reward_model my-reward-model --output_dir smollm2-rloo \
+    prefkit rloo --dataset_name prefkit/data/bundled/sentiment_prompts.jsonl --reward_model my-reward-model --output_dir smollm2-rloo \
         --use_peft --num_generations 4 --max_completion_length 64
 """
 
