@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import sys
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -322,9 +323,10 @@ def keep_4bit_weights_trainable_on_cpu(model) -> int:
         weight = getattr(module, "weight", None)
         state = getattr(weight, "quant_state", None)
         if state is not None and getattr(state, "packing_format_for_cpu", False):
-            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
-
-            weight.data, weight.quant_state = _convert_weight_packed_for_cpu_inverse(weight.data, state)
+            # bitsandbytes' own inverse, from the module that defines the layer (bitsandbytes is loaded if we got here;
+            # the package does not import it itself, so a CPU Space without it still starts).
+            inverse = getattr(sys.modules[type(module).__module__], "_convert_weight_packed_for_cpu_inverse")
+            weight.data, weight.quant_state = inverse(weight.data, state)
             unpacked += 1
     if unpacked:
         logger.warning(
