@@ -9,6 +9,7 @@ hand them to these functions, so each can be checked against an independent comp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -42,18 +43,38 @@ def masked_var(values: torch.Tensor, mask: torch.Tensor | None = None, unbiased:
     return variance
 
 
+def masked_moments(
+    values: torch.Tensor, mask: torch.Tensor | None = None, all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (population) variance of ``values`` where ``mask`` is 1, over every process when ``all_reduce`` sums a
+    tensor across processes (e.g. ``lambda t: accelerator.reduce(t, "sum")``): the statistics of the global batch,
+    not of this process's share. Without it, those of the local batch (``masked_mean`` and ``masked_var``)."""
+    mask = torch.ones_like(values) if mask is None else mask.to(values.dtype)
+    reduce = all_reduce or (lambda tensor: tensor)
+    totals = reduce(torch.stack([(values * mask).sum(), mask.sum()]))
+    count = totals[1].clamp(min=1.0)
+    mean = totals[0] / count
+    variance = reduce((((values - mean) ** 2) * mask).sum()) / count
+    return mean, variance
+
+
 def whiten(
-    values: torch.Tensor, mask: torch.Tensor | None = None, shift_mean: bool = True, eps: float = 1e-8
+    values: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    shift_mean: bool = True,
+    eps: float = 1e-8,
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     r"""Normalize to unit variance over the masked entries:
 
     .. math:: \mathrm{whiten}(v) = \frac{v - \mu}{\sqrt{\sigma^2 + \epsilon}}
 
     With ``shift_mean=False`` the mean is added back (:math:`v` is only rescaled), which PPO uses for rewards so
-    that their sign is kept. Masked-out entries are returned as 0.
+    that their sign is kept. Masked-out entries are returned as 0. With ``all_reduce`` (see :func:`masked_moments`)
+    :math:`\mu` and :math:`\sigma` are those of the batch over all processes, so the result does not depend on how
+    the batch is split between them.
     """
-    mean = masked_mean(values, mask)
-    variance = masked_var(values, mask, unbiased=False)
+    mean, variance = masked_moments(values, mask, all_reduce)
     whitened = (values - mean) * torch.rsqrt(variance + eps)
     if not shift_mean:
         whitened = whitened + mean
@@ -308,8 +329,10 @@ def kl_penalty(
     r"""The KL-to-the-reference term of a policy loss, to be added to the surrogate and minimized:
 
     .. math::
-        eta\, \mathbb{E}_tig[\mathrm{sg}(ho_t)\, k(\pi_	heta, \pi_{ref})_tig], \qquad
-        ho_t = rac{\pi_	heta(a_t \mid s_t)}{\pi_{	heta_{old}}(a_t \mid s_t)}
+        eta\, \mathbb{E}_tig[\mathrm{sg}(
+ho_t)\, k(\pi_	heta, \pi_{ref})_tig], \qquad
+        
+ho_t = rac{\pi_	heta(a_t \mid s_t)}{\pi_{	heta_{old}}(a_t \mid s_t)}
 
     with the per-token estimator :math:`k` of :func:`kl_estimate` differentiated through :math:`\log \pi_	heta`.
     Which divergence its gradient descends depends on the estimator, for tokens sampled from :math:`\pi_	heta`:
@@ -328,7 +351,8 @@ abla \log \pi_	heta] = 0`, so it would
 
     Those identities need tokens sampled from the *current* policy. Only the first minibatch of a PPO iteration is
     on-policy; later ones were sampled from :math:`\pi_{	heta_{old}}`. The stop-gradient importance weight
-    :math:`\mathrm{sg}(ho_t)` makes the expectation over :math:`\pi_{	heta_{old}}` equal the one over
+    :math:`\mathrm{sg}(
+ho_t)` makes the expectation over :math:`\pi_{	heta_{old}}` equal the one over
     :math:`\pi_	heta`, so the identities hold on every minibatch; it is exactly 1 on the first.
     ``importance_weighted=False`` drops it, as the GRPO paper (Shao et al., 2024, eq. 3) writes its loss.
     """
@@ -357,7 +381,8 @@ def ppo_kl_penalty_loss(
     r"""PPO with a KL penalty to the reference (Schulman et al., 2017, sec. 4), to be minimized:
 
     .. math::
-        \mathcal{L} = -\,\mathbb{E}_t\Big[ho_t \hat A_t
+        \mathcal{L} = -\,\mathbb{E}_t\Big[
+ho_t \hat A_t
                       - eta\, \mathrm{KL}ig[\pi_{ref}(\cdot \mid s_t),\, \pi_	heta(\cdot \mid s_t)ig]\Big]
 
     The surrogate is unclipped; what keeps the policy close is the penalty, :func:`kl_penalty` (per-token estimator

@@ -23,10 +23,12 @@ import torch
 import torch.nn as nn
 
 from ...logprobs import selective_log_softmax
-from ...losses import gae, grpo_advantages, masked_var, reinforce_advantages, rloo_advantages, whiten
+from ...losses import gae, grpo_advantages, masked_moments, reinforce_advantages, rloo_advantages, whiten
 from ...rl import RewardFunction, combine_rewards
 from .config import PPOConfig
 from .policy_value import PolicyAndValue, causal_lm_logits
+
+AllReduce = Callable[[torch.Tensor], torch.Tensor]  # sums a tensor over processes
 
 
 @dataclass
@@ -195,20 +197,25 @@ def rollout_logprobs_and_values(
 
 
 def kl_shaped_rewards(
-    scores: torch.Tensor, kl: torch.Tensor, kl_coef: float, response_mask: torch.Tensor, whiten_rewards: bool = False
+    scores: torch.Tensor,
+    kl: torch.Tensor,
+    kl_coef: float,
+    response_mask: torch.Tensor,
+    whiten_rewards: bool = False,
+    all_reduce: AllReduce | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Per-token rewards :math:`r_t = -\beta_{ref}\,\widehat{\mathrm{KL}}_t`, plus the sequence's score on its last
     real token, ``[B, T]``; and the KL part alone (``non_score_rewards``, ``[B, T]``).
 
     ``kl`` is the per-token KL estimate, already masked; ``whiten_rewards`` rescales the rewards to unit variance
-    (their mean is kept).
+    (their mean is kept), with the statistics of the global batch when ``all_reduce`` sums across processes.
     """
     non_score_rewards = -kl_coef * kl
     last_index = response_mask.sum(dim=1).long() - 1  # [B]
     rewards = non_score_rewards.clone()
     rewards[torch.arange(len(rewards), device=rewards.device), last_index] += scores
     if whiten_rewards:
-        rewards = whiten(rewards, response_mask, shift_mean=False)
+        rewards = whiten(rewards, response_mask, shift_mean=False, all_reduce=all_reduce)
     return rewards, non_score_rewards
 
 
@@ -245,6 +252,7 @@ def compute_advantages(
     response_mask: torch.Tensor,
     args: PPOConfig,
     reinforce_baseline: float | None = None,
+    all_reduce: AllReduce | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     r"""Advantages ``[B, T]`` of ``args.advantage_estimator``, and the value model's labels (returns, ``[B, T]``; GAE
     only, else ``None``).
@@ -254,7 +262,10 @@ def compute_advantages(
     the group mean, divided by the group's std unless ``grpo_scale_rewards`` is off, for GRPO), the same advantage
     for every token. ``whiten_advantages`` then normalizes them over the batch: centred and scaled for GAE (the
     standard PPO practice), only scaled for REINFORCE (:math:`(R - b) / \sigma_R`), because centring would subtract
-    the batch mean and make any other baseline irrelevant.
+    the batch mean and make any other baseline irrelevant. With ``all_reduce`` (a sum across processes, see
+    :func:`prefkit.losses.masked_moments`) the normalization uses the global batch's statistics, so a run on N processes
+    normalizes as one process with the whole batch would. RLOO and GRPO baselines need no communication: a prompt's
+    ``num_generations`` completions are sampled, and stay, on one process.
     """
     if args.advantage_estimator == "gae":
         advantages, returns = gae(rewards, values, response_mask, gamma=args.gamma, lam=args.lam)
@@ -272,7 +283,8 @@ def compute_advantages(
         returns = None
     if args.whiten_advantages:
         if args.advantage_estimator == "reinforce":
-            advantages = advantages * torch.rsqrt(masked_var(advantages, response_mask, unbiased=False) + 1e-8)
+            _, variance = masked_moments(advantages, response_mask, all_reduce)
+            advantages = advantages * torch.rsqrt(variance + 1e-8)
         else:
-            advantages = whiten(advantages, response_mask)
+            advantages = whiten(advantages, response_mask, all_reduce=all_reduce)
     return advantages, returns

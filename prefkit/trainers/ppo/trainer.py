@@ -360,7 +360,10 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
 
         # 4. Per-token rewards: -beta_ref * KL_t everywhere, plus the sequence score on the last real token.
         kl = kl_estimate(old_logprobs, ref_logprobs, args.kl_estimator) * response_mask  # [B, T]
-        rewards, non_score_rewards = kl_shaped_rewards(scores, kl, self.kl_ctl.value, response_mask, args.whiten_rewards)
+        all_reduce = self._sum_over_processes if self.accelerator.num_processes > 1 else None
+        rewards, non_score_rewards = kl_shaped_rewards(
+            scores, kl, self.kl_ctl.value, response_mask, args.whiten_rewards, all_reduce
+        )
 
         # 5. Advantages (and returns, the value model's labels). REINFORCE's running baseline moves after its use.
         baseline = None
@@ -368,7 +371,7 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
             mean_return = self._mean_over_processes({"mean": rewards.sum(dim=1).mean()})["mean"]
             baseline = self.reinforce_baseline.baseline(mean_return)
             self.reinforce_baseline.update(mean_return)
-        advantages, returns = compute_advantages(rewards, values, response_mask, args, baseline)
+        advantages, returns = compute_advantages(rewards, values, response_mask, args, baseline, all_reduce)
 
         # 6. Epochs over shuffled minibatches, one optimizer step each.
         tick = time.perf_counter()
@@ -488,6 +491,10 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
                             stats["val/clipfrac_avg"].append(value.clipfrac)
                     del logits, new_logprobs, new_values, loss
         return {key: torch.stack(items).mean() for key, items in stats.items() if items}
+
+    def _sum_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum over processes (whitening takes the global batch's mean and variance from it)."""
+        return self.accelerator.reduce(tensor, "sum")
 
     def _mean_over_processes(self, metrics: dict[str, torch.Tensor]) -> dict[str, float]:
         """Mean of each scalar metric over processes, as Python floats."""
