@@ -26,6 +26,8 @@ _LAZY = {
     # trainers
     "DPOConfig": "prefkit.trainers.dpo",
     "DPOTrainer": "prefkit.trainers.dpo",
+    "IterativeDPOConfig": "prefkit.trainers.iterative_dpo",
+    "IterativeDPOTrainer": "prefkit.trainers.iterative_dpo",
     "KTOConfig": "prefkit.trainers.kto",
     "KTOTrainer": "prefkit.trainers.kto",
     "ImplicitReward": "prefkit.implicit_reward",
@@ -98,6 +100,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .reward_model import RewardModel
     from .implicit_reward import ImplicitReward
     from .trainers.dpo import DPOConfig, DPOTrainer
+    from .trainers.iterative_dpo import IterativeDPOConfig, IterativeDPOTrainer
     from .trainers.grpo import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
     from .trainers.kto import KTOConfig, KTOTrainer
     from .trainers.ppo import PPOConfig, PPOTrainer
