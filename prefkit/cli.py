@@ -15,6 +15,7 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "dpo": ("prefkit.commands.dpo", "Train a policy with DPO (TRL-compatible, QLoRA-ready)."),
+    "dpo-iterative": ("prefkit.commands.dpo_iterative", "Iterative (online) DPO: sample, score, pair, DPO, for N rounds."),
     "kto": ("prefkit.commands.kto", "Train a policy with KTO on thumbs up / down of single answers (no pairs needed)."),
     "reward": ("prefkit.commands.reward", "Train a Bradley-Terry reward model (decoder or encoder)."),
     "reward-eval": ("prefkit.commands.reward_eval", "Evaluate a reward model on held-out pairs; writes a PNG."),

@@ -136,9 +136,6 @@ class IterativeDPOConfig(DPOConfig):
             problems.append("max_new_tokens and sampling_batch_size must be at least 1")
         if self.prompts_per_round is not None and self.prompts_per_round < 1:
             problems.append(f"prompts_per_round must be at least 1, got {self.prompts_per_round}")
-        if self.push_to_hub:
-            problems.append("push_to_hub is not supported by iterative DPO yet: upload output_dir (every round, or its "
-                            "top-level final policy) with `hf upload` when the run is done")
         if problems:
             raise ValueError("IterativeDPOConfig: " + "; ".join(problems) + ".")
         if self.eval_prompts and not self.eval_reward and not self.eval_judge and self.reward:
@@ -428,6 +425,8 @@ class IterativeDPOTrainer:
             self.write_summary()
         self.write_summary()
         self.save_model()
+        if self.args.push_to_hub:
+            self.push_to_hub()
         return self.rounds
 
     def run_round(self, round_index: int) -> dict[str, Any]:
@@ -493,6 +492,7 @@ class IterativeDPOTrainer:
             "train": train_metrics,
             "eval": self.evaluate_round(round_index),
         }
+        record = json.loads(json.dumps(record))  # as rounds.json and a resumed run will read it (lists, not tuples)
         _write_json_atomically(record, folder / ROUND_MARKER)  # last: the round is finished
         return record
 
@@ -598,6 +598,21 @@ class IterativeDPOTrainer:
         target = Path(output_dir or self.args.output_dir)
         shutil.copytree(source, target, dirs_exist_ok=True)
         return target
+
+    def push_to_hub(self, repo_id: str | None = None, commit_message: str | None = None) -> str:
+        """Upload the final policy, ``rounds.json``, ``rounds.png`` and every round's samples, pairs and metrics (not
+        the per-round policies) to the Hub model repo ``repo_id`` (default: ``hub_model_id``, else the output folder's
+        name); returns its URL. The token comes from ``hub_token`` or the login, and is never written anywhere."""
+        from huggingface_hub import HfApi
+
+        repo_id = repo_id or self.args.hub_model_id or Path(self.args.output_dir).resolve().name
+        api = HfApi(token=self.args.hub_token)
+        url = api.create_repo(repo_id, private=self.args.hub_private_repo, exist_ok=True)
+        api.upload_folder(
+            repo_id=repo_id, folder_path=str(self.args.output_dir), ignore_patterns=["round-*/model/*", "*.tmp"],
+            commit_message=commit_message or f"Iterative DPO: {len(self.rounds)} round(s)",
+        )
+        return str(url)
 
     @staticmethod
     def _free_memory() -> None:
