@@ -308,3 +308,66 @@ def test_the_example_config_parses_and_names_files_that_exist(monkeypatch):
     dataset_args, training_args, _ = command().parse(["--config", "examples/dpo_iterative.yaml"])
     assert (repo / dataset_args.dataset_name).is_file() and (repo / training_args.eval_prompts).is_file()
     assert training_args.num_rounds == 3 and training_args.eval_reward == "vader"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The command, the script, the Hub
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_ctrl_c_names_the_round_a_rerun_resumes_at(two_rounds, tmp_path, capsys, monkeypatch):
+    finished, _ = two_rounds
+    output_dir = tmp_path / "run"
+    shutil.copytree(finished, output_dir)
+
+    def interrupt(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(IterativeDPOTrainer, "train", interrupt)
+    argv = ["dpo-iterative", "--dataset_name", str(SENTIMENT_PROMPTS), "--reward", "vader", "--output_dir",
+            str(output_dir), "--num_rounds", "4", "--report_to", "none"]
+    assert prefkit(argv) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"interrupted after 2 finished round(s) in {output_dir}; rerun the same command to resume at round 3")
+
+
+def test_the_script_is_the_command():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(root / "scripts" / "dpo_iterative.py"), "--help"], capture_output=True,
+                            text=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--samples_per_prompt" in result.stdout
+
+
+def test_pushing_a_finished_run_uploads_its_rounds_data_but_not_each_rounds_policy(two_rounds, tiny_model_dir, tmp_path,
+                                                                                    monkeypatch, count_sampled_rounds):
+    import huggingface_hub
+
+    finished, _ = two_rounds
+    output_dir = tmp_path / "run"
+    shutil.copytree(finished, output_dir)
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("token", token))
+
+        def create_repo(self, repo_id, private=None, exist_ok=False):
+            calls.append(("create_repo", repo_id))
+            return f"https://huggingface.co/{repo_id}"
+
+        def upload_folder(self, **kwargs):
+            calls.append(("upload_folder", kwargs))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    run(tiny_model_dir, output_dir, push_to_hub=True, hub_model_id="someone/iterative")
+
+    assert count_sampled_rounds == []  # both rounds were finished: only the upload happened
+    upload = dict(calls)["upload_folder"]
+    assert ("create_repo", "someone/iterative") in calls
+    assert upload["repo_id"] == "someone/iterative" and upload["folder_path"] == str(output_dir)
+    assert "round-*/model/*" in upload["ignore_patterns"]
