@@ -331,16 +331,17 @@ def test_ctrl_c_names_the_round_a_rerun_resumes_at(two_rounds, tmp_path, capsys,
         f"interrupted after 2 finished round(s) in {output_dir}; rerun the same command to resume at round 3")
 
 
-def test_the_script_is_the_command():
-    import subprocess
+def test_the_script_is_the_command(capsys, monkeypatch):
+    import runpy
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, str(root / "scripts" / "dpo_iterative.py"), "--help"], capture_output=True,
-                            text=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "--samples_per_prompt" in result.stdout
+    script = Path(__file__).resolve().parents[1] / "scripts" / "dpo_iterative.py"
+    monkeypatch.setattr(sys, "argv", [str(script), "--help"])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(script), run_name="__main__")
+    assert exit_.value.code == 0
+    assert "--samples_per_prompt" in capsys.readouterr().out
 
 
 def test_pushing_a_finished_run_uploads_its_rounds_data_but_not_each_rounds_policy(two_rounds, tiny_model_dir, tmp_path,
@@ -371,3 +372,32 @@ def test_pushing_a_finished_run_uploads_its_rounds_data_but_not_each_rounds_poli
     assert ("create_repo", "someone/iterative") in calls
     assert upload["repo_id"] == "someone/iterative" and upload["folder_path"] == str(output_dir)
     assert "round-*/model/*" in upload["ignore_patterns"]
+
+
+def test_with_full_fine_tuning_reference_initial_is_the_starting_model(two_rounds, tiny_model_dir, tmp_path):
+    finished, _ = two_rounds
+    output_dir = tmp_path / "run"
+    shutil.copytree(finished, output_dir)
+    rounds = run(tiny_model_dir, output_dir, eval_prompts=None, num_rounds=3, reference="initial", **QUICK_ROUND)
+    # round 3 starts from round 2's weights, far (KL ~25 nats) from the starting model it is now compared with
+    assert rounds[2]["train"]["first_loss"] != pytest.approx(math.log(2), abs=1e-3)
+
+
+@pytest.mark.slow
+def test_qlora_rounds_train_the_previous_adapter_on_the_exact_4bit_base(tiny_model_dir, tmp_path, caplog):
+    rounds = run(tiny_model_dir, tmp_path / "run", eval_prompts=None, **{**LORA, "max_steps": 2}, quantization="4bit")
+    # the policy starts each round at its reference (a frozen copy of the previous adapter on the same 4-bit base)
+    assert [r["train"]["first_loss"] for r in rounds] == pytest.approx([math.log(2)] * 2, abs=1e-4)
+    # sampling before training must not leave bitsandbytes' CPU-packed weights to be converted back approximately
+    assert "repacked by bitsandbytes" not in caplog.text
+    assert rounds[1]["generated_by"]["fingerprint"] == policy_fingerprint(tmp_path / "run" / "round-1" / "model")
+
+
+def test_answers_to_a_conversational_prompt_train_as_assistant_messages():
+    from prefkit.trainers.iterative_dpo import dpo_row
+
+    messages = [{"role": "user", "content": "Hi?"}]
+    assert dpo_row({"prompt": messages, "chosen": "Hello!", "rejected": "No."}) == {
+        "prompt": messages, "chosen": [{"role": "assistant", "content": "Hello!"}],
+        "rejected": [{"role": "assistant", "content": "No."}]}
+    assert dpo_row({"prompt": "Hi?", "chosen": "Hello!", "rejected": "No.", "round": 1})["chosen"] == "Hello!"

@@ -251,6 +251,15 @@ def build_pairs(records: Sequence[dict[str, Any]], strategy: str, margin: float,
     return rows
 
 
+def dpo_row(pair: dict[str, Any]) -> dict[str, Any]:
+    """TRL's ``prompt`` / ``chosen`` / ``rejected`` of a pair; after a conversational prompt (a list of messages) the
+    answers become assistant messages, as TRL's conversational format wants."""
+    prompt, chosen, rejected = pair["prompt"], pair["chosen"], pair["rejected"]
+    if isinstance(prompt, list):
+        chosen, rejected = [{"role": "assistant", "content": chosen}], [{"role": "assistant", "content": rejected}]
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
 def policy_fingerprint(folder: str | os.PathLike) -> str:
     """The first 16 hex digits of the SHA-256 of a saved policy's weight files (adapter or full model): what a pair
     records to say exactly which weights sampled it."""
@@ -313,7 +322,7 @@ def plot_rounds(rounds: Sequence[dict[str, Any]], path: str | os.PathLike) -> Pa
     above = [(p[2][1] if p[2] else y) - y for y, p in zip(ys, points)]
     left.errorbar(xs, ys, yerr=[below, above], marker="o", capsize=4, label="held-out prompts (95% CI)")
     sampled = [(r["round"] - 1, r["sample_reward_mean"]) for r in rounds]
-    left.plot(*zip(*sampled), marker="s", linestyle="--", alpha=0.7, label="training samples (policy of that round)")
+    left.plot(*zip(*sampled), marker="s", linestyle="--", alpha=0.7, label="answers trained on next round (training prompts)")
     left.set_xlabel("round (0: the starting model)")
     left.set_ylabel(f"mean reward ({evaluated[0]['eval']['reward_name']})")
     left.set_title("Reward over rounds")
@@ -459,7 +468,7 @@ class IterativeDPOTrainer:
         # 3. DPO against the round's reference
         trainer = DPOTrainer(
             model, ref_model=ref_model, args=self.round_config(folder / "model"),
-            train_dataset=Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs]),
+            train_dataset=Dataset.from_list([dpo_row(p) for p in pairs]),
             processing_class=tokenizer, callbacks=self.callbacks,
         )
         policy = trainer.accelerator.unwrap_model(trainer.model)
@@ -504,9 +513,13 @@ class IterativeDPOTrainer:
         ``reference="initial"``); ``None`` lets TRL derive it (see the module docstring)."""
         from transformers import set_seed
 
+        from ..models import is_quantized, keep_4bit_weights_trainable_on_cpu
+
         set_seed(self.args.seed + round_index)  # a new adapter (round 1) starts from a seeded random init
         if round_index == 1:
             model, tokenizer = load_model_for_training(self.model_name, self.args)
+            if is_quantized(model):
+                keep_4bit_weights_trainable_on_cpu(model)  # before sampling: on a CPU it would repack them for inference
             generated_by = {"round": 0, "policy": "initial", "model": self.model_name}
             return model, self.processing_class or tokenizer, None, generated_by
         previous = round_dir(self.args.output_dir, round_index - 1) / "model"
@@ -517,6 +530,8 @@ class IterativeDPOTrainer:
             from peft import PeftModel
 
             base, tokenizer = load_model_for_training(self.model_name, self.args)
+            if is_quantized(base):
+                keep_4bit_weights_trainable_on_cpu(base)  # before sampling: on a CPU it would repack them for inference
             model = PeftModel.from_pretrained(base, str(previous), is_trainable=True)
         else:
             model, tokenizer = load_model_for_training(str(previous), self.args)
