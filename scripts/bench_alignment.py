@@ -416,9 +416,14 @@ def main(argv=None) -> int:
             settings = {
                 "ppo_clip_gae": dict(loss_type="clip", advantage_estimator="gae"),
                 "ppo_kl": dict(loss_type="kl_penalty", advantage_estimator="gae"),
-                "reinforce": dict(advantage_estimator="reinforce"),
+                # The batch-mean baseline: what the published REINFORCE row measured (centred normalization made any
+                # baseline the batch mean then; prefkit's default now is a running baseline, not measured here).
+                "reinforce": dict(advantage_estimator="reinforce", reinforce_baseline="batch"),
                 "rloo": dict(advantage_estimator="rloo", num_generations=GROUP_DEMO["num_generations"]),
-                "grpo": dict(advantage_estimator="grpo", num_generations=GROUP_DEMO["num_generations"]),
+                # The KL in the reward, as the published GRPO row measured; prefkit's GRPO default now puts it in the
+                # loss as the GRPO paper does (kl_placement="loss", beta 0.04), not measured here yet.
+                "grpo": dict(advantage_estimator="grpo", num_generations=GROUP_DEMO["num_generations"],
+                             kl_placement="reward"),
             }[method]
             pair = run_ppo(policy_name, proxy, train_prompts, out / method, b, **settings)
             keep([measure(method, base_pair, pair, heldout, proxy, b, started, b["rl_iterations"] * b["rl_batch"], out)])
