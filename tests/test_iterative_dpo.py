@@ -386,18 +386,23 @@ def test_with_full_fine_tuning_reference_initial_is_the_starting_model(two_round
 @pytest.mark.slow
 def test_qlora_rounds_train_the_previous_adapter_on_the_exact_4bit_base(tiny_model_dir, tmp_path, caplog):
     rounds = run(tiny_model_dir, tmp_path / "run", eval_prompts=None, **{**LORA, "max_steps": 2}, quantization="4bit")
-    # the policy starts each round at its reference (a frozen copy of the previous adapter on the same 4-bit base)
-    assert [r["train"]["first_loss"] for r in rounds] == pytest.approx([math.log(2)] * 2, abs=1e-4)
+    # the policy starts each round at its reference (a frozen copy of the previous adapter on the same 4-bit base);
+    # (the 4-bit kernels round differently with and without gradients: ~2e-4 here, a round of training moves it more)
+    assert [r["train"]["first_loss"] for r in rounds] == pytest.approx([math.log(2)] * 2, abs=2e-3)
     # sampling before training must not leave bitsandbytes' CPU-packed weights to be converted back approximately
     assert "repacked by bitsandbytes" not in caplog.text
     assert rounds[1]["generated_by"]["fingerprint"] == policy_fingerprint(tmp_path / "run" / "round-1" / "model")
 
 
-def test_answers_to_a_conversational_prompt_train_as_assistant_messages():
+def test_pairs_sampled_through_the_chat_template_train_as_messages():
     from prefkit.trainers.iterative_dpo import dpo_row
 
-    messages = [{"role": "user", "content": "Hi?"}]
-    assert dpo_row({"prompt": messages, "chosen": "Hello!", "rejected": "No."}) == {
-        "prompt": messages, "chosen": [{"role": "assistant", "content": "Hello!"}],
+    # TRL applies the chat template to conversational rows only: a text prompt the sampler rendered with the template
+    # must become messages, or DPO would train on raw text the policy never saw
+    assert dpo_row({"prompt": "Hi?", "chosen": "Hello!", "rejected": "No.", "round": 1}, chat=True) == {
+        "prompt": [{"role": "user", "content": "Hi?"}], "chosen": [{"role": "assistant", "content": "Hello!"}],
         "rejected": [{"role": "assistant", "content": "No."}]}
-    assert dpo_row({"prompt": "Hi?", "chosen": "Hello!", "rejected": "No.", "round": 1})["chosen"] == "Hello!"
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
+    assert dpo_row({"prompt": messages, "chosen": "Hello!", "rejected": "No."}, chat=True)["prompt"] == messages
+    assert dpo_row({"prompt": "Hi?", "chosen": "Hello!", "rejected": "No."}, chat=False) == {
+        "prompt": "Hi?", "chosen": "Hello!", "rejected": "No."}

@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..chat import as_messages, uses_chat_template
 from ..data.generation import SamplingSettings, prompt_id, sample_completions
 from ..data.io import read_jsonl, write_jsonl
 from .dpo import DPOConfig, DPOTrainer
@@ -251,11 +252,14 @@ def build_pairs(records: Sequence[dict[str, Any]], strategy: str, margin: float,
     return rows
 
 
-def dpo_row(pair: dict[str, Any]) -> dict[str, Any]:
-    """TRL's ``prompt`` / ``chosen`` / ``rejected`` of a pair; after a conversational prompt (a list of messages) the
-    answers become assistant messages, as TRL's conversational format wants."""
+def dpo_row(pair: dict[str, Any], chat: bool) -> dict[str, Any]:
+    """TRL's ``prompt`` / ``chosen`` / ``rejected`` of a pair, in the form that trains on what the policy saw when it
+    sampled. ``chat``: the sampler rendered the prompt through the chat template (a list of messages, or any prompt
+    when the tokenizer has a template); TRL applies the template only to conversational rows, so such a pair becomes
+    messages (a text prompt one user message, each answer an assistant message). Otherwise it stays text."""
     prompt, chosen, rejected = pair["prompt"], pair["chosen"], pair["rejected"]
-    if isinstance(prompt, list):
+    if chat:
+        prompt = as_messages(prompt)
         chosen, rejected = [{"role": "assistant", "content": chosen}], [{"role": "assistant", "content": rejected}]
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
@@ -468,7 +472,7 @@ class IterativeDPOTrainer:
         # 3. DPO against the round's reference
         trainer = DPOTrainer(
             model, ref_model=ref_model, args=self.round_config(folder / "model"),
-            train_dataset=Dataset.from_list([dpo_row(p) for p in pairs]),
+            train_dataset=Dataset.from_list([dpo_row(p, uses_chat_template(tokenizer, p["prompt"])) for p in pairs]),
             processing_class=tokenizer, callbacks=self.callbacks,
         )
         policy = trainer.accelerator.unwrap_model(trainer.model)
