@@ -406,3 +406,13 @@ def test_pairs_sampled_through_the_chat_template_train_as_messages():
     assert dpo_row({"prompt": messages, "chosen": "Hello!", "rejected": "No."}, chat=True)["prompt"] == messages
     assert dpo_row({"prompt": "Hi?", "chosen": "Hello!", "rejected": "No."}, chat=False) == {
         "prompt": "Hi?", "chosen": "Hello!", "rejected": "No."}
+
+
+def test_an_output_dir_under_a_file_is_an_error_before_the_model_loads(tmp_path, capsys):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    argv = ["dpo-iterative", "--dataset_name", str(SENTIMENT_PROMPTS), "--reward", "vader", "--output_dir",
+            str(a_file / "out"), "--model_name_or_path", str(tmp_path / "no-such-model"), "--report_to", "none"]
+    assert prefkit(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --output_dir") and "Traceback" not in err
