@@ -34,7 +34,8 @@ as the reference, ``"initial"`` loads the starting model as the reference.
     round-<r>/model/          the policy after round r (a LoRA adapter, or full weights) and its model card
     round-<r>/eval/           prefkit.evaluate's samples.jsonl, eval.json and eval.png (with held-out prompts)
     round-<r>/round.json      the round's metrics; written last: it marks the round finished
-    rounds.json, rounds.png   every finished round; held-out reward and KL to the starting model over rounds
+    rounds.json, rounds.png   every finished round; held-out reward and KL to the starting model over rounds (the
+                              plot needs held-out prompts)
     adapter / model files     a copy of the last round's policy, so output_dir loads like any prefkit model
 
 **Resume.** A rerun with the same ``output_dir`` starts at the first round without ``round.json``; finished rounds
@@ -59,7 +60,7 @@ from typing import Any
 
 from ..chat import as_messages, uses_chat_template
 from ..data.generation import SamplingSettings, prompt_id, sample_completions
-from ..data.io import read_jsonl, write_jsonl
+from ..data.io import write_jsonl
 from .dpo import DPOConfig, DPOTrainer
 from .startup import default_output_dir, load_model_for_training
 
@@ -152,7 +153,7 @@ class IterativeDPOConfig(DPOConfig):
 def round_seed(seed: int, round_index: int, ids: Sequence[str]) -> int:
     """The seed of one sampling batch: a function of the run's seed, the round and the batch's prompts only, so a
     resumed run samples a round exactly as an uninterrupted one would."""
-    digest = hashlib.sha1(f"{seed}|round {round_index}|{'|'.join(ids)}".encode("utf-8")).hexdigest()
+    digest = hashlib.sha1(f"{seed}|round {round_index}|{'|'.join(ids)}".encode()).hexdigest()
     return int(digest[:8], 16)
 
 
@@ -408,7 +409,7 @@ class IterativeDPOTrainer:
                              "reward model folder, 'package.module:function') or pass reward= a callable.")
         resolved = resolve_reward(reward)
         if not callable(getattr(resolved, "score", None)) and not callable(resolved):
-            raise ValueError("Iterative DPO ranks each prompt's answers by a pointwise reward; a pairwise judge cannot "
+            raise TypeError("Iterative DPO ranks each prompt's answers by a pointwise reward; a pairwise judge cannot "
                              "rank them. Pass a reward function or reward model.")
         self.reward_function = RewardFunction(resolved)
         self.reward_function.check_columns(list(self.prompt_rows[0]), "train_dataset")
@@ -640,11 +641,6 @@ class IterativeDPOTrainer:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-
-
-def read_round_pairs(output_dir: str | os.PathLike, round_index: int) -> list[dict[str, Any]]:
-    """The pairs round ``round_index`` trained on (``round-<r>/pairs.jsonl``)."""
-    return read_jsonl(round_dir(output_dir, round_index) / "pairs.jsonl")
 
 
 __all__ = ["IterativeDPOConfig", "IterativeDPOTrainer", "build_pairs", "pair_indices", "plot_rounds",
