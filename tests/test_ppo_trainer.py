@@ -113,9 +113,12 @@ def test_training_raises_the_reward_and_the_kl_penalized_objective(
     # Without learning, a 5-step mean moves by about 0.025 (1 sigma); learning moves it by 0.1 to 0.3.
     assert end > start + 0.07, f"mean reward went from {start:.3f} to {end:.3f}"
     # What PPO maximizes is score - beta * KL: it must improve too, so the KL paid for the reward stays bounded
-    # (well under the ~50 nats a deterministic 8-token policy would be from this near-uniform reference).
+    # (well under the ~50 nats a deterministic 8-token policy would be from this near-uniform reference). With the KL
+    # counted once, in the loss (kl_penalty's default), nothing in the reward holds it back and the run drifts
+    # further (to ~28 nats at 30 iterations here; the alignment benchmark shows the same), hence its own bound.
     assert sum(rlhf_rewards[-5:]) / 5 > sum(rlhf_rewards[:5]) / 5 + 0.04
-    assert all(math.isfinite(kl) for kl in kls) and max(kls[-5:]) < 25
+    bound = 40 if args.kl_in_loss and not args.kl_in_reward else 25
+    assert all(math.isfinite(kl) for kl in kls) and max(kls[-5:]) < bound
 
 
 def test_qlora_4bit_path_trains_with_activation_checkpointing(tiny_model_dir, prompts_dataset, tmp_path):
