@@ -556,7 +556,7 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
             "num_ppo_epochs": args.num_ppo_epochs,
             "num_mini_batches": args.num_mini_batches,
             "cliprange": args.cliprange if args.loss_type == "clip" else None,
-            "kl_coef": args.kl_coef,
+            "kl_coef": args.kl_coef if args.kl_in_reward else None,
             "kl_estimator": args.kl_estimator,
             "kl_placement": args.kl_placement,
             "kl_penalty_coef": args.kl_penalty_coef if args.kl_in_loss else None,
