@@ -50,7 +50,7 @@ from prefkit.presets import (
     SENTIMENT_PROMPTS,
 )
 
-ALL_METHODS = ["base", "bon", "dpo", "ppo_clip_gae", "ppo_kl", "reinforce", "rloo", "grpo", "trl_grpo", "trl_rloo"]
+ALL_METHODS = ["base", "bon", "dpo", "ppo_clip_gae", "ppo_kl", "reinforce", "rloo", "grpo", "grpo_kl_in_loss", "trl_grpo", "trl_rloo"]
 
 
 def prompts() -> tuple[list[str], list[str]]:
@@ -424,6 +424,8 @@ def main(argv=None) -> int:
                 # loss as the GRPO paper does (kl_placement="loss", beta 0.04), not measured here yet.
                 "grpo": dict(advantage_estimator="grpo", num_generations=GROUP_DEMO["num_generations"],
                              kl_placement="reward"),
+                # prefkit's GRPO default: the GRPO paper's KL in the loss (k3, beta 0.04, importance-weighted).
+                "grpo_kl_in_loss": dict(advantage_estimator="grpo", num_generations=GROUP_DEMO["num_generations"]),
             }[method]
             pair = run_ppo(policy_name, proxy, train_prompts, out / method, b, **settings)
             keep([measure(method, base_pair, pair, heldout, proxy, b, started, b["rl_iterations"] * b["rl_batch"], out)])
