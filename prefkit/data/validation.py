@@ -11,7 +11,7 @@ user fixes the file in one pass instead of one traceback at a time::
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,17 +226,33 @@ def validate_preference_dataset(
                 missing_columns_problems(columns, "preference"),
                 hint=hint or "A preference dataset needs 'chosen' and 'rejected' (and usually 'prompt') columns.",
             )
+    _check_every_row(
+        dataset, name, "preference", "at least one preference pair", max_rows,
+        lambda example, index: check_preference_row(example, index, require_prompt=require_prompt, multimodal=multimodal),
+    )
+
+
+def _check_every_row(
+    dataset: Any,
+    name: str,
+    kind: str,
+    expected: str,
+    max_rows: int | None,
+    check_row: Callable[[Any, int], list[RowProblem]],
+) -> None:
+    """The one pass of every validator: ``check_row`` on each row (up to ``max_rows``), rows that mix formats
+    (:class:`RowStyles` of ``kind``), an empty dataset; raises :class:`PreferenceDataError` listing every problem."""
     problems: list[RowProblem] = []
-    styles = RowStyles("preference")
+    styles = RowStyles(kind)
     count = 0
     for index, example in enumerate(dataset):
         if max_rows is not None and index >= max_rows:
             break
         count += 1
-        problems += check_preference_row(example, index, require_prompt=require_prompt, multimodal=multimodal)
+        problems += check_row(example, index)
         styles.add(example, index)
     if count == 0:
-        raise EmptyDatasetError(name, "at least one preference pair")
+        raise EmptyDatasetError(name, expected)
     mixed = styles.problem()
     if mixed is not None:
         problems.insert(0, mixed)
@@ -551,25 +567,14 @@ def validate_unpaired_dataset(
                 "labeled pairs, prefkit.data.pairs_to_unpaired from TRL pairs; `prefkit export --format unpaired` and "
                 "the app's KTO export write them."
             ))
-    problems: list[RowProblem] = []
-    styles = RowStyles("unpaired")
-    count = 0
-    for index, example in enumerate(dataset):
-        if max_rows is not None and index >= max_rows:
-            break
-        count += 1
+    def check_row(example: Any, index: int) -> list[RowProblem]:
         if not isinstance(example, Mapping):
-            problems.append(RowProblem(index, None, f"is {_describe(example)}; expected an object with named columns"))
-            continue
-        problems += check_unpaired_row(example, index, multimodal=multimodal)
-        styles.add(example, index)
-    if count == 0:
-        raise EmptyDatasetError(name, "at least one labeled completion (prompt, completion, label)")
-    mixed = styles.problem()
-    if mixed is not None:
-        problems.insert(0, mixed)
-    if problems:
-        raise PreferenceDataError(name, problems, total_rows=count)
+            return [RowProblem(index, None, f"is {_describe(example)}; expected an object with named columns")]
+        return check_unpaired_row(example, index, multimodal=multimodal)
+
+    _check_every_row(
+        dataset, name, "unpaired", "at least one labeled completion (prompt, completion, label)", max_rows, check_row
+    )
 
 
 def check_pointwise_row(example: Mapping[str, Any], row: int) -> list[RowProblem]:
