@@ -116,7 +116,7 @@ def encode_prompts(
         raise ValueError(f"truncation must be 'error' or 'left', not {truncation!r}.")
     ids, cut = [], []
     for offset, prompt in enumerate(prompts):
-        templated = uses_chat_template(tokenizer, prompt) if chat_template is None else chat_template
+        templated = uses_chat_template(tokenizer, prompt, chat_template)
         special = (not templated) if add_special_tokens is None else add_special_tokens
         tokens = tokenizer(render_prompt(tokenizer, prompt, chat_template), add_special_tokens=special)["input_ids"]
         removed = 0

@@ -48,6 +48,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def run_two_ranks(script: str | Path, args: list[str], env: dict[str, str], cwd: str | Path) -> str:
+    """Run ``script`` on two CPU ranks under torchrun (gloo, a free port) and return its combined output; fail the
+    test, killing both ranks, when it errs or takes over 10 minutes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import pytest
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+               str(script), *args]
+    env = {**env, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    # Own process group, so a timeout takes the ranks down with the launcher instead of leaving them behind.
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               cwd=cwd, start_new_session=True)
+    try:
+        log, _ = process.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        log, _ = process.communicate()
+        pytest.fail(f"the two-process run did not finish in 10 minutes:\n{log[-3000:]}")
+    assert process.returncode == 0, log[-3000:]
+    return log
+
+
 class EndlessPolicy:
     """The tiny model, made to never emit a stop token and, once ``slow`` is set, to take ``seconds_per_token``
     per forward pass; ``forwards`` counts the passes (one per generated token)."""

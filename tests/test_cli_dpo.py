@@ -1,14 +1,11 @@
 """The DPO entry point: `prefkit dpo`, a YAML config with flag overrides, and a real two-process DDP run."""
 
 import os
-import signal
-import subprocess
-import sys
 
 import pytest
 
 from prefkit.cli import main as cli_main
-from helpers import separable_preference_rows, write_jsonl
+from helpers import run_two_ranks, separable_preference_rows, write_jsonl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,33 +48,14 @@ def test_missing_dataset_flag_is_a_clear_error_with_exit_status_2(tiny_model_dir
     assert capsys.readouterr().err.startswith("error: --dataset_name is required")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_process_ddp_run_of_the_script_shows_both_ranks(tiny_model_dir, pairs_file, tmp_path):
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+    log = run_two_ranks(
         os.path.join(REPO, "scripts", "dpo.py"),
-        "--model_name_or_path", tiny_model_dir, "--dataset_name", pairs_file, "--output_dir", str(tmp_path / "ddp"),
-        "--max_steps", "2", "--per_device_train_batch_size", "2", "--use_peft", "--report_to", "none",
-        "--save_strategy", "no", "--logging_steps", "1", "--bf16", "false",
-    ]
-    # Own process group, so a timeout takes the ranks down with the launcher instead of leaving them behind.
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               cwd=REPO, start_new_session=True)
-    try:
-        log, _ = process.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        log, _ = process.communicate()
-        pytest.fail(f"the two-process run did not finish in 10 minutes:\n{log[-3000:]}")
-    assert process.returncode == 0, log[-3000:]
+        ["--model_name_or_path", tiny_model_dir, "--dataset_name", pairs_file, "--output_dir", str(tmp_path / "ddp"),
+         "--max_steps", "2", "--per_device_train_batch_size", "2", "--use_peft", "--report_to", "none",
+         "--save_strategy", "no", "--logging_steps", "1", "--bf16", "false"],
+        env=dict(os.environ), cwd=REPO,
+    )
     assert "rank 0 of world size 2" in log
     assert "rank 1 of world size 2" in log
     assert (tmp_path / "ddp" / "adapter_model.safetensors").exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from prefkit.cli import main as prefkit
-from helpers import write_jsonl
+from helpers import run_two_ranks, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = ["Say something kind.", "How was your day?", "Describe the sea.", "What do you think of tea?"] * 2
@@ -123,41 +123,21 @@ def test_scripts_ppo_runs_under_accelerate_launch(tiny_model_dir, prompts_file, 
     assert (out / "adapter_model.safetensors").is_file()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # Two ranks with a value model (the roles that must stay in sync) and whitened advantages (global statistics).
 @pytest.mark.slow
 def test_two_process_ppo_with_a_value_model_trains_on_both_ranks_and_saves_once(tiny_model_dir, prompts_file, tmp_path):
-    import signal
-
     out = tmp_path / "ddp"
     # A reward that varies on the tiny model's answers (VADER scores its token soup 0), so the ranks have gradients.
     (tmp_path / "letter_rewards.py").write_text(
         "def letters(prompts, completions, **kwargs):\n"
         "    return [sum(c.isalpha() for c in text) / max(len(text), 1) for text in completions]\n"
     )
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), str(tmp_path)])}
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-        str(REPO / "scripts" / "ppo.py"), *ppo_flags(tiny_model_dir, prompts_file, out, "--reward", "letter_rewards:letters"),
-        "--logging_steps", "1", "--learning_rate", "1e-3",
-    ]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               cwd=REPO, start_new_session=True)
-    try:
-        log, _ = process.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        log, _ = process.communicate()
-        pytest.fail(f"the two-process run did not finish in 10 minutes:\n{log[-3000:]}")
-    assert process.returncode == 0, log[-3000:]
+    log = run_two_ranks(
+        REPO / "scripts" / "ppo.py",
+        [*ppo_flags(tiny_model_dir, prompts_file, out, "--reward", "letter_rewards:letters"), "--logging_steps", "1",
+         "--learning_rate", "1e-3"],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(tmp_path)])}, cwd=REPO,
+    )
     assert "rank 0 of world size 2" in log and "rank 1 of world size 2" in log
     assert (out / "adapter_model.safetensors").is_file()
     assert (out / "value" / "value_head.safetensors").is_file()

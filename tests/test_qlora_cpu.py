@@ -85,10 +85,14 @@ def test_weights_packed_by_earlier_inference_are_unpacked_for_training(tiny_mode
     assert (after - before).abs().max() <= 2**-8 * before.abs().max()
 
 
-def test_trainers_load_4bit_models_with_trainable_weights(tiny_model_dir, tmp_path):
+def test_trainers_load_4bit_models_with_trainable_weights(tiny_model_dir, tmp_path, monkeypatch):
     from datasets import Dataset
 
     from prefkit.trainers.ppo import PPOConfig, PPOTrainer
+
+    # Every layer claims bitsandbytes' packed CPU kernel, as on an AVX512-BF16 CPU, whatever this CPU has: the
+    # trainer must switch it off.
+    monkeypatch.setattr(bnb.nn.modules, "has_avx512bf16", lambda: True)
 
     args = PPOConfig(output_dir=str(tmp_path), quantization="4bit", per_device_train_batch_size=2, max_steps=1,
                      report_to="none", save_strategy="no", advantage_estimator="reinforce")
