@@ -308,8 +308,8 @@ def keep_4bit_weights_trainable_on_cpu(model) -> int:
     On a CPU with AVX512-BF16, the first no-grad forward of a ``Linear4bit`` in eval mode (a PPO rollout, a held-out
     evaluation) converts its weights in place to a packed layout, and every later forward, in training too, goes
     through ``gemv_4bit``, which has no autograd kernel: PyTorch warns "an autograd kernel was not registered" and the
-    gradient to the layer's input is dropped, so every LoRA weight below it gets a wrong gradient (measured: relative
-    error ~1 in layer 0 of a tiny Llama). Training keeps the regular, differentiable 4-bit matmul instead. Weights
+    gradient to the layer's input is dropped, so every LoRA weight below it gets a wrong gradient
+    (tests/test_qlora_cpu.py compares them with the dequantized model's after an eval forward). Training keeps the regular, differentiable 4-bit matmul instead. Weights
     already packed (the model ran inference before it was handed over) are converted back, which bitsandbytes does
     only to bf16 precision (within ~0.4%), and a warning says so.
     """
