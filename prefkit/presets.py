@@ -4,6 +4,8 @@
     prefkit ppo --preset demo                 # PPO-Clip + GAE towards positive sentiment, ~23 min on a 2-core CPU
     prefkit ppo --preset demo --advantage_estimator rloo --num_generations 4
     prefkit grpo --preset demo / prefkit rloo --preset demo
+    prefkit kto --preset demo                 # KTO on the same pairs, each split into a good and a bad answer
+    prefkit dpo-iterative --preset demo       # three rounds of sample -> rank by VADER -> DPO
 
 A preset only fills in defaults: every flag given on the command line (or in ``--config``) wins over it. The
 ``demo`` presets are the settings of the rows of ``scripts/bench_alignment.py`` (the benchmark imports them from
@@ -39,6 +41,25 @@ LORA = {"use_peft": True, "lora_r": 16, "lora_alpha": 32, "gradient_checkpointin
 
 DPO_DEMO = {"learning_rate": 2e-4, "max_steps": 48, "per_device_train_batch_size": 8, "beta": 0.1, "max_length": 256}
 """DPO training settings of the demo preset and of the benchmark's DPO rows (which sweep beta)."""
+
+KTO_DEMO = {**DPO_DEMO, "max_steps": 96}
+"""KTO on the same labels with DPO's budget: each pair is two rows (its chosen answer desirable, its rejected answer
+not), so 96 steps of 8 rows see the answers that 48 DPO steps of 8 pairs see, at DPO's learning rate and beta."""
+
+ITERATIVE_DPO_DEMO = {
+    **DPO_DEMO,
+    "max_steps": 16,
+    "num_rounds": 3,
+    "samples_per_prompt": 4,
+    "prompts_per_round": 24,
+    "pair_strategy": "all_above_margin",
+    "max_new_tokens": 32,
+    "temperature": 1.0,
+    "reference": "previous_round",
+}
+"""Iterative DPO with offline DPO's budget: 3 rounds x 24 prompts x 4 answers labelled (the 288 answers the offline
+pairs were ranked from) and 3 x 16 DPO steps of 8 pairs (offline DPO's 48), every pair of a prompt's answers whose
+rewards differ (up to six per prompt, as many pairs per round as the offline set has in all)."""
 
 RL_DEMO = {
     "learning_rate": 3e-4,
@@ -101,6 +122,24 @@ PRESETS: dict[str, dict[str, Preset]] = {
             unless_given={"reward": ("--reward_model", "--reward")},
         ),
     },
+}
+PRESETS["kto"] = {
+    "demo": Preset(
+        "KTO (beta 0.1) with LoRA on the bundled sentiment pairs split into thumbs up / down: 96 steps of 8 answers, "
+        "lr 2e-4.",
+        {**LORA, **KTO_DEMO, **HELDOUT_EVAL, "eval_every_steps": 32, "output_dir": "smollm2-kto-demo",
+         "logging_steps": 8},
+        paths={"dataset_name": SENTIMENT_PAIRS, **_HELDOUT},
+    ),
+}
+PRESETS["dpo-iterative"] = {
+    "demo": Preset(
+        "Iterative DPO with LoRA towards positive sentiment (VADER): 3 rounds of 24 prompts x 4 answers, 16 DPO steps "
+        "each, lr 2e-4.",
+        {**LORA, **ITERATIVE_DPO_DEMO, "reward": "vader", "eval_max_new_tokens": 32,
+         "output_dir": "smollm2-dpo-iterative-demo", "logging_steps": 4},
+        paths={"dataset_name": SENTIMENT_PROMPTS, **_HELDOUT},
+    ),
 }
 for _command in ("grpo", "rloo"):
     PRESETS[_command] = {

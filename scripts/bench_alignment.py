@@ -10,7 +10,11 @@ answer, in [-1, 1], on neutral everyday prompts; it stands in for people, and no
 1. the base model answers the training prompts several times; the gold reward ranks its answers into pairs (the
    "human labels");
 2. a **proxy reward model** (MiniLM, Bradley-Terry) trains on those pairs;
-3. **DPO** trains on the same pairs (a beta sweep); **PPO-Clip + GAE**, **PPO with the KL penalty**, **REINFORCE**,
+3. **DPO** trains on the same pairs (a beta sweep, as plain text; ``dpo_chat``: beta 0.1 on the same pairs as
+   conversations, the chat-template text the policy samples and is evaluated through); **KTO** on the same labels
+   without the pairing (each chosen answer a thumbs up, each rejected one a thumbs down, as conversations);
+   **iterative DPO** with the same budget of labels and steps (3 rounds: the current policy answers 24 training
+   prompts 4 times, the gold reward ranks the answers, DPO trains 16 steps on the pairs); **PPO-Clip + GAE**, **PPO with the KL penalty**, **REINFORCE**,
    **RLOO** and **GRPO** (prefkit) and TRL's **GRPOTrainer** / **RLOOTrainer** optimise the proxy reward model;
    **Best-of-N** picks by the proxy among N base samples (N = 1 ... 64);
 4. every result is measured on **held-out prompts** by :func:`prefkit.evaluate`: gold reward (bootstrap interval),
@@ -43,6 +47,8 @@ from pathlib import Path
 from prefkit.presets import (
     DPO_DEMO,
     GROUP_DEMO,
+    ITERATIVE_DPO_DEMO,
+    KTO_DEMO,
     LORA,
     PPO_DEMO,
     RL_DEMO,
@@ -50,7 +56,7 @@ from prefkit.presets import (
     SENTIMENT_PROMPTS,
 )
 
-ALL_METHODS = ["base", "bon", "dpo", "ppo_clip_gae", "ppo_kl", "reinforce", "rloo", "grpo", "grpo_kl_in_loss", "trl_grpo", "trl_rloo"]
+ALL_METHODS = ["base", "bon", "dpo", "dpo_chat", "kto", "dpo_iterative", "ppo_clip_gae", "ppo_kl", "reinforce", "rloo", "grpo", "grpo_kl_in_loss", "trl_grpo", "trl_rloo"]
 
 
 def prompts() -> tuple[list[str], list[str]]:
@@ -64,13 +70,21 @@ def prompts() -> tuple[list[str], list[str]]:
 def budgets(quick: bool) -> dict:
     if quick:
         return dict(train_prompts=8, heldout_prompts=6, samples_per_prompt=4, max_new_tokens=8, rm_epochs=1,
-                    dpo_steps=2, dpo_betas=[0.1], rl_iterations=1, rl_batch=8, bon_ns=[1, 2, 4, 8], bon_reference=8,
+                    dpo_steps=2, kto_steps=4, dpo_betas=[0.1], dpo_rounds=2, dpo_round_prompts=4, rl_iterations=1, rl_batch=8, bon_ns=[1, 2, 4, 8], bon_reference=8,
                     eval_samples=1)
     # the training settings are prefkit's demo presets (prefkit.presets), so `prefkit ppo --preset demo` is a row here
     return dict(train_prompts=72, heldout_prompts=24, samples_per_prompt=4,
                 max_new_tokens=RL_DEMO["max_completion_length"], rm_epochs=3, dpo_steps=DPO_DEMO["max_steps"],
+                kto_steps=KTO_DEMO["max_steps"], dpo_rounds=ITERATIVE_DPO_DEMO["num_rounds"],
+                dpo_round_prompts=ITERATIVE_DPO_DEMO["prompts_per_round"],
                 dpo_betas=[0.05, 0.1, 0.3], rl_iterations=RL_DEMO["max_steps"], rl_batch=RL_DEMO["per_device_train_batch_size"],
                 bon_ns=[1, 2, 4, 8, 16, 32, 64], bon_reference=32, eval_samples=4)
+
+
+# What the shared pairs, the proxy and Best-of-N depend on: a run whose settings differ in these makes them anew (a
+# method's own budget, such as dpo_steps, changes only that method's rows).
+SETUP_BUDGETS = ("train_prompts", "heldout_prompts", "samples_per_prompt", "max_new_tokens", "rm_epochs", "bon_ns",
+                 "bon_reference")
 
 
 # The done-when of the benchmark: a trained method beats the base by this much gold reward, with a paired interval
@@ -135,6 +149,52 @@ def run_dpo(policy_name, pairs, out, b, beta):
     trainer.train()
     trainer.save_model(str(out))  # the adapter, so the row can be measured again
     return trainer.model, trainer.processing_class
+
+
+def as_chat(pairs):
+    """The pairs as conversations (a user prompt, assistant answers): TRL then trains them through the chat template,
+    the text the policy reads and writes when it is sampled and evaluated. The "dpo" rows train the same pairs as
+    plain text (TRL's standard format: prompt + answer, no template), as they were measured."""
+    from prefkit.trainers.iterative_dpo import dpo_row
+
+    return [dpo_row(pair, chat=True) for pair in pairs]
+
+
+def run_kto(policy_name, pairs, out, b):
+    """KTO on the same labels without the pairing: every chosen answer a thumbs up, every rejected one a thumbs
+    down (prefkit.data.labels.pairs_to_unpaired), as conversations."""
+    from datasets import Dataset
+
+    from prefkit import KTOConfig, KTOTrainer
+    from prefkit.data.labels import pairs_to_unpaired
+
+    args = KTOConfig(**lora_common(out, **{**KTO_DEMO, "max_steps": b["kto_steps"]}))
+    trainer = KTOTrainer(policy_name, args=args, train_dataset=Dataset.from_list(pairs_to_unpaired(as_chat(pairs))))
+    trainer.train()
+    trainer.save_model(str(out))
+    return trainer.model, trainer.processing_class
+
+
+def run_iterative_dpo(policy_name, train_prompts, out, b, seed, labeller=gold):
+    """Iterative DPO with offline DPO's budget of labels and steps (prefkit.presets.ITERATIVE_DPO_DEMO): each round
+    the current policy answers a fresh subset of the training prompts, the gold reward ranks the answers (the same
+    labeller as the offline pairs, now asked about the policy's own answers), DPO trains on the pairs."""
+    from prefkit import IterativeDPOConfig, IterativeDPOTrainer
+    from prefkit.models import load_model
+
+    rounds = b["dpo_rounds"]
+    settings = {**ITERATIVE_DPO_DEMO, "num_rounds": rounds, "max_steps": max(1, b["dpo_steps"] // rounds),
+                "prompts_per_round": b["dpo_round_prompts"], "samples_per_prompt": b["samples_per_prompt"],
+                "max_new_tokens": b["max_new_tokens"]}
+    args = IterativeDPOConfig(**lora_common(out, **settings))
+    args.seed = seed
+    trainer = IterativeDPOTrainer(policy_name, args=args, train_dataset=[{"prompt": p} for p in train_prompts],
+                                  reward=labeller)
+    records = trainer.train()
+    print("  rounds: " + "; ".join(f"{r['round']}: {r['num_pairs']} pairs, sampled gold {r['sample_reward_mean']:.3f}"
+                                    for r in records))
+    labels = sum(r["num_prompts"] * r["samples_per_prompt"] for r in records)
+    return load_model(str(out)), labels
 
 
 def rl_budget(b):
@@ -358,7 +418,7 @@ def main(argv=None) -> int:
     from prefkit.data.io import read_jsonl, write_jsonl
 
     # what the pairs, the proxy and Best-of-N depend on (not the number of held-out answers per prompt)
-    setup = {"budgets": {k: v for k, v in b.items() if k != "eval_samples"}, "quick": args.quick, "policy": args.policy,
+    setup = {"budgets": {k: b[k] for k in SETUP_BUDGETS}, "quick": args.quick, "policy": args.policy,
              "proxy_backbone": args.proxy_backbone, "seed": args.seed}
     setup_file, results_file = out / "setup.json", out / "results.json"
     reuse = setup_file.exists() and json.loads(setup_file.read_text()) == setup and (out / "proxy-rm" / "done").exists()
@@ -408,6 +468,19 @@ def main(argv=None) -> int:
                 started = time.perf_counter()
                 pair = run_dpo(policy_name, pairs, out / f"dpo-{beta}", b, beta)
                 keep([measure(f"dpo (beta {beta})", base_pair, pair, heldout, proxy, b, started, pair_samples, out)])
+        elif method == "dpo_chat":
+            pair = run_dpo(policy_name, as_chat(pairs), out / "dpo-chat", b, DPO_DEMO["beta"])
+            keep([measure(f"dpo chat (beta {DPO_DEMO['beta']})", base_pair, pair, heldout, proxy, b, started,
+                          pair_samples, out)])
+        elif method == "kto":
+            pair = run_kto(policy_name, pairs, out / "kto", b)
+            keep([measure("kto", base_pair, pair, heldout, proxy, b, started, pair_samples, out)])
+        elif method == "dpo_iterative":
+            # --quick: the tiny random model's answers carry no sentiment (VADER scores them all 0, so a round may have
+            # no pair); the proxy labels them instead, to check the pipeline
+            pair, labels = run_iterative_dpo(policy_name, train_prompts, out / "dpo-iterative", b, args.seed,
+                                             labeller=proxy if args.quick else gold)
+            keep([measure("iterative dpo", base_pair, pair, heldout, proxy, b, started, labels, out)])
         elif method in ("trl_grpo", "trl_rloo"):
             pair = run_trl(method.split("_")[1], policy_name, proxy, train_prompts, out / method, b)
             keep([measure(f"TRL {method.split('_')[1].upper()}", base_pair, pair, heldout, proxy, b, started,

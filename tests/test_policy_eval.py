@@ -209,7 +209,7 @@ def test_bench_alignment_quick_runs_every_method_and_writes_the_frontier(tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     methods = {r["method"] for r in rows}
-    assert {"base", "best-of-1", "best-of-8", "dpo (beta 0.1)", "ppo_clip_gae", "ppo_kl", "reinforce", "rloo", "grpo", "grpo_kl_in_loss",
+    assert {"base", "best-of-1", "best-of-8", "dpo (beta 0.1)", "dpo chat (beta 0.1)", "kto", "iterative dpo", "ppo_clip_gae", "ppo_kl", "reinforce", "rloo", "grpo", "grpo_kl_in_loss",
             "TRL GRPO", "TRL RLOO"} <= methods
     assert all(math.isfinite(r["gold"]) and r["kl"] is not None and r["kl"] >= 0 for r in rows)
     bon = {r["method"]: r for r in rows if r["method"].startswith("best-of-")}

@@ -24,10 +24,10 @@ def _parse(command: str, argv: list[str]):
     return importlib.import_module(f"prefkit.commands.{command}").command().parse(argv)
 
 
-@pytest.mark.parametrize("command", ["dpo", "ppo", "grpo", "rloo"])
+@pytest.mark.parametrize("command", ["dpo", "ppo", "grpo", "rloo", "kto", "dpo-iterative"])
 def test_demo_preset_sets_every_default(command):
     """Every key of the preset lands in one of the command's argument dataclasses with the preset's value."""
-    parsed = _parse(command, ["--preset", "demo"])
+    parsed = _parse(command.replace("-", "_"), ["--preset", "demo"])
     values = {key: value for arguments in parsed for key, value in vars(arguments).items()}
     expected = get_preset(command, "demo").resolved()
     for key, value in expected.items():
@@ -121,3 +121,16 @@ def test_dpo_demo_preset_trains_and_logs_held_out_evaluation(tiny_model_dir, tmp
     assert str(SENTIMENT_PAIRS) not in card  # a bundled file's path is this machine's, not a dataset id
     logged = capsys.readouterr().out
     assert logged.count("'eval/reward'") >= 2  # before the first step and after the last
+
+
+def test_kto_demo_preset_trains_on_the_bundled_pairs_split_into_good_and_bad_answers(tiny_model_dir, tmp_path):
+    """`prefkit kto --preset demo`, shrunk to the tiny model: KTO reads the bundled pairs as thumbs up / down rows
+    and trains the preset's LoRA adapter with the preset's learning rate."""
+    out = tmp_path / "run"
+    argv = ["kto", "--preset", "demo", "--model_name_or_path", tiny_model_dir, "--output_dir", str(out),
+            "--max_steps", "2", "--eval_num_prompts", "2", "--eval_max_new_tokens", "4", "--report_to", "none",
+            "--bf16", "false", "--save_strategy", "no", "--per_device_train_batch_size", "2", "--disable_tqdm", "true"]
+    assert cli_main(argv) == 0
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 16
+    card = (out / "README.md").read_text()
+    assert "| learning_rate | 0.0002 |" in card and "| max_steps | 2 |" in card
