@@ -191,6 +191,15 @@ class PPOConfig(TrainingArguments, QLoRAArguments, PolicyEvalArguments):
     log_completions_steps: int = field(default=10, metadata={"help": "Log sample completions every N iterations."})
     num_completions_to_log: int = field(default=8, metadata={"help": "Completions per sample table."})
 
+    # ---- Memory
+    logprob_chunk_size: int | None = field(
+        default=1024,
+        metadata={
+            "help": "Tokens per chunk when the policy and reference log-probs go from the last hidden state through "
+            "the output head: the [batch, time, vocab] logits are never held (same numbers). None or 0: full logits."
+        },
+    )
+
     def __post_init__(self):
         self._apply_prefkit_defaults()
         self._check_policy_eval_fields()
