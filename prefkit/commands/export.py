@@ -4,16 +4,23 @@
     prefkit export --input labeled.jsonl --output kto.parquet --format unpaired   # KTO rows
     prefkit export --input prefkit/data/bundled/sentiment_pairs.jsonl --output kto.jsonl --format unpaired   # pairs -> KTO
     prefkit export --input labeled.jsonl --push_to_hub me/my-prefs --license cc-by-4.0
+    prefkit export --input prefkit-data --output votes.jsonl --reliability drop   # the app's votes, unreliable annotators out
 
 The input is what ``prefkit label`` (or the labeling app) writes: ``prompt``, ``response_a``, ``response_b``,
 ``label``. Pointwise rows (``completion`` + ``score`` / boolean ``label``; ``--pointwise_mode`` says how scores become
 pairs) and ready TRL pairs are read too. Rows whose
 label is missing (an unreadable judge answer) or whose ``confidence`` is below ``--min_confidence`` are left out with a
 count. A JSONL export that is interrupted resumes where it stopped.
+
+The labeling app's data folder (or its ``votes/`` subfolder) is read as votes: votes on gold pairs are never
+exported, and ``--reliability`` says what to do with annotators' votes: ``keep`` them all, ``weight`` each row by its
+annotator's reliability (a ``weight`` column), or ``drop`` the annotators below ``--min_gold_accuracy`` /
+``--min_agreement`` (see ``prefkit.data.reliability``). The dataset card says which policy was applied.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from .runner import INTERRUPTED_RESUMABLE, CommandError, check_output_path, read_rows, run_command
@@ -65,6 +72,20 @@ class ExportArguments:
         default=None, metadata={"help": "--push_to_hub: licence for the dataset card, e.g. cc-by-4.0."}
     )
     description: str | None = field(default=None, metadata={"help": "--push_to_hub: a paragraph for the dataset card."})
+    reliability: str = field(
+        default="keep",
+        metadata={
+            "help": "App votes only: 'keep' every annotator, 'weight' rows by annotator reliability, or 'drop' "
+            "annotators below --min_gold_accuracy / --min_agreement.",
+            "choices": ["keep", "weight", "drop"],
+        },
+    )
+    min_gold_accuracy: float = field(
+        default=0.7, metadata={"help": "--reliability drop: least share of gold pairs an annotator must get right."}
+    )
+    min_agreement: float = field(
+        default=0.5, metadata={"help": "--reliability drop: least agreement with other annotators on shared pairs."}
+    )
 
 
 def make_parser(prog: str | None = None):
@@ -160,17 +181,51 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     )
 
 
+def vote_rows(args: ExportArguments) -> tuple[list[dict], str, int, str]:
+    """Training rows from the app's vote folder under ``--reliability``: rows, a note, the vote count, and the
+    sentence for the dataset card."""
+    from ..data.reliability import ReliabilityThresholds, apply_reliability_policy
+    from ..data.votes import read_votes, votes_to_rows
+
+    try:
+        thresholds = ReliabilityThresholds(min_gold_accuracy=args.min_gold_accuracy, min_agreement=args.min_agreement)
+        thresholds.check()
+    except ValueError as error:
+        raise CommandError(f"{error} Pass --min_gold_accuracy and --min_agreement as shares between 0 and 1.") from None
+    votes = read_votes(args.input)
+    applied = apply_reliability_policy(votes, args.reliability, thresholds)
+    kind = "kto" if args.format == "unpaired" else "dpo"
+    weights = applied.weights if args.reliability == "weight" else None
+    rows = votes_to_rows(applied.votes, kind=kind, weights=weights)
+    note = f"{len(votes) - len(applied.votes)} votes left out: gold pairs" + (
+        f" and {len(applied.dropped_annotators)} dropped annotators" if applied.dropped_annotators else ""
+    )
+    return rows, note, len(votes), applied.description
+
+
 def run(args: ExportArguments) -> int:
     from ..data.export import export_pairs, push_dataset_to_hub, to_dataset
+    from ..data.votes import vote_files
 
     if not args.output and not args.push_to_hub:
         raise CommandError("give --output FILE.jsonl|.parquet and/or --push_to_hub user/name.")
     if args.output:
         check_output_path(args.output, "--output")
-    scale = load_scale(args.scale)
-    records = read_rows(args.input, split=args.split, drop_invalid=args.drop_invalid, what="labels")
-    rows, note = build_rows(records, args, scale)
-    print(f"prefkit export: {len(records)} input rows -> {len(rows)} {args.format} rows ({note})")
+    reliability = None
+    if os.path.isdir(args.input) and vote_files(args.input):
+        rows, note, count, reliability = vote_rows(args)
+        print(f"prefkit export: {count} votes -> {len(rows)} {args.format} rows ({note})")
+        print(f"prefkit export: {reliability}")
+    else:
+        if args.reliability != "keep":
+            raise CommandError(
+                f"--reliability {args.reliability} needs the labeling app's votes (who voted, gold pairs): pass the "
+                "app's data folder as --input, or leave --reliability at keep for labeled rows."
+            )
+        scale = load_scale(args.scale)
+        records = read_rows(args.input, split=args.split, drop_invalid=args.drop_invalid, what="labels")
+        rows, note = build_rows(records, args, scale)
+        print(f"prefkit export: {len(records)} input rows -> {len(rows)} {args.format} rows ({note})")
     if not rows:
         from ..data.validation import PreferenceDataError, RowProblem
 
@@ -187,6 +242,7 @@ def run(args: ExportArguments) -> int:
             license=args.license,
             description=args.description,
             split=args.split,
+            reliability=reliability,
         )
         print(f"prefkit export: pushed to https://huggingface.co/datasets/{args.push_to_hub}")
     return 0

@@ -106,8 +106,12 @@ def build_dataset_card(
     description: str | None = None,
     split: str = "train",
     source: str | None = None,
+    reliability: str | None = None,
 ) -> str:
-    """A dataset card (YAML front matter + Markdown) describing TRL preference rows: format, size, margins, usage."""
+    """A dataset card (YAML front matter + Markdown) describing TRL preference rows: format, size, margins, usage.
+
+    ``reliability``: which reliability policy chose the rows (keep / weight / drop, from
+    :func:`prefkit.data.reliability.apply_reliability_policy`), for a "Label reliability" section."""
     kind = export_format(dataset)
     n = len(dataset)
     columns = list(dataset.column_names)
@@ -171,7 +175,14 @@ def build_dataset_card(
             'trainer = KTOTrainer(model=model, args=KTOConfig(output_dir="kto-model"), train_dataset=dataset, '
             "processing_class=tokenizer)",
         ]
+    if "weight" in columns:
+        lines.append(
+            "`weight` is the labeling annotator's reliability (0 to 1). TRL's trainers do not read it; use it to "
+            "filter or sample rows, or in a weighted loss."
+        )
     lines += ["", "## Source", "", source.strip() if source else "Collected and exported with prefkit.", ""]
+    if reliability:
+        lines += ["## Label reliability", "", reliability.strip(), ""]
     lines += [
         "## Usage",
         "",
@@ -201,11 +212,13 @@ def push_dataset_to_hub(
     split: str = "train",
     commit_message: str | None = None,
     validate: bool = True,
+    reliability: str | None = None,
 ):
     """Upload TRL rows to a Hub dataset repo as Parquet, with a dataset card, in one commit; returns the commit info.
 
     ``card``: the full README.md text; by default one is built by :func:`build_dataset_card` from the data
-    (``license`` and ``description`` go into it). ``token`` defaults to the logged-in one and is never printed.
+    (``license``, ``description`` and ``reliability``, the policy that chose the rows, go into it). ``token``
+    defaults to the logged-in one and is never printed.
     """
     from huggingface_hub import CommitOperationAdd, HfApi
 
@@ -213,7 +226,9 @@ def push_dataset_to_hub(
     if validate:
         _validate(dataset)
     if card is None:
-        card = build_dataset_card(dataset, repo_id, license=license, description=description, split=split)
+        card = build_dataset_card(
+            dataset, repo_id, license=license, description=description, split=split, reliability=reliability
+        )
     buffer = io.BytesIO()
     dataset.to_parquet(buffer)
     api = HfApi(token=token)

@@ -35,10 +35,11 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: optional gold_answer and seconds_to_vote (version-1 records read as before)
 VERDICTS = ("a", "b", "tie", "both_bad")
 STRENGTHS = ("slightly", "clearly", "much")
 SIDES = ("a", "b")
+GOLD_ANSWERS = ("a", "b", "tie")
 VOTES_SUBFOLDER = "votes"
 
 
@@ -70,7 +71,10 @@ class Vote:
     ``response_a`` / ``response_b`` are the two responses in a fixed (canonical) order; ``shown_left`` says which of
     them the annotator saw on the left, and ``verdict`` is about A and B, not left and right. ``strength`` grades a
     win ("slightly" / "clearly" / "much" better, or None when not given). ``rewrite`` is an answer the annotator wrote
-    and prefers to both. ``reward_a`` / ``reward_b`` are the reward model's scores when known.
+    and prefers to both. ``reward_a`` / ``reward_b`` are the reward model's scores when known. ``gold_answer`` is set
+    only on a gold pair (a pair with a known answer, mixed in to check annotators): ``"a"``, ``"b"`` or ``"tie"``;
+    such votes never become training rows. ``seconds_to_vote`` is the time from showing the pair to the vote, when
+    the app measured it.
     """
 
     prompt: Any
@@ -91,6 +95,8 @@ class Vote:
     vote_id: str = ""
     item_id: str = ""
     created_at: str = ""
+    gold_answer: str | None = None
+    seconds_to_vote: float | None = None
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
@@ -120,6 +126,19 @@ class Vote:
             raise VoteError("prompt must be a non-empty string or a list of messages.")
         if self.rewrite is not None and not self.rewrite.strip():
             self.rewrite = None
+        if self.gold_answer is not None and self.gold_answer not in GOLD_ANSWERS:
+            raise VoteError(f"gold_answer must be one of {GOLD_ANSWERS} or None, got {self.gold_answer!r}.")
+        if self.seconds_to_vote is not None and (
+            isinstance(self.seconds_to_vote, bool)
+            or not isinstance(self.seconds_to_vote, (int, float))
+            or not self.seconds_to_vote >= 0
+        ):
+            raise VoteError(f"seconds_to_vote must be a number >= 0 or None, got {self.seconds_to_vote!r}.")
+
+    @property
+    def is_gold(self) -> bool:
+        """A vote on a gold pair (known answer): it checks the annotator and is never training data."""
+        return self.gold_answer is not None
 
     @property
     def winner(self) -> str | None:
@@ -447,16 +466,23 @@ def vote_label(vote: Vote) -> str:
     return side if vote.strength is None else _GRADED[vote.strength].format(side=side)
 
 
-def votes_to_label_records(votes: Iterable[Vote], rewrites: bool = True) -> list[dict[str, Any]]:
+def votes_to_label_records(
+    votes: Iterable[Vote], rewrites: bool = True, weights: dict[str, float] | None = None
+) -> list[dict[str, Any]]:
     """Labeled records (``prompt``, ``response_a``, ``response_b``, ``label`` + ids) for
     :func:`prefkit.data.labels.labels_to_pairs`.
 
     A rewrite makes new pairs: the rewrite (as response A) is "clearly better" (:data:`REWRITE_LABEL`) than each
-    original response it differs from, whatever the verdict on the originals was.
+    original response it differs from, whatever the verdict on the originals was. Votes on gold pairs are left out
+    (they check annotators; they are not training data). ``weights`` (vote id -> weight) adds a ``weight`` field.
     """
     records = []
     for vote in votes:
+        if vote.is_gold:
+            continue
         common = {"vote_id": vote.vote_id, "annotator": vote.annotator}
+        if weights is not None:
+            common["weight"] = float(weights.get(vote.vote_id, 1.0))
         records.append(
             {"prompt": vote.prompt, "response_a": vote.response_a, "response_b": vote.response_b, "label": vote_label(vote),
              "source": "vote", **common}
@@ -474,22 +500,26 @@ def votes_to_label_records(votes: Iterable[Vote], rewrites: bool = True) -> list
 EXPORT_KINDS = ("dpo", "reward", "kto")
 
 
-def votes_to_rows(votes: Iterable[Vote], kind: str = "dpo", rewrites: bool = True) -> list[dict[str, Any]]:
+def votes_to_rows(
+    votes: Iterable[Vote], kind: str = "dpo", rewrites: bool = True, weights: dict[str, float] | None = None
+) -> list[dict[str, Any]]:
     """TRL training rows from votes, through the data exporter's label conversion.
 
     ``kind``: ``"dpo"`` (``prompt`` / ``chosen`` / ``rejected``, plus ``margin`` when any vote was graded),
     ``"reward"`` (the same pairs, always with ``margin``: 0 for an ungraded win, which is "no margin" to the
     Bradley-Terry loss) or ``"kto"`` (unpaired ``prompt`` / ``completion`` / ``label``; "both bad" gives two
-    undesirable rows). Ties make no pair.
+    undesirable rows). Ties make no pair; votes on gold pairs are never rows. ``weights`` (vote id -> weight, from
+    :func:`prefkit.data.reliability.apply_reliability_policy`) adds a ``weight`` column (1.0 for a vote not in it).
     """
     from .labels import labels_to_pairs, labels_to_unpaired
 
     if kind not in EXPORT_KINDS:
         raise ValueError(f"kind must be one of {EXPORT_KINDS}, got {kind!r}.")
-    records = votes_to_label_records(votes, rewrites=rewrites)
+    records = votes_to_label_records(votes, rewrites=rewrites, weights=weights)
+    keep = ("vote_id", "weight") if weights is not None else ("vote_id",)
     if kind == "kto":
-        return labels_to_unpaired(records, keep_columns=("vote_id",))
-    rows = labels_to_pairs(records, keep_columns=("vote_id",))
+        return labels_to_unpaired(records, keep_columns=keep)
+    rows = labels_to_pairs(records, keep_columns=keep)
     if kind == "reward":
         for row in rows:
             row.setdefault("margin", 0.0)
