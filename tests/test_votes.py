@@ -341,3 +341,30 @@ def test_exported_votes_pass_the_exporters_validation_and_load_as_a_dataset(tmp_
     dataset = load_dataset_any(path, split="train")
     assert dataset.column_names[:4] == ["prompt", "chosen", "rejected", "margin"]
     assert dataset["margin"] == pytest.approx([1 / 3, 0.0])
+
+
+def test_a_version_1_vote_file_without_gold_or_timing_fields_still_loads_and_exports(tmp_path):
+    from prefkit.data.votes import votes_to_rows
+
+    old = {k: v for k, v in make_vote().to_dict().items() if k not in ("gold_answer", "seconds_to_vote")}
+    old["schema_version"] = 1
+    folder = tmp_path / "votes"
+    folder.mkdir()
+    (folder / "votes-old-host-1-20250101T000000-abcdef.jsonl").write_text(json.dumps(old) + "\n")
+
+    (vote,) = read_votes(tmp_path)
+
+    assert vote.schema_version == 1 and vote.gold_answer is None and vote.seconds_to_vote is None
+    assert not vote.is_gold and len(votes_to_rows([vote])) == 1
+
+
+def test_a_gold_vote_round_trips_with_its_answer_and_time_but_makes_no_training_row(tmp_path):
+    from prefkit.data.votes import votes_to_rows
+
+    store = VoteStore(tmp_path)
+    store.append(make_vote(gold_answer="a", seconds_to_vote=4.25))
+
+    (stored,) = store.read()
+
+    assert stored.gold_answer == "a" and stored.seconds_to_vote == 4.25 and stored.is_gold
+    assert votes_to_rows([stored]) == []

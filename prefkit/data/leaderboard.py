@@ -14,27 +14,65 @@ The 95% interval of each rating comes from refitting on battles resampled with r
 
 A battle needs two different models: votes between two samples of the same model say nothing about models and are
 left out. "Both bad" counts as a tie (as in Chatbot Arena).
+
+**Style control** (:func:`fit_bradley_terry_style`, ``leaderboard(..., style_control=True)``), as Chatbot Arena does
+it: people tend to prefer longer, more formatted answers whatever their substance, and a model that writes long
+answers collects those wins. Each battle carries style covariates, the normalised differences
+:math:`z = (f_A - f_B) / (f_A + f_B)` of the two answers' length (characters) and markdown element count (headers,
+list items, bold spans), each scaled to unit standard deviation over the battles, and the fit becomes
+:math:`P(A \succ B) = \sigma(s_A - s_B + \gamma^\top z)`. The style coefficients :math:`\gamma` absorb what
+length and formatting explain, so :math:`s` is a model's strength *at equal style*. Votes on gold pairs (known
+answers, used to check annotators) are not battles.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 ELO_SCALE = 400 / math.log(10)
 ELO_CENTER = 1000.0
+STYLE_FEATURES = ("length", "markdown")
+"""The style covariates: answer length in characters, and markdown elements (headers + list items + bold spans)."""
 
 
 @dataclass(frozen=True)
 class Battle:
-    """Model ``model_a`` met ``model_b``; ``score`` is 1 when A won, 0 when B won, 0.5 for a tie."""
+    """Model ``model_a`` met ``model_b``; ``score`` is 1 when A won, 0 when B won, 0.5 for a tie. ``style`` holds
+    the normalised style differences of :data:`STYLE_FEATURES` (:func:`style_difference`), empty when unknown; two
+    battles with the same models and outcome compare equal whatever their style."""
 
     model_a: str
     model_b: str
     score: float
+    style: tuple[float, ...] = field(default=(), compare=False)
+
+
+_CODE_BLOCK = re.compile(r"```.*?```", re.DOTALL)
+_HEADER = re.compile(r"^\s{0,3}#{1,6}\s+\S", re.MULTILINE)
+_LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+\S", re.MULTILINE)
+_BOLD = re.compile(r"\*\*[^*\n]+?\*\*|__[^_\n]+?__")
+
+
+def markdown_elements(text: str) -> int:
+    """Markdown headers + list items + bold spans in ``text`` (code blocks are not counted)."""
+    text = _CODE_BLOCK.sub("", text)
+    return len(_HEADER.findall(text)) + len(_LIST_ITEM.findall(text)) + len(_BOLD.findall(text))
+
+
+def style_features(text: str) -> tuple[float, float]:
+    """``(length in characters, markdown elements)`` of an answer, in the order of :data:`STYLE_FEATURES`."""
+    return float(len(text)), float(markdown_elements(text))
+
+
+def style_difference(features_a: Sequence[float], features_b: Sequence[float]) -> tuple[float, ...]:
+    r"""Chatbot Arena's normalised difference per feature, :math:`(f_A - f_B) / (f_A + f_B)` (0 when both are 0):
+    in [-1, 1], and relative, so 500 against 520 characters is a small difference and 20 against 40 a large one."""
+    return tuple(0.0 if a + b == 0 else (a - b) / (a + b) for a, b in zip(features_a, features_b))
 
 
 @dataclass
@@ -58,9 +96,29 @@ def battles_from_votes(votes: Iterable) -> list[Battle]:
     for vote in votes:
         if not vote.source_a or not vote.source_b or vote.source_a == vote.source_b:
             continue
+        if getattr(vote, "gold_answer", None) is not None:
+            continue
         score = {"a": 1.0, "b": 0.0}.get(vote.verdict, 0.5)
-        battles.append(Battle(vote.source_a, vote.source_b, score))
+        style = style_difference(style_features(vote.response_a), style_features(vote.response_b))
+        battles.append(Battle(vote.source_a, vote.source_b, score, style))
     return battles
+
+
+def model_names(source: str) -> list[str]:
+    """The names a source goes by in text: ``"org/Model-1B best-of-4"`` -> ``["org/Model-1B", "Model-1B"]``."""
+    base = re.sub(r"\s+best-of-\d+$", "", source.strip())
+    names = [base, base.rsplit("/", 1)[-1]]
+    return [name for name in dict.fromkeys(names) if len(name) >= 3]
+
+
+def names_its_model(vote) -> bool:
+    """Whether an answer names the model that wrote it (its source's name appears in its text, as a word, in any
+    case): such a vote may rank the name, not the answer, so the leaderboard flags it."""
+    for text, source in ((vote.response_a, vote.source_a), (vote.response_b, vote.source_b)):
+        for name in model_names(source or ""):
+            if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text, re.IGNORECASE):
+                return True
+    return False
 
 
 def fit_bradley_terry(
@@ -105,6 +163,73 @@ def fit_bradley_terry(
     return {model: float(strengths[index[model]]) for model in models}
 
 
+@dataclass
+class StyleControlledFit:
+    """Strengths at equal style, the style coefficients (log-odds per standard deviation of each normalised
+    difference) and those standard deviations."""
+
+    strengths: dict[str, float]
+    coefficients: dict[str, float] = field(default_factory=dict)
+    scales: dict[str, float] = field(default_factory=dict)
+
+
+def fit_bradley_terry_style(
+    battles: Sequence[Battle],
+    regularization: float = 0.5,
+    features: Sequence[str] = STYLE_FEATURES,
+    max_iterations: int = 100,
+    tolerance: float = 1e-10,
+) -> StyleControlledFit:
+    r"""Bradley-Terry with style covariates, by Newton's method on the penalised log-likelihood.
+
+    For battle k with normalised style differences :math:`z_k` (``battle.style``, each feature divided by its
+    standard deviation over the battles; a battle without style counts as equal style):
+
+    .. math:: \max_{s,\gamma} \sum_k \big[y_k \log\sigma(\eta_k) + (1 - y_k) \log\sigma(-\eta_k)\big]
+              - \tfrac{\lambda}{2}(\lVert s\rVert^2 + \lVert\gamma\rVert^2),
+              \qquad \eta_k = s_{a_k} - s_{b_k} + \gamma^\top z_k
+
+    Unlike Chatbot Arena the differences are scaled but not centred, so two answers of equal style contribute
+    nothing whatever the other battles look like.
+    """
+    models = sorted({b.model_a for b in battles} | {b.model_b for b in battles})
+    if not models:
+        return StyleControlledFit({}, {name: 0.0 for name in features}, {name: 1.0 for name in features})
+    index = {model: k for k, model in enumerate(models)}
+    size, width = len(models), len(features)
+    style = np.zeros((len(battles), width))
+    for row, battle in enumerate(battles):
+        if battle.style:
+            if len(battle.style) != width:
+                raise ValueError(
+                    f"battle {row} has {len(battle.style)} style values; expected {width} ({', '.join(features)})."
+                )
+            style[row] = battle.style
+    scales = style.std(axis=0)
+    scales[scales == 0] = 1.0  # a feature that never varies explains nothing; its coefficient stays 0
+    design = np.zeros((len(battles), size + width))
+    rows = np.arange(len(battles))
+    design[rows, [index[b.model_a] for b in battles]] = 1.0
+    design[rows, [index[b.model_b] for b in battles]] -= 1.0
+    design[:, size:] = style / scales
+    y = np.array([b.score for b in battles], dtype=np.float64)
+    theta = np.zeros(size + width)
+    for _ in range(max_iterations):
+        p = 1.0 / (1.0 + np.exp(-(design @ theta)))
+        gradient = design.T @ (y - p) - regularization * theta
+        hessian = design.T @ (design * (p * (1 - p))[:, None]) + regularization * np.eye(size + width)
+        step = np.linalg.lstsq(hessian, gradient, rcond=None)[0]
+        theta = theta + step
+        theta[:size] -= theta[:size].mean()
+        if np.max(np.abs(step)) < tolerance:
+            break
+    return StyleControlledFit(
+        strengths={model: float(theta[index[model]]) for model in models},
+        coefficients={name: float(theta[size + k]) for k, name in enumerate(features)},
+        scales={name: float(scales[k]) for k, name in enumerate(features)},
+    )
+
+
 def to_elo(strength: float) -> float:
     return ELO_CENTER + ELO_SCALE * strength
 
@@ -115,17 +240,27 @@ def leaderboard(
     confidence: float = 0.95,
     regularization: float = 0.5,
     seed: int = 0,
+    style_control: bool = False,
 ) -> list[LeaderboardRow]:
-    """Models ranked by Bradley-Terry rating (Elo scale) with bootstrap confidence intervals, best first."""
+    """Models ranked by Bradley-Terry rating (Elo scale) with bootstrap confidence intervals, best first.
+
+    ``style_control``: ratings at equal answer length and formatting (:func:`fit_bradley_terry_style`), refitted
+    with the style coefficients in every bootstrap round."""
     battles = list(battles)
-    point = fit_bradley_terry(battles, regularization)
+
+    def fit(sample: Sequence[Battle]) -> dict[str, float]:
+        if style_control:
+            return fit_bradley_terry_style(sample, regularization).strengths
+        return fit_bradley_terry(sample, regularization)
+
+    point = fit(battles)
     if not point:
         return []
     samples: dict[str, list[float]] = {model: [] for model in point}
     rng = np.random.default_rng(seed)
     for _ in range(bootstrap_rounds):
         resampled = [battles[k] for k in rng.integers(0, len(battles), len(battles))]
-        fitted = fit_bradley_terry(resampled, regularization)
+        fitted = fit(resampled)
         for model in point:
             if model in fitted:  # a model absent from a resample has no rating in it
                 samples[model].append(fitted[model])
