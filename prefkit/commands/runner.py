@@ -74,6 +74,8 @@ def run_command(
             parsed = parse()
         except ValueError as error:
             raise CommandError(str(error)) from error
+        except ImportError as error:  # the launch asks for an optional package (e.g. DeepSpeed) that is not installed
+            raise CommandError(missing_package_message(error)) from error
         return int(body(*parsed) or 0)
     except KeyboardInterrupt:
         if isinstance(interrupted, str):
@@ -93,6 +95,21 @@ def run_command(
             raise
         print(_with_prefix(message), file=sys.stderr)
         return EXIT_USER_ERROR
+
+
+def missing_package_message(error: ImportError) -> str:
+    """What to say when building the config needs a package that is missing: ``accelerate launch`` with a DeepSpeed
+    config sets ``ACCELERATE_USE_DEEPSPEED``, and ``TrainingArguments`` then requires ``deepspeed``."""
+    import re
+
+    quoted = re.search(r"'([A-Za-z0-9_.\-]+)(?:[<>=!~].*?)?'", str(error))
+    name = getattr(error, "name", None)
+    package = quoted.group(1) if quoted else (name if name and re.fullmatch(r"[A-Za-z0-9_.\-]+", name) else None)
+    package = package.split(".")[0] if package else None
+    what = f"the package '{package}' is" if package else "a package is"
+    install = f"pip install {package}" if package else "install it"
+    return (f"{what} needed by this launch configuration but is not installed. Install it ({install}) or launch "
+            "without it (e.g. scripts/accelerate_configs/multi_gpu.yaml instead of a DeepSpeed config).")
 
 
 def _with_prefix(message: str) -> str:

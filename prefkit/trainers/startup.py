@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..models import DEFAULT_POLICY, Task, is_quantized, keep_4bit_weights_trainable_on_cpu, load_model, lora_config, model_id
@@ -224,6 +224,54 @@ def named_datasets(datasets: Any, name: str) -> list[tuple[str, Any]]:
     return [(name, datasets)]
 
 
+def parameter_sharding(args: Any = None, environ: Mapping[str, str] | None = None) -> str | None:
+    """How the run shards the model's parameters across processes: ``"deepspeed-zero3"``, ``"fsdp"`` or None (one
+    process, DDP, DeepSpeed ZeRO-1/2: every process holds whole weights). Read from what ``accelerate launch`` puts in
+    the environment (``ACCELERATE_USE_DEEPSPEED`` / ``ACCELERATE_DEEPSPEED_ZERO_STAGE``, ``ACCELERATE_USE_FSDP``) and
+    from the config's own ``deepspeed`` / ``fsdp`` fields (``TrainingArguments``), before anything loads."""
+    environ = os.environ if environ is None else environ
+
+    def truthy(name: str) -> bool:
+        return str(environ.get(name, "")).lower() in ("1", "true", "yes")
+
+    fsdp = getattr(args, "fsdp", None)
+    if truthy("ACCELERATE_USE_FSDP") or (fsdp not in (None, "", False) and fsdp != [] and "no_shard" not in str(fsdp)):
+        return "fsdp"
+    stage = environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") if truthy("ACCELERATE_USE_DEEPSPEED") else None
+    deepspeed = getattr(args, "deepspeed", None)
+    if stage is None and deepspeed:
+        config = deepspeed
+        if isinstance(config, (str, os.PathLike)) and os.path.isfile(config):
+            import json
+
+            with open(config) as handle:
+                config = json.load(handle)
+        if isinstance(config, Mapping):
+            stage = (config.get("zero_optimization") or {}).get("stage")
+    return "deepspeed-zero3" if str(stage) == "3" else None
+
+
+def check_quantization_with_sharding(args: Any, method: str, environ: Mapping[str, str] | None = None) -> None:
+    """Refuse, before a model loads, a bitsandbytes-quantized base under parameter sharding (DeepSpeed ZeRO-3, FSDP).
+
+    What prefkit supports (docs/ppo.md, "Scaling out"): a 4-bit or 8-bit base with one process, DDP or DeepSpeed
+    ZeRO-2 (each process holds its own quantized copy; ZeRO-2 shards gradients and optimizer states, here the LoRA
+    adapter's); LoRA or full fine-tuning on bf16 / fp32 weights under ZeRO-3 and FSDP2. Sharding a quantized base
+    needs every process to agree on a packed storage dtype and is not something prefkit tests, so it is an error with
+    what to do instead, not a crash minutes into loading."""
+    quantization = getattr(qlora_settings(args), "quantization", None)
+    sharding = parameter_sharding(args, environ)
+    if quantization is None or sharding is None:
+        return
+    name = {"deepspeed-zero3": "DeepSpeed ZeRO-3", "fsdp": "FSDP"}[sharding]
+    raise ValueError(
+        f"{method}: a {quantization} bitsandbytes base cannot be sharded with {name}, which this run is launched with. "
+        f"Either keep the {quantization} base and launch with DDP or DeepSpeed ZeRO-2 "
+        "(scripts/accelerate_configs/multi_gpu.yaml or deepspeed_zero2.yaml: every GPU holds the quantized model), or "
+        f"keep {name} and train LoRA on bf16 weights (--quantization none --use_peft true)."
+    )
+
+
 def check_before_loading(
     model: Any,
     args: Any,
@@ -239,6 +287,7 @@ def check_before_loading(
     loads. ``validate(dataset, name)`` raises on bad rows. Returns ``args``."""
     if args is None:
         args = config_class(output_dir=default_output_dir(DEFAULT_POLICY if model is None else model, method))
+    check_quantization_with_sharding(args, method)
     if train_dataset is None:
         raise ValueError(f"train_dataset is required{': ' + dataset_hint if dataset_hint else '.'}")
     validate(train_dataset, "train_dataset")
