@@ -9,21 +9,31 @@ or implicit prompt), same loss types, same logged metrics (``rewards/chosen``, `
 - the datasets are validated row by row before anything is loaded (:mod:`prefkit.data.validation`);
 - :meth:`DPOTrainer.implicit_reward` returns an :class:`ImplicitReward` that scores (prompt, response) pairs with
   β·log πθ(y|x)/πref(y|x), usable anywhere a reward function is (Best-of-N, judges, TRL's ``reward_funcs``);
+- prefix-shared pairs (``prefix_sharing``, on by default): the prompt of each pair is computed once, not twice, by
+  one sequence ``prompt | chosen | rejected`` under a 4D attention mask (:mod:`prefkit.prefix_sharing`), for the
+  policy and the reference alike; the log-probs, losses and gradients are TRL's to float tolerance. Models whose
+  attention cannot take a 4D mask (FlashAttention, sliding windows, multimodal) run TRL's unshared path, said once;
 - the model card says what was trained, with which β and how it ended.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import trl
+
+from ..prefix_sharing import PrefixSharingSwitch, add_prefix_sharing, prefix_sharing_unsupported_reason
 
 from ..data.validation import validate_unless_tokenized
 from ..hub import ModelCardMixin
 from ..implicit_reward import ImplicitReward
 from .policy_eval_callback import PolicyEvalArguments, PolicyEvalMixin
 from .startup import QLoRAArguments, check_before_loading, learning_rate_help, load_for_training
+
+logger = logging.getLogger(__name__)
 
 _TRL_DPO_LEARNING_RATE = trl.DPOConfig.__dataclass_fields__["learning_rate"].default
 
@@ -40,9 +50,20 @@ class DPOConfig(trl.DPOConfig, QLoRAArguments, PolicyEvalArguments):
         lora_r, lora_alpha, lora_dropout, lora_target_modules, lora_modules_to_save: the LoRA adapter.
         eval_prompts, eval_reward, eval_judge, eval_every_steps, ...: held-out evaluation while training
             (:mod:`prefkit.trainers.policy_eval_callback`): logs eval/reward, eval/win_rate, eval/kl, eval/length.
+        prefix_sharing (`bool`, *optional*, defaults to `True`): compute each pair's prompt once (one sequence
+            ``prompt | chosen | rejected`` under a 4D attention mask) instead of twice; same results as TRL's batch.
     """
 
     learning_rate: float | None = field(default=None, metadata={"help": learning_rate_help(_TRL_DPO_LEARNING_RATE)})
+    prefix_sharing: bool = field(
+        default=True,
+        metadata={
+            "help": "Run each pair as one sequence prompt | chosen | rejected, the rejected answer masked from the "
+            "chosen one, so the prompt is computed once instead of twice (policy and reference). Same log-probs and "
+            "loss as TRL's unshared batch to float tolerance. Models whose attention cannot take a 4D mask "
+            "(FlashAttention, sliding-window attention, multimodal) run unshared, with one warning."
+        },
+    )
 
     def __post_init__(self):
         self._apply_prefkit_defaults()
@@ -90,6 +111,9 @@ class DPOTrainer(ModelCardMixin, PolicyEvalMixin, trl.DPOTrainer):
             peft_config=peft_config, load_tokenizer_if_missing=False,  # TRL loads the model's own processor
         )
         quantization_config = None  # applied at load time above
+        # Installed on first use, after TRL has given the models its fused LM head (inside super().__init__).
+        self._prefix_sharing = PrefixSharingSwitch() if getattr(args, "prefix_sharing", False) else None
+        self._prefix_sharing_installed = False
 
         super().__init__(
             model=model,
@@ -106,6 +130,45 @@ class DPOTrainer(ModelCardMixin, PolicyEvalMixin, trl.DPOTrainer):
             peft_config=peft_config,
         )
         self.add_policy_eval_from_args()
+
+    # -- prefix-shared pairs ------------------------------------------------------------------------------------
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        with self._prefix_sharing_on():
+            return super()._compute_loss(model, inputs, return_outputs)
+
+    def compute_ref_log_probs(self, model, inputs):
+        with self._prefix_sharing_on():
+            return super().compute_ref_log_probs(model, inputs)
+
+    def _prefix_sharing_on(self):
+        """A context in which TRL's fused-head forwards of the policy and the reference run prefix-shared."""
+        switch = getattr(self, "_prefix_sharing", None)
+        if switch is None:
+            return contextlib.nullcontext()
+        if not self._prefix_sharing_installed:
+            self._install_prefix_sharing(switch)
+        return switch.on()
+
+    def _install_prefix_sharing(self, switch: PrefixSharingSwitch) -> None:
+        from peft import PeftModel
+
+        self._prefix_sharing_installed = True
+        peft_model = self.model if isinstance(self.model, PeftModel) else None
+        policy = peft_model.get_base_model() if peft_model is not None else self.model  # where TRL put its head
+        roles = [("policy", policy, peft_model)]
+        if self.ref_model is not None:
+            roles.append(("reference", self.ref_model, None))
+        unshared = []
+        for role, model, peft in roles:
+            reason = prefix_sharing_unsupported_reason(model, peft_model=peft)
+            if reason is None:
+                add_prefix_sharing(model, switch)
+            else:
+                unshared.append(f"the {role} model because {reason}")
+        if unshared:
+            logger.warning("prefix_sharing: TRL's unshared pairs run for %s (same results, no speed-up). "
+                           "Set prefix_sharing=False to silence this.", " and ".join(unshared))
 
     def implicit_reward(self, batch_size: int | None = None, max_length: int | None = None) -> ImplicitReward:
         """An :class:`ImplicitReward` over the model being trained, with this trainer's β and reference."""
