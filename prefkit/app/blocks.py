@@ -11,8 +11,9 @@ Every event has a stable ``api_name`` so ``gradio_client`` and scripts can drive
 ``/vote_left``      strength, rewrite, annotator -> stores the vote (left better), reveals the sources
 ``/vote_right``     idem, right better;  ``/vote_tie``, ``/vote_both_bad`` likewise
 ``/data_summary``   -> counts, agreement, per-annotator table, leaderboard, why the leaderboard is empty
-``/export``         kind, file format -> a training dataset file of all votes
-``/push_export``    kind, repo id -> pushes that dataset to the Hub (needs the server's token)
+``/data_trust``     -> annotator reliability (gold accuracy, agreement, flags) and interval narrowing tables
+``/export``         kind, file format, reliability policy -> a training dataset file of the votes
+``/push_export``    kind, repo id, reliability policy -> pushes that dataset to the Hub (needs the server's token)
 ``/status``         -> model loading status
 =================== ===========================================================================================
 
@@ -36,6 +37,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..bon import PromptTooLongError
+from ..data.reliability import RELIABILITY_POLICIES, GoldPairError, apply_reliability_policy, read_gold_pairs
 from ..data.validation import PreferenceDataError
 from ..data.votes import EXPORT_KINDS, VoteError, VoteStore, votes_to_rows
 from . import logic
@@ -69,11 +71,13 @@ EXPORT_KIND_LABELS = {
 GENERATION_QUEUE = "generation"
 """The concurrency group of every event that samples from a model: one at a time, in order, with queue positions."""
 
-_USER_ERRORS = (AppError, ModelsNotReady, VoteError, PreferenceDataError, PromptTooLongError, ValueError)
+_USER_ERRORS = (AppError, ModelsNotReady, VoteError, PreferenceDataError, PromptTooLongError, GoldPairError, ValueError)
 
 
 def _page_error(error: Exception) -> gr.Error:
-    expected = isinstance(error, (AppError, ModelsNotReady, VoteError, PromptTooLongError, PreferenceDataError))
+    expected = isinstance(
+        error, (AppError, ModelsNotReady, VoteError, PromptTooLongError, PreferenceDataError, GoldPairError)
+    )
     return gr.Error(html.escape(str(error)), print_exception=not expected)
 
 
@@ -118,6 +122,7 @@ def build_app(
     compare=None,
     prompts: list[str] | None = None,
     seed: int | None = None,
+    gold_pairs: list | None = None,
 ) -> gr.Blocks:
     """Build the app from objects it is given (nothing is loaded here).
 
@@ -129,6 +134,8 @@ def build_app(
         compare: ``(model, tokenizer)`` of a second policy for "two models" pairs.
         prompts: the default prompt list of the labeling tab (default: ``settings.prompts_file`` or the bundled one).
         seed: seeds the left/right shuffling and relabel draws (tests).
+        gold_pairs: pairs with known answers (:class:`prefkit.data.reliability.GoldPair`) mixed into list-drawn
+            pairs at ``settings.gold_rate`` (default: ``settings.gold_file``, read here, or none).
     """
     settings = settings or AppSettings()
     if models is None:
@@ -142,6 +149,8 @@ def build_app(
             if settings.prompts_file
             else logic.bundled_prompts()
         )
+    if gold_pairs is None:
+        gold_pairs = read_gold_pairs(settings.gold_file) if settings.gold_file else []
     rng = random.Random(seed)
     generation_limit = RateLimiter(settings.generations_per_minute, what="generations")
     vote_limit = RateLimiter(settings.votes_per_minute, what="votes")
@@ -198,6 +207,7 @@ def build_app(
         if result is None:
             raise AppError("Run Best-of-N first, then pick two candidates.")
         pair = logic.pair_from_candidates(result, int(rank_a), int(rank_b), models.policy.name, rng)
+        pair.shown_at = time.time()
         state = dict(state or new_label_state())
         state["last_drawn"] = None
         return (
@@ -243,17 +253,27 @@ def build_app(
             pair = logic.relabel_pair(store.read(), logic.annotator_id(annotator, session, settings.annotator_salt), rng)
             if pair is not None and isinstance(pair.prompt, str):
                 state["last_drawn"] = pair.prompt
+                pair.shown_at = time.time()
                 yield pair.to_dict(), pair.left, pair.right, pair.prompt, logic.pair_note(pair), state
                 return
+        if from_list and gold_pairs and settings.gold_rate > 0 and rng.random() < settings.gold_rate:
+            pair = logic.gold_pair(gold_pairs, rng)  # shown like any pair: nothing on the page says it is gold
+            state["last_drawn"] = pair.prompt
+            pair.shown_at = time.time()
+            yield pair.to_dict(), pair.left, pair.right, pair.prompt, "", state
+            return
         if from_list:
             prompt, state = _draw(state)
         prompt = logic.check_prompt(prompt, settings.max_prompt_chars)
+        chosen_note = ""
+        if settings.pair_selection == "uncertainty":
+            mode, chosen_note = _least_known_mode(mode)
 
         def work(should_stop):
             return logic.make_pair(
                 models, prompt, mode, n=settings.n, temperature=settings.temperature, top_p=settings.top_p,
                 max_new_tokens=settings.max_new_tokens, rng=rng, max_seconds=settings.max_generation_seconds,
-                should_stop=should_stop,
+                should_stop=should_stop, selection=settings.pair_selection,
             )
 
         with GenerationJob(work) as job:  # a client that leaves closes this generator, which stops the sampler
@@ -261,7 +281,26 @@ def build_app(
                 progress = logic.progress_markdown("Sampling a pair", elapsed, settings.max_generation_seconds)
                 yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), progress, gr.skip()
             pair = job.result()
-        yield pair.to_dict(), pair.left, pair.right, prompt, logic.pair_note(pair), state
+        pair.shown_at = time.time()
+        note = "  \n".join(part for part in (chosen_note, logic.pair_note(pair)) if part)
+        yield pair.to_dict(), pair.left, pair.right, prompt, note, state
+
+    def _least_known_mode(mode: str) -> tuple[str, str]:
+        """Uncertainty selection: the pair mode whose two sources have the widest leaderboard intervals."""
+        from ..data.leaderboard import battles_from_votes, leaderboard
+        from .selection import widest_interval_pair
+
+        policy_name = models.policy.name
+        candidates = {}
+        if settings.n >= 2:
+            candidates[MODE_BEST_VS_SAMPLE] = (f"{policy_name} best-of-{settings.n}", policy_name)
+        if models.compare is not None:
+            candidates[MODE_TWO_MODELS] = (policy_name, models.compare.name)
+        if not candidates:
+            return mode, ""
+        rows = leaderboard(battles_from_votes(store.read()), bootstrap_rounds=50)
+        chosen = widest_interval_pair(rows, candidates)
+        return chosen, f"*Active selection: a “{chosen}” pair, the model pair whose ratings are least certain.*"
 
     @_user_errors
     def new_pair(prompt: str, mode: str, annotator: str, state: dict, request: gr.Request):
@@ -284,7 +323,7 @@ def build_app(
         vote = logic.vote_from_pair(
             pair, side, strength=strength, rewrite=rewrite,
             annotator=logic.annotator_id(annotator, session, settings.annotator_salt),
-            session=logic.annotator_id("", session, settings.annotator_salt),
+            session=logic.annotator_id("", session, settings.annotator_salt), now=time.time(),
         )
         store.append(vote)  # durable (fsynced) before the page says "saved"
         state = dict(state or new_label_state())
@@ -314,22 +353,36 @@ def build_app(
         return result["markdown"], result["annotators"], result["leaderboard"], result["leaderboard_note"]
 
     @_user_errors
-    def export(kind_label: str, file_format: str):
+    def data_trust():
+        result = logic.trust_summary(store.read(), settings.reliability_thresholds)
+        return result["markdown"], result["annotators"], result["narrowing"]
+
+    def _policy_rows(kind: str, policy: str | None):
+        """Training rows of the stored votes under a reliability policy, and the sentence that says which."""
+        policy = (policy or settings.export_reliability).strip().lower()
+        if policy not in RELIABILITY_POLICIES:
+            raise AppError(f"Unknown reliability policy {policy!r}; choose one of {', '.join(RELIABILITY_POLICIES)}.")
+        applied = apply_reliability_policy(store.read(), policy, settings.reliability_thresholds)
+        rows = votes_to_rows(applied.votes, kind=kind, weights=applied.weights if policy == "weight" else None)
+        return rows, applied.description
+
+    @_user_errors
+    def export(kind_label: str, file_format: str, policy: str | None = None):
         kind = EXPORT_KIND_LABELS.get(kind_label, kind_label)
         if kind not in EXPORT_KINDS:
             raise AppError(f"Unknown export kind {kind_label!r}.")
         suffix = ".parquet" if "parquet" in (file_format or "").lower() else ".jsonl"
         from ..data.export import export_pairs
 
-        rows = votes_to_rows(store.read(), kind=kind)
+        rows, description = _policy_rows(kind, policy)
         if not rows:
             raise AppError("No votes make training rows yet (ties alone make no pair). Vote first.")
         folder = Path(tempfile.mkdtemp(prefix="prefkit-export-"))
         path = export_pairs(rows, folder / f"prefkit-votes-{kind}-{time.strftime('%Y%m%d-%H%M%S')}{suffix}")
-        return str(path), f"Exported {len(rows)} rows ({kind})."
+        return str(path), f"Exported {len(rows)} rows ({kind}). {description}"
 
     @_user_errors
-    def push_export(kind_label: str, repo_id: str):
+    def push_export(kind_label: str, repo_id: str, policy: str | None = None):
         kind = EXPORT_KIND_LABELS.get(kind_label, kind_label)
         repo_id = (repo_id or "").strip()
         if not repo_id or "/" not in repo_id:
@@ -338,10 +391,10 @@ def build_app(
             raise AppError("The server has no Hugging Face token: start the app with HF_TOKEN set to push.")
         from ..data.export import push_dataset_to_hub
 
-        rows = votes_to_rows(store.read(), kind=kind)
+        rows, description = _policy_rows(kind, policy)
         if not rows:
             raise AppError("No votes make training rows yet.")
-        info = push_dataset_to_hub(rows, repo_id, token=settings.hub_token, private=True)
+        info = push_dataset_to_hub(rows, repo_id, token=settings.hub_token, private=True, reliability=description)
         return f"Pushed {len(rows)} rows to https://huggingface.co/datasets/{html.escape(repo_id)} ({html.escape(str(getattr(info, 'commit_url', '')))})."
 
     def model_status() -> str:
@@ -425,9 +478,19 @@ def build_app(
                         leaderboard_note = gr.Markdown(label="Leaderboard note", show_label=False, elem_id="leaderboard-note")
                         leaderboard_df = gr.Dataframe(label="Leaderboard (Bradley-Terry, 95% bootstrap intervals)", interactive=False)
                     annotators_df = gr.Dataframe(label="Votes per annotator (pseudonyms)", interactive=False)
+                with gr.Accordion("Trust: annotators and intervals", open=False):
+                    trust_md = gr.Markdown(label="Trust summary", show_label=False, elem_id="trust-summary")
+                    reliability_df = gr.Dataframe(
+                        label="Annotator reliability (gold accuracy, agreement, flags)", interactive=False
+                    )
+                    narrowing_df = gr.Dataframe(label="Leaderboard interval width before / after the last votes", interactive=False)
                 with gr.Row():
                     export_kind = gr.Radio(list(EXPORT_KIND_LABELS), value=list(EXPORT_KIND_LABELS)[0], label="Export as")
                     export_format = gr.Radio(["JSONL", "Parquet"], value="JSONL", label="File")
+                    export_policy = gr.Radio(
+                        list(RELIABILITY_POLICIES), value=settings.export_reliability,
+                        label="Reliability policy (keep all / weight by reliability / drop unreliable annotators)",
+                    )
                 with gr.Row():
                     export_button = gr.Button("Export for download")
                     export_file = gr.File(label="Dataset", interactive=False, height=120)
@@ -475,12 +538,17 @@ def build_app(
                 api_name=f"pair_after_{handler.__name__}", api_visibility="private", **generating,
             )
         summary_outputs = [summary_md, annotators_df, leaderboard_df, leaderboard_note]
-        refresh.click(data_summary, None, summary_outputs, api_name="data_summary", **at_once)
+        trust_outputs = [trust_md, reliability_df, narrowing_df]
+        refresh.click(data_summary, None, summary_outputs, api_name="data_summary", **at_once).then(
+            data_trust, None, trust_outputs, api_name="data_trust", **at_once
+        )
         data_tab.select(
             data_summary, None, summary_outputs, api_name="data_summary_on_select", api_visibility="private", **at_once
+        ).then(data_trust, None, trust_outputs, api_name="data_trust_on_select", api_visibility="private", **at_once)
+        export_button.click(
+            export, [export_kind, export_format, export_policy], [export_file, export_info], api_name="export", **at_once
         )
-        export_button.click(export, [export_kind, export_format], [export_file, export_info], api_name="export", **at_once)
-        push.click(push_export, [export_kind, repo], [export_info], api_name="push_export")
+        push.click(push_export, [export_kind, repo, export_policy], [export_info], api_name="push_export")
 
     demo.prefkit_models = models  # for launchers and tests
     demo.prefkit_store = store

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..bon import BestOfNResult, best_of_n
 from ..data.votes import Vote, VoteStore, hash_annotator
+from .selection import smallest_margin_pair
 
 MODE_TWO_SAMPLES = "Two samples of the policy"
 MODE_BEST_VS_SAMPLE = "Best-of-N vs one sample"
@@ -217,7 +218,10 @@ def bundled_prompts() -> list[str]:
 
 @dataclass
 class Pair:
-    """Two responses to one prompt waiting for a vote; ``shown_left`` hides which source is on which side."""
+    """Two responses to one prompt waiting for a vote; ``shown_left`` hides which source is on which side.
+
+    ``gold_answer`` is set on a gold pair (its known answer; the pair lives in server-side state and the page never
+    sees it); ``shown_at`` is when it was put on the page (``time.time()``), to time the vote."""
 
     prompt: str
     response_a: str
@@ -229,6 +233,8 @@ class Pair:
     reward_b: float | None = None
     generation: dict[str, Any] = field(default_factory=dict)
     pair_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    gold_answer: str | None = None
+    shown_at: float | None = None
 
     @property
     def left(self) -> str:
@@ -262,10 +268,12 @@ def make_pair(
     rng: random.Random | None = None,
     max_seconds: float | None = None,
     should_stop: Callable[[], bool] | None = None,
+    selection: str = "random",
 ) -> Pair:
     """Sample two responses to ``prompt`` the way ``mode`` says, score them, and hide their order at random.
 
-    - :data:`MODE_TWO_SAMPLES`: two samples of the policy (one batched call).
+    - :data:`MODE_TWO_SAMPLES`: two samples of the policy (one batched call); with ``selection="margin"``, ``n``
+      samples (at least 2) and the two whose rewards are closest (:func:`prefkit.app.selection.smallest_margin_pair`).
     - :data:`MODE_BEST_VS_SAMPLE`: the best of ``n`` samples against an independent single sample, all ``n + 1``
       drawn in one batched call (the last one is the single sample).
     - :data:`MODE_TWO_MODELS`: one sample of the policy against one of the second model.
@@ -286,11 +294,16 @@ def make_pair(
             )[0]
 
         if mode == MODE_TWO_SAMPLES:
-            result = sample(policy, 2)
-            first, second = result.candidates
+            by_margin = selection == "margin"
+            result = sample(policy, max(n, 2) if by_margin else 2)
+            i, j = smallest_margin_pair([c.reward for c in result.candidates]) if by_margin else (0, 1)
+            first, second = result.candidates[i], result.candidates[j]
+            generation = {**_settings_of(result), "mode": "two_samples"}
+            if by_margin:
+                generation.update(selection="margin", candidates=len(result.candidates))
             fields = dict(
                 response_a=first.text, response_b=second.text, source_a=policy.name, source_b=policy.name,
-                reward_a=first.reward, reward_b=second.reward, generation={**_settings_of(result), "mode": "two_samples"},
+                reward_a=first.reward, reward_b=second.reward, generation=generation,
             )
         elif mode == MODE_BEST_VS_SAMPLE:
             if n < 2:
@@ -353,7 +366,7 @@ def pair_from_candidates(result: BestOfNResult, rank_a: int, rank_b: int, policy
 def relabel_pair(votes: Sequence[Vote], annotator: str, rng: random.Random | None = None) -> Pair | None:
     """A pair someone else already voted on, re-shown (in a fresh random order) so agreement can be measured.
 
-    Items this annotator already voted on, and items already labeled twice, are not offered again.
+    Items this annotator already voted on, items already labeled twice, and gold pairs are not offered again.
     """
     rng = rng or random.Random()
     voters: dict[str, set[str]] = {}
@@ -361,7 +374,10 @@ def relabel_pair(votes: Sequence[Vote], annotator: str, rng: random.Random | Non
     for vote in votes:
         voters.setdefault(vote.item_id, set()).add(vote.annotator)
         first_vote.setdefault(vote.item_id, vote)
-    candidates = [first_vote[item] for item, who in voters.items() if annotator not in who and len(who) < 2]
+    candidates = [
+        first_vote[item] for item, who in voters.items()
+        if annotator not in who and len(who) < 2 and not first_vote[item].is_gold  # gold pairs come only as gold
+    ]
     if not candidates:
         return None
     vote = rng.choice(candidates)
@@ -369,6 +385,17 @@ def relabel_pair(votes: Sequence[Vote], annotator: str, rng: random.Random | Non
         prompt=vote.prompt, response_a=vote.response_a, response_b=vote.response_b, source_a=vote.source_a,
         source_b=vote.source_b, shown_left=rng.choice("ab"), reward_a=vote.reward_a, reward_b=vote.reward_b,
         generation={**vote.generation, "relabel_of": vote.vote_id},
+    )
+
+
+def gold_pair(gold_pairs: Sequence, rng: random.Random | None = None) -> Pair:
+    """One of the gold pairs (:class:`prefkit.data.reliability.GoldPair`), shown like any other pair: random side,
+    its sources (if the file names them) revealed only after the vote, its answer kept in server-side state."""
+    rng = rng or random.Random()
+    gold = rng.choice(list(gold_pairs))
+    return Pair(
+        prompt=gold.prompt, response_a=gold.a, response_b=gold.b, source_a=gold.source_a, source_b=gold.source_b,
+        shown_left=rng.choice("ab"), generation={"mode": "gold"}, gold_answer=gold.answer,
     )
 
 
@@ -380,8 +407,11 @@ def vote_from_pair(
     rewrite: str | None,
     annotator: str,
     session: str | None,
+    now: float | None = None,
 ) -> Vote:
-    """Turn a click (``side`` = "left" / "right" / "tie" / "both_bad") on the shown pair into a :class:`Vote`."""
+    """Turn a click (``side`` = "left" / "right" / "tie" / "both_bad") on the shown pair into a :class:`Vote`.
+
+    ``now`` (``time.time()`` of the click) with the pair's ``shown_at`` gives ``seconds_to_vote``."""
     if side not in SIDE_VERDICTS:
         raise AppError(f"Unknown vote {side!r}.")
     if side == "left":
@@ -396,7 +426,8 @@ def vote_from_pair(
         prompt=pair.prompt, response_a=pair.response_a, response_b=pair.response_b, verdict=verdict,
         source_a=pair.source_a, source_b=pair.source_b, shown_left=pair.shown_left, strength=strength,
         rewrite=(rewrite or "").strip() or None, annotator=annotator, session=session, generation=pair.generation,
-        reward_a=pair.reward_a, reward_b=pair.reward_b, pair_id=pair.pair_id,
+        reward_a=pair.reward_a, reward_b=pair.reward_b, pair_id=pair.pair_id, gold_answer=pair.gold_answer,
+        seconds_to_vote=None if now is None or pair.shown_at is None else round(max(0.0, now - pair.shown_at), 3),
     )
 
 
@@ -476,9 +507,13 @@ def reveal_markdown(pair: Pair, vote: Vote, saved_count: int) -> str:
         right_reward = pair.reward_b if pair.shown_left == "a" else pair.reward_a
         rewards = f" Reward model: left {left_reward:.3f}, right {right_reward:.3f}."
     rewrite = " Your rewrite was saved as a new chosen answer." if vote.rewrite else ""
+    if left_source or right_source:
+        sources = f"**Left** was *{escape(left_source or 'unnamed')}*, **right** was *{escape(right_source or 'unnamed')}*."
+    else:
+        sources = "The sources of this pair are not recorded."
     return (
         f"**Vote saved** ({saved_count} this session, id `{vote.vote_id[:8]}`): {verdict}{strength}.  \n"
-        f"**Left** was *{escape(left_source)}*, **right** was *{escape(right_source)}*.{rewards}{rewrite}"
+        f"{sources}{rewards}{rewrite}"
     )
 
 
@@ -543,15 +578,29 @@ def summary(votes: Sequence[Vote], store: VoteStore | None = None, bootstrap_rou
         f"{by_verdict['a'] + by_verdict['b']} preferences, {by_verdict['tie']} ties, {by_verdict['both_bad']} both bad; "
         f"{counts['rewrites']} rewrites; {len(counts['by_annotator'])} annotators."
     ]
-    pairs = double_labeled(votes)
+    pairs = double_labeled([vote for vote in votes if not vote.is_gold])
     if pairs:
         from ..data.judges import agreement
+        from ..data.reliability import agreement_statistics
 
         result = agreement([first for first, _ in pairs], [second for _, second in pairs])
+        graded = agreement_statistics(votes)
         kappa = "n/a" if math.isnan(result.kappa) else f"{result.kappa:.2f}"
-        lines.append(f"**Agreement** on {result.n} pairs labeled by two annotators: raw {result.raw:.0%}, Cohen's κ {kappa}.")
+        kappa_w = "n/a" if math.isnan(graded["kappa_weighted"]) else f"{graded['kappa_weighted']:.2f}"
+        alpha = "n/a" if math.isnan(graded["alpha_ordinal"]) else f"{graded['alpha_ordinal']:.2f}"
+        lines.append(
+            f"**Agreement** on {result.n} pairs labeled by two annotators: raw {result.raw:.0%}, Cohen's κ {kappa} "
+            f"(who won), weighted κ {kappa_w} and Krippendorff's α {alpha} (7-point scale, ordinal)."
+        )
     else:
         lines.append("**Agreement:** no pair has been labeled by two annotators yet.")
+    gold_votes = [vote for vote in votes if vote.is_gold]
+    if gold_votes:
+        correct = sum(vote.verdict == vote.gold_answer for vote in gold_votes)
+        lines.append(
+            f"**Gold pairs:** {len(gold_votes)} votes on pairs with a known answer, {correct / len(gold_votes):.0%} "
+            "correct (they check annotators and are never exported as training data)."
+        )
     with_rewards = [v for v in votes if v.winner and v.reward_a is not None and v.reward_b is not None and v.reward_a != v.reward_b]
     if with_rewards:
         agree = sum((v.reward_a > v.reward_b) == (v.winner == "a") for v in with_rewards)
@@ -566,6 +615,7 @@ def summary(votes: Sequence[Vote], store: VoteStore | None = None, bootstrap_rou
     )
     battles = battles_from_votes(votes)
     rows = leaderboard(battles, bootstrap_rounds=bootstrap_rounds)
+    controlled = {row.model: row for row in leaderboard(battles, bootstrap_rounds=bootstrap_rounds, style_control=True)}
     board = pd.DataFrame(
         [
             {
@@ -573,6 +623,8 @@ def summary(votes: Sequence[Vote], store: VoteStore | None = None, bootstrap_rou
                 "model": row.model,
                 "rating": round(row.rating, 1),
                 "95% interval": f"{row.ci_low:.0f} – {row.ci_high:.0f}",
+                "style-controlled rating": round(controlled[row.model].rating, 1),
+                "style-controlled 95% interval": f"{controlled[row.model].ci_low:.0f} – {controlled[row.model].ci_high:.0f}",
                 "battles": row.battles,
                 "wins": row.wins,
                 "losses": row.losses,
@@ -580,8 +632,11 @@ def summary(votes: Sequence[Vote], store: VoteStore | None = None, bootstrap_rou
             }
             for k, row in enumerate(rows, start=1)
         ],
-        columns=["rank", "model", "rating", "95% interval", "battles", "wins", "losses", "ties"],
+        columns=["rank", "model", "rating", "95% interval", "style-controlled rating", "style-controlled 95% interval",
+                 "battles", "wins", "losses", "ties"],
     )
+    if battles:
+        lines.append(style_markdown(votes, battles))
     return {
         "markdown": "\n\n".join(lines),
         "annotators": annotators,
@@ -589,3 +644,62 @@ def summary(votes: Sequence[Vote], store: VoteStore | None = None, bootstrap_rou
         "leaderboard_note": leaderboard_note(votes, battles, rows),
         "counts": counts,
     }
+
+
+def style_markdown(votes: Sequence[Vote], battles: Sequence) -> str:
+    """The style coefficients of the style-controlled fit, and how many votes had an answer naming its model."""
+    from ..data.leaderboard import fit_bradley_terry_style, names_its_model
+
+    fit = fit_bradley_terry_style(battles)
+    named = sum(
+        names_its_model(vote) for vote in votes if vote.source_a and vote.source_b and vote.source_a != vote.source_b
+    )
+    coefficients = ", ".join(f"{name} {value:+.2f}" for name, value in fit.coefficients.items())
+    flag = (
+        f" **{named} of {len(battles)} battles are flagged:** an answer names its own model, so the vote may rank the "
+        "name, not the answer." if named else " No answer names its own model."
+    )
+    return (
+        f"**Style:** log-odds per standard deviation of the normalised difference: {coefficients} (positive: the longer "
+        f"/ more formatted answer tends to win). The style-controlled columns rate models at equal style.{flag}"
+    )
+
+
+def trust_summary(
+    votes: Sequence[Vote], thresholds=None, narrowing_last: int = 10, bootstrap_rounds: int = 100
+) -> dict[str, Any]:
+    """The Data tab's trust tables: one row per annotator (:func:`prefkit.data.reliability.reliability_report`) and
+    each source's leaderboard interval before and after the last ``narrowing_last`` battles."""
+    import pandas as pd
+
+    from ..data.leaderboard import battles_from_votes
+    from ..data.reliability import reliability_report
+    from .selection import interval_narrowing
+
+    annotators = reliability_report(votes, thresholds)
+    narrowing = interval_narrowing(battles_from_votes(votes), last=narrowing_last, bootstrap_rounds=bootstrap_rounds)
+
+    def width(value: float) -> str:
+        return "unrated" if math.isinf(value) else f"{value:.0f}"
+
+    table = pd.DataFrame(
+        [
+            {
+                "model": row.model,
+                "votes": row.votes,
+                "interval width before": width(row.width_before),
+                "interval width now": width(row.width_now),
+                "narrowed per vote": "n/a" if math.isinf(row.width_before) else f"{row.per_vote:.1f}",
+            }
+            for row in narrowing
+        ],
+        columns=["model", "votes", "interval width before", "interval width now", "narrowed per vote"],
+    )
+    flagged = int((annotators["flags"] != "").sum()) if len(annotators) else 0
+    dropped = int((annotators["dropped by 'drop'"] == "yes").sum()) if len(annotators) else 0
+    markdown = (
+        f"**Annotators:** {len(annotators)}, {flagged} flagged, {dropped} below the thresholds (the 'drop' export "
+        f"policy leaves them out). **Intervals:** widths (Elo points) of the 95% leaderboard intervals before the "
+        f"last {narrowing_last} battles and now."
+    )
+    return {"markdown": markdown, "annotators": annotators, "narrowing": table}

@@ -26,6 +26,13 @@ variable                    meaning                                             
 ``PREFKIT_GENERATIONS_PER_MINUTE`` / ``PREFKIT_VOTES_PER_MINUTE`` per-session rate limits 12 / 30
 ``PREFKIT_MAX_PROMPT_CHARS`` / ``PREFKIT_MAX_ANSWER_CHARS`` length caps                  2000 / 4000
 ``PREFKIT_ANNOTATOR_SALT``  salt of the annotator pseudonyms                             ``prefkit``
+``PREFKIT_PAIR_SELECTION``  next pair: ``random``, ``margin`` (closest rewards of N      ``random``
+                            samples) or ``uncertainty`` (widest leaderboard interval)
+``PREFKIT_GOLD_FILE``       JSONL of gold pairs (prompt, a, b, answer) mixed in          unset (no gold pairs)
+``PREFKIT_GOLD_RATE``       share of list-drawn pairs that are gold pairs                0.1
+``PREFKIT_FAST_VOTE_SECONDS`` a vote faster than this after the pair shows is "fast"      3
+``PREFKIT_MIN_GOLD_ACCURACY`` / ``PREFKIT_MIN_AGREEMENT`` the "drop" policy's thresholds 0.7 / 0.5
+``PREFKIT_EXPORT_RELIABILITY`` the Data tab's default export policy: keep, weight, drop  ``keep``
 ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` host and port                            127.0.0.1 (0.0.0.0 on a
                                                                                          Space) / 7860, else the next
                                                                                          free port
@@ -38,8 +45,10 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from ..data.reliability import RELIABILITY_POLICIES, ReliabilityThresholds
 from ..models import DEFAULT_POLICY
 
+PAIR_SELECTIONS = ("random", "margin", "uncertainty")
 DEFAULT_PORT = 7860  # Gradio's, and the port a Space serves
 PORTS_TRIED = 100  # without an asked-for port the app takes the first free one from DEFAULT_PORT on, like Gradio
 
@@ -129,6 +138,13 @@ class AppSettings:
     max_prompt_chars: int = 2000
     max_answer_chars: int = 4000
     annotator_salt: str = "prefkit"
+    pair_selection: str = "random"
+    gold_file: str | None = None
+    gold_rate: float = 0.1
+    fast_vote_seconds: float = 3.0
+    min_gold_accuracy: float = 0.7
+    min_agreement: float = 0.5
+    export_reliability: str = "keep"
     host: str | None = None
     port: int | None = None
     device: str = "auto"
@@ -156,6 +172,13 @@ class AppSettings:
         "max_prompt_chars": "PREFKIT_MAX_PROMPT_CHARS",
         "max_answer_chars": "PREFKIT_MAX_ANSWER_CHARS",
         "annotator_salt": "PREFKIT_ANNOTATOR_SALT",
+        "pair_selection": "PREFKIT_PAIR_SELECTION",
+        "gold_file": "PREFKIT_GOLD_FILE",
+        "gold_rate": "PREFKIT_GOLD_RATE",
+        "fast_vote_seconds": "PREFKIT_FAST_VOTE_SECONDS",
+        "min_gold_accuracy": "PREFKIT_MIN_GOLD_ACCURACY",
+        "min_agreement": "PREFKIT_MIN_AGREEMENT",
+        "export_reliability": "PREFKIT_EXPORT_RELIABILITY",
         "host": "GRADIO_SERVER_NAME",
         "port": "GRADIO_SERVER_PORT",
         "device": "PREFKIT_DEVICE",
@@ -206,8 +229,30 @@ class AppSettings:
             problems.append("rate limits must be >= 1 per minute")
         if self.prompts_file and not Path(self.prompts_file).is_file():
             problems.append(f"prompts_file={self.prompts_file!r} does not exist")
+        if self.pair_selection not in PAIR_SELECTIONS:
+            problems.append(f"pair_selection={self.pair_selection!r} must be one of {', '.join(PAIR_SELECTIONS)}")
+        if self.gold_file and not Path(self.gold_file).is_file():
+            problems.append(f"gold_file={self.gold_file!r} does not exist (a JSONL file of prompt/a/b/answer records)")
+        for name in ("gold_rate", "min_gold_accuracy", "min_agreement"):
+            if not 0 <= getattr(self, name) <= 1:
+                problems.append(f"{name}={getattr(self, name)} must be in [0, 1]")
+        if not self.fast_vote_seconds >= 0:
+            problems.append(f"fast_vote_seconds={self.fast_vote_seconds} must be >= 0")
+        if self.export_reliability not in RELIABILITY_POLICIES:
+            problems.append(
+                f"export_reliability={self.export_reliability!r} must be one of {', '.join(RELIABILITY_POLICIES)}"
+            )
         if problems:
             raise ValueError("Invalid app settings: " + "; ".join(problems) + ".")
+
+    @property
+    def reliability_thresholds(self) -> ReliabilityThresholds:
+        """The thresholds of the reliability report and the "drop" export policy."""
+        return ReliabilityThresholds(
+            min_gold_accuracy=self.min_gold_accuracy,
+            min_agreement=self.min_agreement,
+            fast_vote_seconds=self.fast_vote_seconds,
+        )
 
     @property
     def server_name(self) -> str:
