@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -185,3 +186,38 @@ def test_deploying_creates_a_gradio_space_uploads_it_in_one_commit_and_configure
     assert api.calls[2][2] == {"PREFKIT_HUB_DATASET": "me/votes"}
     assert api.calls[3][2] == {"HF_TOKEN": "hf_secret"}
     assert "hf_secret" not in capsys.readouterr().out
+
+
+def test_trust_and_selection_settings_come_from_the_environment(tmp_path):
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text('{"prompt": "2+2?", "a": "4", "b": "5", "answer": "a"}\n')
+
+    settings = AppSettings.from_env(
+        {"PREFKIT_PAIR_SELECTION": "uncertainty", "PREFKIT_GOLD_FILE": str(gold), "PREFKIT_GOLD_RATE": "0.25",
+         "PREFKIT_MIN_GOLD_ACCURACY": "0.8", "PREFKIT_EXPORT_RELIABILITY": "drop"}
+    )
+
+    assert (settings.pair_selection, settings.gold_rate, settings.export_reliability) == ("uncertainty", 0.25, "drop")
+    assert settings.reliability_thresholds.min_gold_accuracy == 0.8
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"PREFKIT_PAIR_SELECTION": "smart"}, "pair_selection='smart' must be one of random, margin, uncertainty"),
+        ({"PREFKIT_GOLD_RATE": "1.5"}, "gold_rate=1.5 must be in"),
+        ({"PREFKIT_EXPORT_RELIABILITY": "trust"}, "export_reliability='trust' must be one of keep, weight, drop"),
+        ({"PREFKIT_GOLD_FILE": "no-such-gold.jsonl"}, "gold_file='no-such-gold.jsonl' does not exist"),
+    ],
+)
+def test_bad_trust_settings_are_refused_with_the_setting_named(environ, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        AppSettings.from_env(environ)
+
+
+def test_a_bad_gold_file_is_refused_before_any_model_loads_with_its_line(tmp_path):
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text('{"prompt": "2+2?", "a": "4", "b": "5", "answer": "a"}\n{"prompt": "p", "a": "x", "b": "y"}\n')
+
+    with pytest.raises(ValueError, match=r"gold.jsonl, line 2: 'answer' is None"):
+        AppSettings.from_env({"PREFKIT_GOLD_FILE": str(gold)})

@@ -453,7 +453,9 @@ def build_app(
                 with gr.Row():
                     mode = gr.Radio(
                         [m for m in modes if m != MODE_TWO_MODELS or models.compare is not None or settings.compare_policy],
-                        value=MODE_BEST_VS_SAMPLE if settings.n >= 2 else MODE_TWO_SAMPLES, label="Pair", scale=3,
+                        # margin selection chooses among N samples of the policy: start on the mode it applies to
+                        value=MODE_BEST_VS_SAMPLE if settings.n >= 2 and settings.pair_selection != "margin"
+                        else MODE_TWO_SAMPLES, label="Pair", scale=3,
                     )
                     make = gr.Button("New pair", variant="primary", scale=1, elem_id="new-pair")
                 with gr.Row(equal_height=True):

@@ -45,7 +45,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ..data.reliability import RELIABILITY_POLICIES, ReliabilityThresholds
+from ..data.reliability import RELIABILITY_POLICIES, GoldPairError, ReliabilityThresholds, read_gold_pairs
 from ..models import DEFAULT_POLICY
 
 PAIR_SELECTIONS = ("random", "margin", "uncertainty")
@@ -233,6 +233,11 @@ class AppSettings:
             problems.append(f"pair_selection={self.pair_selection!r} must be one of {', '.join(PAIR_SELECTIONS)}")
         if self.gold_file and not Path(self.gold_file).is_file():
             problems.append(f"gold_file={self.gold_file!r} does not exist (a JSONL file of prompt/a/b/answer records)")
+        elif self.gold_file:
+            try:  # a bad gold file stops the app before any model loads, with the line at fault
+                read_gold_pairs(self.gold_file)
+            except GoldPairError as error:
+                problems.append(f"gold_file: {error}")
         for name in ("gold_rate", "min_gold_accuracy", "min_agreement"):
             if not 0 <= getattr(self, name) <= 1:
                 problems.append(f"{name}={getattr(self, name)} must be in [0, 1]")
