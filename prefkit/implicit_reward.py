@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from .chat import AS_TRAINED, Prompt
-from .logprobs import completion_logps
+from .logprobs import DEFAULT_LOGPROB_CHUNK_SIZE, check_logprob_chunk_size, completion_logps
 from .losses import implicit_reward
 
 
@@ -31,6 +31,9 @@ class ImplicitReward:
             score of a training pair is the ``rewards/chosen`` TRL logs for it. ``True`` renders string prompts as a
             user turn of the chat template (for a model trained on conversational rows, scored on string prompts);
             ``False`` never uses the template.
+        logprob_chunk_size: completion tokens per chunk of the output head
+            (:func:`prefkit.logprobs.chunked_token_logprobs`): the ``[batch, length, vocab]`` logits are never held.
+            ``None`` computes the full logits instead (same scores, more memory).
 
     ``score(prompts, responses)`` returns one float per pair. The reward is only defined up to a prompt-dependent
     constant, so compare scores of responses to the same prompt. Instances are also callable with TRL's
@@ -46,11 +49,13 @@ class ImplicitReward:
         batch_size: int = 8,
         max_length: int | None = None,
         chat_template: bool | str = AS_TRAINED,
+        logprob_chunk_size: int | None = DEFAULT_LOGPROB_CHUNK_SIZE,
     ):
         if ref_model is None and not hasattr(model, "disable_adapter"):
             raise ValueError(
                 "ImplicitReward needs a reference: pass ref_model, or a PeftModel whose disabled adapter is the reference."
             )
+        check_logprob_chunk_size(logprob_chunk_size)
         self.model = model
         self.tokenizer = tokenizer
         self.ref_model = ref_model
@@ -58,6 +63,7 @@ class ImplicitReward:
         self.batch_size = batch_size
         self.max_length = max_length
         self.chat_template = chat_template
+        self.logprob_chunk_size = logprob_chunk_size
         self.__name__ = "dpo_implicit_reward"
 
     @classmethod
@@ -86,7 +92,7 @@ class ImplicitReward:
             with context:
                 return completion_logps(
                     model, self.tokenizer, prompts, responses, batch_size=self.batch_size, max_length=self.max_length,
-                    chat_template=self.chat_template,
+                    chat_template=self.chat_template, chunk_size=self.logprob_chunk_size,
                 )
         finally:
             model.train(was_training)

@@ -45,6 +45,7 @@ from typing import Any
 import torch
 
 from .chat import Prompt
+from .logprobs import causal_lm_token_logprobs
 
 SAMPLES_FILE = "samples.jsonl"
 SUMMARY_FILE = "eval.json"
@@ -310,24 +311,24 @@ def _batch_seed(seed: int, prompt_indices: Sequence[int], sample: int) -> int:
 
 @torch.no_grad()
 def _token_logprobs(model, samples, temperature: float) -> torch.Tensor:
-    """Log-probs of each sampled completion token under ``model`` at ``temperature`` (0 where masked out)."""
+    """Log-probs of each sampled completion token under ``model`` at ``temperature`` (0 where masked out), computed
+    from the last hidden states chunk by chunk (:func:`prefkit.logprobs.causal_lm_token_logprobs`)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()  # no dropout: the log-probs of the policy as it samples
     try:
-        logits = model(
-            input_ids=samples.input_ids.to(device),
-            attention_mask=samples.attention_mask.to(device),
-            position_ids=samples.position_ids.to(device),
-            use_cache=False,
-        ).logits
+        logps = causal_lm_token_logprobs(
+            model,
+            samples.input_ids.to(device),
+            samples.attention_mask.to(device),
+            samples.position_ids.to(device),
+            samples.completion_ids.shape[1],
+            temperature=temperature,
+            mask=samples.completion_mask.to(device),
+        ).logprobs
     finally:
         model.train(was_training)
-    width = samples.completion_ids.shape[1]
-    logits = logits[:, -width - 1 : -1].float() / temperature
-    ids = samples.completion_ids.to(device).unsqueeze(-1)
-    logps = (logits.gather(-1, ids).squeeze(-1) - torch.logsumexp(logits, dim=-1)).cpu()
-    return logps * samples.completion_mask.cpu()
+    return logps.cpu()
 
 
 # --------------------------------------------------------------------------------------------------------------------

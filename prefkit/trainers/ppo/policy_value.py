@@ -20,6 +20,8 @@ import warnings
 import torch
 import torch.nn as nn
 
+from ...logprobs import DEFAULT_LOGPROB_CHUNK_SIZE, TokenLogprobs, causal_lm_token_logprobs, check_logprob_chunk_size
+
 POLICY_ADAPTER = "default"  # PEFT's name for the first adapter: the policy
 VALUE_ADAPTER = "value"
 VALUE_FOLDER = "value"  # <output_dir>/value/: the value adapter and value_head.safetensors (shared base)
@@ -37,6 +39,28 @@ def causal_lm_logits(model, input_ids, attention_mask, position_ids, response_wi
         use_cache=False,
     )
     return output.logits[:, -response_width - 1 : -1]
+
+
+def causal_lm_logprobs(
+    model,
+    input_ids,
+    attention_mask,
+    position_ids,
+    response_width: int,
+    *,
+    temperature: float = 1.0,
+    chunk_size: int | None = DEFAULT_LOGPROB_CHUNK_SIZE,
+    return_entropy: bool = False,
+) -> TokenLogprobs:
+    r""":math:`\log\pi(a_t \mid s_t)` at ``temperature`` of the last ``response_width`` tokens, ``[batch,
+    response_width]``: ``selective_log_softmax(causal_lm_logits(...).float() / temperature, responses)`` without the
+    ``[batch, response_width, vocab]`` logits (:func:`prefkit.logprobs.causal_lm_token_logprobs`, ``chunk_size``
+    tokens of the output head at a time; ``None`` for the full logits). With ``return_entropy``, also the entropy of
+    each position's distribution (no gradient), what ``entropy_from_logits`` gives."""
+    return causal_lm_token_logprobs(
+        model, input_ids, attention_mask, position_ids, response_width,
+        temperature=temperature, chunk_size=chunk_size, return_entropy=return_entropy,
+    )
 
 
 def backbone_and_head(sequence_classifier):
@@ -63,14 +87,23 @@ class PolicyAndValue(nn.Module):
     - separate value (``value_model`` set): a decoder ``*ForSequenceClassification`` whose ``score`` head is applied
       to every position.
 
-    ``forward`` returns the policy's response logits and the values in one call, so that DDP sees one forward per
-    backward and synchronizes the gradients of both.
+    ``forward`` returns the policy's response logits (or, with ``return_logprobs=True``, their log-probs and entropy
+    computed chunk by chunk, ``logprob_chunk_size`` tokens at a time, without the full logits) and the values in one
+    call, so that DDP sees one forward per backward and synchronizes the gradients of both.
     """
 
-    def __init__(self, policy: nn.Module, value_model: nn.Module | None = None, value_head: nn.Module | None = None):
+    def __init__(
+        self,
+        policy: nn.Module,
+        value_model: nn.Module | None = None,
+        value_head: nn.Module | None = None,
+        logprob_chunk_size: int | None = DEFAULT_LOGPROB_CHUNK_SIZE,
+    ):
         super().__init__()
         if value_model is not None and value_head is not None:
             raise ValueError("Give either a separate value_model or a value_head on the shared base, not both.")
+        check_logprob_chunk_size(logprob_chunk_size)
+        self.logprob_chunk_size = logprob_chunk_size
         self.policy = policy
         self.value_model = value_model
         self.value_head = value_head
@@ -139,6 +172,34 @@ class PolicyAndValue(nn.Module):
     def policy_logits(self, input_ids, attention_mask, position_ids, response_width: int) -> torch.Tensor:
         return causal_lm_logits(self.policy, input_ids, attention_mask, position_ids, response_width)
 
+    def policy_logprobs(
+        self, input_ids, attention_mask, position_ids, response_width: int, *, temperature: float = 1.0,
+        return_entropy: bool = False,
+    ) -> TokenLogprobs:
+        r""":math:`\log\pi_\theta(a_t \mid s_t)` of the last ``response_width`` tokens at ``temperature``, ``[batch,
+        response_width]``, ``logprob_chunk_size`` tokens of the output head at a time (:func:`causal_lm_logprobs`)."""
+        return causal_lm_logprobs(
+            self.policy, input_ids, attention_mask, position_ids, response_width,
+            temperature=temperature, chunk_size=self.logprob_chunk_size, return_entropy=return_entropy,
+        )
+
+    def reference_logprobs(
+        self, ref_model: nn.Module | None, input_ids, attention_mask, position_ids, response_width: int, *,
+        temperature: float = 1.0,
+    ) -> torch.Tensor:
+        r""":math:`\log\pi_{ref}(a_t \mid s_t)`, ``[batch, response_width]``: under ``ref_model``, or the policy with
+        its adapter disabled when ``ref_model`` is ``None`` (LoRA); chunked like :meth:`policy_logprobs`."""
+        if ref_model is not None:
+            return causal_lm_logprobs(
+                ref_model, input_ids, attention_mask, position_ids, response_width,
+                temperature=temperature, chunk_size=self.logprob_chunk_size,
+            ).logprobs
+        with self.reference() as reference:
+            return causal_lm_logprobs(
+                reference, input_ids, attention_mask, position_ids, response_width,
+                temperature=temperature, chunk_size=self.logprob_chunk_size,
+            ).logprobs
+
     def values(self, input_ids, attention_mask, position_ids, response_width: int) -> torch.Tensor:
         """:math:`V(s_t)` for each response token: read at the position that predicts it, ``[batch, response_width]``."""
         if self.value_head is not None:
@@ -159,10 +220,20 @@ class PolicyAndValue(nn.Module):
         hidden = hidden[:, -response_width - 1 : -1]
         return head(hidden.to(head.weight.dtype)).squeeze(-1).float()
 
-    def forward(self, input_ids, attention_mask, position_ids, response_width: int, with_values: bool = True):
-        logits = self.policy_logits(input_ids, attention_mask, position_ids, response_width)
+    def forward(
+        self, input_ids, attention_mask, position_ids, response_width: int, with_values: bool = True, *,
+        return_logprobs: bool = False, temperature: float = 1.0,
+    ):
+        """``(logits, values)``; with ``return_logprobs``, ``(TokenLogprobs(logprobs, entropy), values)`` at
+        ``temperature`` instead of the logits (:meth:`policy_logprobs`, entropy included)."""
+        if return_logprobs:
+            policy = self.policy_logprobs(
+                input_ids, attention_mask, position_ids, response_width, temperature=temperature, return_entropy=True
+            )
+        else:
+            policy = self.policy_logits(input_ids, attention_mask, position_ids, response_width)
         values = self.values(input_ids, attention_mask, position_ids, response_width) if with_values and self.has_values else None
-        return logits, values
+        return policy, values
 
     # ---- activation checkpointing (what Trainer and TRL's generation helper call)
     def _recompute_under_same_adapter(self):
