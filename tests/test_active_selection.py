@@ -24,6 +24,11 @@ def test_margin_ties_go_to_the_first_pair_in_sampling_order():
     assert smallest_margin_pair([0.0, 1.0, 2.0, 3.0]) == (0, 1)
 
 
+def test_two_identical_answers_are_never_the_closest_pair():
+    assert smallest_margin_pair([1.0, 1.0, 1.3, 5.0], ["same", "same", "other", "far"]) == (0, 2)
+    assert smallest_margin_pair([1.0, 1.0], ["same", "same"]) == (0, 1)  # nothing else to show
+
+
 def test_margin_selection_needs_two_candidates():
     with pytest.raises(ValueError, match="at least two candidates"):
         smallest_margin_pair([1.0])

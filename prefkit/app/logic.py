@@ -296,7 +296,8 @@ def make_pair(
         if mode == MODE_TWO_SAMPLES:
             by_margin = selection == "margin"
             result = sample(policy, max(n, 2) if by_margin else 2)
-            i, j = smallest_margin_pair([c.reward for c in result.candidates]) if by_margin else (0, 1)
+            candidates = result.candidates
+            i, j = smallest_margin_pair([c.reward for c in candidates], [c.text for c in candidates]) if by_margin else (0, 1)
             first, second = result.candidates[i], result.candidates[j]
             generation = {**_settings_of(result), "mode": "two_samples"}
             if by_margin:

@@ -20,19 +20,21 @@ from dataclasses import dataclass
 from typing import Any
 
 
-def smallest_margin_pair(rewards: Sequence[float]) -> tuple[int, int]:
+def smallest_margin_pair(rewards: Sequence[float], texts: Sequence[str] | None = None) -> tuple[int, int]:
     """The indices ``(i, j)``, ``i < j``, of the two candidates whose rewards are closest (the first such pair in
-    sampling order when several tie). Needs at least two candidates."""
+    sampling order when several tie). With ``texts``, two identical answers (margin 0, but nothing to choose between)
+    are never paired; when every answer is the same, ``(0, 1)``. Needs at least two candidates."""
     if len(rewards) < 2:
         raise ValueError(f"margin selection needs at least two candidates, got {len(rewards)}.")
-    best: tuple[int, int] | None = None
+    best = (0, 1)
     best_margin = math.inf
     for i in range(len(rewards)):
         for j in range(i + 1, len(rewards)):
+            if texts is not None and texts[i] == texts[j]:
+                continue
             margin = abs(rewards[i] - rewards[j])
             if margin < best_margin:
                 best, best_margin = (i, j), margin
-    assert best is not None
     return best
 
 
