@@ -25,11 +25,15 @@ class ModelsNotReady(RuntimeError):
 
 @dataclass
 class PolicySlot:
-    """A policy the app samples from, with the name votes and the leaderboard know it by."""
+    """A policy the app samples from, with the name votes and the leaderboard know it by.
+
+    ``source`` is what it was loaded from (a Hub id or folder, or an adapter folder for a policy trained in the app):
+    what a training run starts from; never shown on the page, never written into a vote."""
 
     name: str
     model: Any
     tokenizer: Any
+    source: str | None = None
 
 
 def short_name(name_or_path: str) -> str:
@@ -74,7 +78,7 @@ class AppModels:
         from ..models import model_id
 
         models = cls()
-        models.policy = PolicySlot(policy_name or short_name(model_id(policy)), policy, tokenizer)
+        models.policy = PolicySlot(policy_name or short_name(model_id(policy)), policy, tokenizer, model_id(policy))
         if compare is not None:
             models.compare = PolicySlot(compare_name or short_name(model_id(compare[0])), compare[0], compare[1])
             if models.compare.name == models.policy.name:
@@ -101,7 +105,7 @@ class AppModels:
             device = resolve_device(settings.device)
             self._set(0.02, f"Loading the policy {settings.policy} (the first run converts the offline copy, ~20 s)...")
             model, tokenizer = load_model(settings.policy)
-            self.policy = PolicySlot(short_name(settings.policy), model.to(device).eval(), tokenizer)
+            self.policy = PolicySlot(short_name(settings.policy), model.to(device).eval(), tokenizer, settings.policy)
             if settings.compare_policy:
                 self._set(0.25, f"Loading the second model {settings.compare_policy}...")
                 other, other_tokenizer = load_model(settings.compare_policy)
@@ -146,3 +150,9 @@ class AppModels:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.ready.wait(timeout)
+
+    def set_compare(self, slot: PolicySlot) -> None:
+        """Make ``slot`` the second model of "Policy vs second model" pairs (a policy trained in the Train tab), once
+        no generation is using the models."""
+        with self.generate_lock:
+            self.compare = slot

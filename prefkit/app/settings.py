@@ -33,6 +33,12 @@ variable                    meaning                                             
 ``PREFKIT_FAST_VOTE_SECONDS`` a vote faster than this after the pair shows is "fast"      3
 ``PREFKIT_MIN_GOLD_ACCURACY`` / ``PREFKIT_MIN_AGREEMENT`` the "drop" policy's thresholds 0.7 / 0.5
 ``PREFKIT_EXPORT_RELIABILITY`` the Data tab's default export policy: keep, weight, drop  ``keep``
+``PREFKIT_TRAIN_TAB``       the Train tab: ``on``, ``off`` or ``auto``                   ``auto``: on locally, off on
+                                                                                         a Space
+``PREFKIT_TRAIN_METHOD``    the Train tab's default method: ``dpo`` or ``reward``        ``dpo``
+``PREFKIT_TRAIN_MAX_STEPS`` optimizer steps of a Train-tab run                           20
+``PREFKIT_TRAIN_EVAL_PROMPTS`` held-out prompts the trained policy is evaluated on       8
+``PREFKIT_TRAIN_ARGS``      more flags for ``prefkit dpo`` / ``prefkit reward``          unset
 ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` host and port                            127.0.0.1 (0.0.0.0 on a
                                                                                          Space) / 7860, else the next
                                                                                          free port
@@ -49,6 +55,14 @@ from ..data.reliability import RELIABILITY_POLICIES, GoldPairError, ReliabilityT
 from ..models import DEFAULT_POLICY
 
 PAIR_SELECTIONS = ("random", "margin", "uncertainty")
+TRAIN_METHODS = ("dpo", "reward")
+TRAIN_TAB_MODES = ("auto", "on", "off")
+# Flags of a Train-tab run that the tab sets itself (PREFKIT_TRAIN_ARGS may not): where data and model go, what is
+# trained, and that nothing is pushed with a token on the command line.
+TRAIN_FLAGS_SET_BY_THE_TAB = (
+    "--model_name_or_path", "--dataset_name", "--output_dir", "--max_steps", "--push_to_hub", "--hub_token",
+    "--hub_model_id", "--config", "--preset",
+)
 DEFAULT_PORT = 7860  # Gradio's, and the port a Space serves
 PORTS_TRIED = 100  # without an asked-for port the app takes the first free one from DEFAULT_PORT on, like Gradio
 
@@ -145,6 +159,11 @@ class AppSettings:
     min_gold_accuracy: float = 0.7
     min_agreement: float = 0.5
     export_reliability: str = "keep"
+    train_tab: str = "auto"
+    train_method: str = "dpo"
+    train_max_steps: int = 20
+    train_eval_prompts: int = 8
+    train_args: str | None = None
     host: str | None = None
     port: int | None = None
     device: str = "auto"
@@ -179,6 +198,11 @@ class AppSettings:
         "min_gold_accuracy": "PREFKIT_MIN_GOLD_ACCURACY",
         "min_agreement": "PREFKIT_MIN_AGREEMENT",
         "export_reliability": "PREFKIT_EXPORT_RELIABILITY",
+        "train_tab": "PREFKIT_TRAIN_TAB",
+        "train_method": "PREFKIT_TRAIN_METHOD",
+        "train_max_steps": "PREFKIT_TRAIN_MAX_STEPS",
+        "train_eval_prompts": "PREFKIT_TRAIN_EVAL_PROMPTS",
+        "train_args": "PREFKIT_TRAIN_ARGS",
         "host": "GRADIO_SERVER_NAME",
         "port": "GRADIO_SERVER_PORT",
         "device": "PREFKIT_DEVICE",
@@ -247,8 +271,45 @@ class AppSettings:
             problems.append(
                 f"export_reliability={self.export_reliability!r} must be one of {', '.join(RELIABILITY_POLICIES)}"
             )
+        problems += self._train_problems()
         if problems:
             raise ValueError("Invalid app settings: " + "; ".join(problems) + ".")
+
+    def _train_problems(self) -> list[str]:
+        problems = []
+        if self.train_tab not in TRAIN_TAB_MODES:
+            problems.append(f"train_tab={self.train_tab!r} must be one of {', '.join(TRAIN_TAB_MODES)}")
+        if self.train_method not in TRAIN_METHODS:
+            problems.append(f"train_method={self.train_method!r} must be one of {', '.join(TRAIN_METHODS)}")
+        if self.train_max_steps < 1:
+            problems.append(f"train_max_steps={self.train_max_steps} must be >= 1")
+        if self.train_eval_prompts < 0:
+            problems.append(f"train_eval_prompts={self.train_eval_prompts} must be >= 0 (0: no evaluation)")
+        try:
+            extra = self.train_flags
+        except ValueError as error:
+            problems.append(f"train_args={self.train_args!r} cannot be split into flags ({error})")
+        else:
+            taken = sorted({arg.split("=", 1)[0] for arg in extra} & set(TRAIN_FLAGS_SET_BY_THE_TAB))
+            if taken:
+                problems.append(
+                    f"train_args may not set {', '.join(taken)}: the Train tab sets them (model, data, run folder, "
+                    "steps; pushing is the tab's button)"
+                )
+        return problems
+
+    @property
+    def train_flags(self) -> list[str]:
+        """``train_args`` split like a shell would (quotes group words)."""
+        import shlex
+
+        return shlex.split(self.train_args or "")
+
+    @property
+    def train_tab_enabled(self) -> bool:
+        """``auto`` is on when the app runs locally and off on a Space, where anyone who opens the page could start a
+        run on its hardware and push with its token: a Space turns it on with ``PREFKIT_TRAIN_TAB=on``."""
+        return self.train_tab == "on" or (self.train_tab == "auto" and not on_space())
 
     @property
     def reliability_thresholds(self) -> ReliabilityThresholds:
