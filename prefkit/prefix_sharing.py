@@ -51,18 +51,22 @@ _HARMLESS_KWARGS = {"use_cache", "return_dict", "output_attentions", "output_hid
 class SharedPairs:
     """A pair-stacked batch rewritten as prefix-shared rows.
 
-    ``input_ids``, ``position_ids``, ``shift_labels``: ``[rows, length]``; ``shift_labels[j]`` is the token that
-    position ``j`` predicts (-100 where nothing is scored). ``attention_mask``: ``[rows, 1, length, length]``,
-    boolean (True = may attend) or additive float. ``source_index``/``source_valid``: ``[2·pairs, time-1]``, for
-    each scored position of the unshared batch, the flat index of the shared position that scores the same token.
+    ``input_ids``, ``position_ids``: ``[rows, length]``. ``attention_mask``: ``[rows, 1, length, length]``, boolean
+    (True = may attend) or additive float. ``flat_index``: ``[2·pairs, time]``, where each token of the unshared
+    batch is computed in the flattened shared batch (a rejected row's prompt head is its chosen row's).
+
+    For DPO (:func:`share_pair_prefixes`) also ``shift_labels`` ``[rows, length]``, the token each position
+    predicts (-100 where nothing is scored), and ``source_index``/``source_valid`` ``[2·pairs, time-1]``: for each
+    scored position of the unshared batch, the flat shared position that scores the same token.
     """
 
     input_ids: torch.Tensor
     position_ids: torch.Tensor
     attention_mask: torch.Tensor
-    shift_labels: torch.Tensor
-    source_index: torch.Tensor
-    source_valid: torch.Tensor
+    flat_index: torch.Tensor
+    shift_labels: torch.Tensor | None = None
+    source_index: torch.Tensor | None = None
+    source_valid: torch.Tensor | None = None
 
     def unshare(self, per_token: torch.Tensor) -> torch.Tensor:
         """Shared per-token values ``[rows, length]`` back in the unshared layout ``[2·pairs, time-1]``, zero where
@@ -73,6 +77,17 @@ class SharedPairs:
         return gathered.masked_fill(~self.source_valid, 0)
 
 
+def _right_padded_lengths(input_ids, attention_mask) -> torch.Tensor | None:
+    """Row lengths of an even-sized, right-padded 2D batch, or ``None`` for any other shape."""
+    if input_ids.dim() != 2 or attention_mask is None or attention_mask.shape != input_ids.shape or input_ids.size(0) % 2:
+        return None
+    columns = torch.arange(input_ids.size(1), device=input_ids.device)
+    lengths = attention_mask.sum(dim=1)
+    if not torch.equal(attention_mask.bool(), columns < lengths[:, None]):
+        return None
+    return lengths
+
+
 def share_pair_prefixes(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
@@ -81,8 +96,8 @@ def share_pair_prefixes(
     pack: bool = False,
     mask_dtype: torch.dtype | None = None,
 ) -> SharedPairs | None:
-    """Rewrite TRL's pair-stacked batch (rows ``0..B-1`` are ``prompt | chosen``, rows ``B..2B-1`` the same prompts
-    with the rejected answers, right-padded, ``labels`` -100 outside the answers) as prefix-shared rows.
+    """Rewrite TRL's DPO batch (rows ``0..B-1`` are ``prompt | chosen``, rows ``B..2B-1`` the same prompts with the
+    rejected answers, right-padded, ``labels`` -100 outside the answers) as prefix-shared rows.
 
     Returns ``None`` when the batch is not in that shape, so the caller runs it unshared: an odd number of rows,
     padding that is not on the right, an answer that does not follow its prompt, a pair whose two prompts differ
@@ -91,32 +106,69 @@ def share_pair_prefixes(
     ``mask_dtype=None`` builds a boolean mask (SDPA); a float dtype builds an additive mask (0 or the dtype's min).
     ``pack=True`` puts every pair in one row instead of one pair per padded row.
     """
-    if input_ids.dim() != 2 or attention_mask is None or attention_mask.dim() != 2 or input_ids.size(0) % 2:
+    lengths = _right_padded_lengths(input_ids, attention_mask)
+    if lengths is None or labels is None or labels.shape != input_ids.shape:
         return None
-    if labels is None or labels.shape != input_ids.shape or attention_mask.shape != input_ids.shape:
-        return None
-    device = input_ids.device
-    rows, time = input_ids.shape
-    pairs = rows // 2
-    columns = torch.arange(time, device=device)
-    lengths = attention_mask.sum(dim=1)
-    if not torch.equal(attention_mask.bool(), columns < lengths[:, None]):
-        return None  # not right-padded
+    pairs = input_ids.size(0) // 2
+    columns = torch.arange(input_ids.size(1), device=input_ids.device)
     answer = labels != -100
     prompt_lengths = torch.where(answer.any(dim=1), answer.float().argmax(dim=1), lengths)
     if not torch.equal(answer, (columns >= prompt_lengths[:, None]) & (columns < lengths[:, None])):
         return None  # the answer is not one block after the prompt
     chosen_prompt, rejected_prompt = prompt_lengths[:pairs], prompt_lengths[pairs:]
-    if not torch.equal(chosen_prompt, rejected_prompt) or bool((chosen_prompt < 1).any()):
+    if not torch.equal(chosen_prompt, rejected_prompt):
         return None
     in_prompt = columns < chosen_prompt[:, None]
     if not torch.equal(input_ids[:pairs].masked_fill(~in_prompt, 0), input_ids[pairs:].masked_fill(~in_prompt, 0)):
         return None
+    shared = _lay_out(input_ids, lengths, chosen_prompt, pack=pack, mask_dtype=mask_dtype)
+    if shared is None:
+        return None
+    # Unshared position t scores labels[t + 1]; the shared position of token t scores the same.
+    scored = answer[:, 1:]
+    shared.source_index = torch.where(scored, shared.flat_index[:, :-1], 0)
+    shared.source_valid = scored
+    flat_labels = torch.full((shared.input_ids.numel(),), -100, dtype=labels.dtype, device=labels.device)
+    flat_labels[shared.source_index[scored]] = labels[:, 1:][scored]
+    shared.shift_labels = flat_labels.view_as(shared.input_ids)
+    return shared
 
-    prompt = chosen_prompt
-    chosen = lengths[:pairs] - prompt
-    rejected = lengths[pairs:] - prompt
-    shared_lengths = prompt + chosen + 1 + rejected  # the last prompt token is repeated for the rejected branch
+
+def share_common_prefixes(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    pack: bool = False,
+    mask_dtype: torch.dtype | None = None,
+) -> SharedPairs | None:
+    """Rewrite a reward-model batch (rows ``0..B-1`` the chosen sequences, ``B..2B-1`` the rejected ones, right-
+    padded, as ``trl.RewardTrainer`` collates them) as rows sharing each pair's longest common prefix of tokens.
+
+    Returns ``None`` when the batch is not in that shape or a pair shares no token.
+    """
+    lengths = _right_padded_lengths(input_ids, attention_mask)
+    if lengths is None:
+        return None
+    pairs = input_ids.size(0) // 2
+    columns = torch.arange(input_ids.size(1), device=input_ids.device)
+    both = columns < torch.minimum(lengths[:pairs], lengths[pairs:])[:, None]
+    differs = (input_ids[:pairs] != input_ids[pairs:]) | ~both
+    # Longest common prefix, capped at the shorter row: the first column where the rows differ (or one ends).
+    prefix = torch.where(differs.any(dim=1), differs.float().argmax(dim=1), both.sum(dim=1))
+    return _lay_out(input_ids, lengths, prefix, pack=pack, mask_dtype=mask_dtype)
+
+
+def _lay_out(input_ids, lengths, prefix, *, pack: bool, mask_dtype) -> SharedPairs | None:
+    """Shared rows for pairs whose first ``prefix`` tokens are equal (``prefix >= 1``); see the module docstring."""
+    if bool((prefix < 1).any()):
+        return None
+    device = input_ids.device
+    rows, time = input_ids.shape
+    pairs = rows // 2
+    columns = torch.arange(time, device=device)
+    chosen = lengths[:pairs] - prefix
+    rejected = lengths[pairs:] - prefix
+    shared_lengths = prefix + chosen + 1 + rejected  # the last prefix token is repeated for the rejected branch
     if pack:
         starts = torch.cumsum(shared_lengths, 0) - shared_lengths
         row_of_pair = torch.zeros(pairs, dtype=torch.long, device=device)
@@ -126,33 +178,27 @@ def share_pair_prefixes(
         row_of_pair = torch.arange(pairs, device=device)
         shared_rows, width = pairs, int(shared_lengths.max())
 
-    # Where each unshared token lands: chosen rows keep their column; rejected rows from the last prompt token on
-    # move behind the chosen branch (offset chosen + 1). The rejected row's prompt head is the chosen row's.
+    # Where each unshared token lands: chosen rows keep their column; rejected rows from the last prefix token on
+    # move behind the chosen branch (offset chosen + 1), and their prefix head is the chosen row's.
     pair_of_row = torch.cat([torch.arange(pairs, device=device)] * 2)
-    offset = torch.cat([torch.zeros_like(chosen), chosen + 1])
-    target_column = starts[pair_of_row, None] + columns[None, :] + offset[:, None]
+    branching = columns[None, :] >= (prefix[pair_of_row, None] - 1)
+    offset = torch.cat([torch.zeros_like(chosen), chosen + 1])[:, None] * branching
+    flat_index = row_of_pair[pair_of_row, None] * width + starts[pair_of_row, None] + columns[None, :] + offset
     carried = columns[None, :] < lengths[:, None]
-    carried[pairs:] &= columns[None, :] >= (prompt[:, None] - 1)
-    flat_target = row_of_pair[pair_of_row, None] * width + target_column
+    carried[pairs:] &= branching[pairs:]
+    flat_index = flat_index.clamp(max=shared_rows * width - 1)  # padding columns of long rows; never read
 
     flat_ids = torch.zeros(shared_rows * width, dtype=input_ids.dtype, device=device)
-    flat_ids[flat_target[carried]] = input_ids[carried]
+    flat_ids[flat_index[carried]] = input_ids[carried]
     flat_positions = torch.zeros(shared_rows * width, dtype=torch.long, device=device)
-    flat_positions[flat_target[carried]] = columns.expand(rows, time)[carried]
-    # Branch of every shared token: 0 prompt head, 1 chosen branch (from the last prompt token), 2 rejected branch,
-    # -1 padding. pair id separates packed pairs.
-    prompt_head = carried & (columns[None, :] < (prompt[pair_of_row, None] - 1))
-    branch = torch.where(prompt_head, 0, torch.cat([torch.ones_like(chosen), torch.full_like(chosen, 2)])[:, None])
+    flat_positions[flat_index[carried]] = columns.expand(rows, time)[carried]
+    # Branch of every shared token: 0 prefix head, 1 chosen branch (from the last prefix token), 2 rejected branch,
+    # -1 padding. The pair id separates packed pairs.
+    branch = torch.where(~branching, 0, torch.cat([torch.ones_like(chosen), torch.full_like(chosen, 2)])[:, None])
     flat_branch = torch.full((shared_rows * width,), -1, dtype=torch.long, device=device)
-    flat_branch[flat_target[carried]] = branch.expand(rows, time)[carried]
+    flat_branch[flat_index[carried]] = branch[carried]
     flat_pair = torch.full((shared_rows * width,), -1, dtype=torch.long, device=device)
-    flat_pair[flat_target[carried]] = pair_of_row[:, None].expand(rows, time)[carried]
-
-    # Scored positions: unshared position t scores labels[t + 1]; it sits at the shared place of token t.
-    scored = answer[:, 1:]
-    source_index = torch.where(scored, flat_target[:, :-1], 0)
-    flat_labels = torch.full((shared_rows * width,), -100, dtype=labels.dtype, device=device)
-    flat_labels[source_index[scored]] = labels[:, 1:][scored]
+    flat_pair[flat_index[carried]] = pair_of_row[:, None].expand(rows, time)[carried]
 
     branch_grid = flat_branch.view(shared_rows, width)
     pair_grid = flat_pair.view(shared_rows, width)
@@ -172,9 +218,7 @@ def share_pair_prefixes(
         input_ids=flat_ids.view(shared_rows, width),
         position_ids=flat_positions.view(shared_rows, width),
         attention_mask=mask,
-        shift_labels=flat_labels.view(shared_rows, width),
-        source_index=source_index,
-        source_valid=scored,
+        flat_index=flat_index,
     )
 
 
@@ -289,6 +333,71 @@ def add_prefix_sharing(model, switch: PrefixSharingSwitch) -> None:
             # The fused head's loss: mean negative log-likelihood over the scored tokens.
             fields["loss"] = -fields["log_probs"].sum() / shared.source_valid.sum().clamp(min=1)
         return type(outputs)(**fields)
+
+    _prefix_shared_forward._prefkit_prefix_sharing = True
+    model.forward = types.MethodType(_prefix_shared_forward, model)
+
+
+def reward_prefix_sharing_unsupported_reason(model, *, peft_model=None) -> str | None:
+    """Why the sequence classifier ``model`` cannot score prefix-shared pairs, or ``None`` when it can: on top of
+    :func:`prefix_sharing_unsupported_reason`, it must be a causal decoder (an encoder's prefix tokens see the
+    answer, so they are not shared) with a per-token ``score`` head, as transformers' decoder classifiers have."""
+    reason = prefix_sharing_unsupported_reason(model, peft_model=peft_model)
+    if reason is not None:
+        return reason
+    name = type(model).__name__
+    causal_flags = [module.is_causal for module in model.modules() if isinstance(getattr(module, "is_causal", None), bool)]
+    if not causal_flags or not all(causal_flags):
+        return f"{name} is not a causal decoder"
+    if not isinstance(getattr(model, "score", None), torch.nn.Module):
+        return f"{name} has no per-token score head"
+    if not isinstance(getattr(model, getattr(model, "base_model_prefix", ""), None), torch.nn.Module):
+        return f"{name} has no backbone at base_model_prefix"
+    if getattr(model.config.get_text_config(), "pad_token_id", None) is None:
+        return f"{name} has no pad_token_id, so it cannot score a batch of several pairs"
+    return None
+
+
+def add_reward_prefix_sharing(model, switch: PrefixSharingSwitch) -> None:
+    """Wrap a decoder sequence classifier's ``forward`` so that, while ``switch`` is on, a pair-stacked call
+    (``trl.RewardTrainer``'s batch: chosen rows, then rejected rows) runs each pair's common prefix once and returns
+    the same ``logits`` ``[2·pairs, num_labels]``: the score head read where the unshared forward reads it, at each
+    row's rightmost token that is not the pad token. Wrapping twice is a no-op; the model must pass
+    :func:`reward_prefix_sharing_unsupported_reason`."""
+    from transformers.modeling_outputs import SequenceClassifierOutputWithPast
+
+    if getattr(model.forward, "_prefkit_prefix_sharing", False):
+        return
+    inner = model.forward
+    implementation = model.config._attn_implementation
+
+    @functools.wraps(type(model).forward)
+    def _prefix_shared_forward(self, *args, **kwargs):
+        if not switch.active:
+            return inner(*args, **kwargs)
+        extra = sorted(key for key, value in kwargs.items()
+                       if value is not None and key not in _HARMLESS_KWARGS | {"input_ids", "attention_mask"})
+        input_ids = kwargs.get("input_ids")
+        shared = None
+        if not args and not extra and input_ids is not None and kwargs.get("inputs_embeds") is None:
+            mask_dtype = None if implementation in _BOOLEAN_MASK_ATTENTION else self.get_input_embeddings().weight.dtype
+            if mask_dtype is not None and not mask_dtype.is_floating_point:
+                mask_dtype = torch.float32
+            shared = share_common_prefixes(input_ids, kwargs.get("attention_mask"), pack=switch.pack,
+                                           mask_dtype=mask_dtype)
+        if shared is None:
+            switch.note_unshared(f"extra inputs {extra}" if extra else "its chosen and rejected rows share no first token")
+            return inner(*args, **kwargs)
+        switch.shared_calls += 1
+        backbone = getattr(self, self.base_model_prefix)
+        hidden = backbone(input_ids=shared.input_ids, attention_mask=shared.attention_mask,
+                          position_ids=shared.position_ids, use_cache=False).last_hidden_state
+        # The unshared forward reads each row at its rightmost non-pad token; read the same token's shared place.
+        not_pad = (input_ids != self.config.get_text_config().pad_token_id).int()
+        read = (torch.arange(input_ids.size(1), device=input_ids.device, dtype=torch.int32) * not_pad).argmax(-1)
+        read_flat = shared.flat_index.gather(1, read.long()[:, None]).squeeze(1)
+        logits = self.score(hidden.reshape(-1, hidden.size(-1))[read_flat.to(hidden.device)])
+        return SequenceClassifierOutputWithPast(logits=logits)
 
     _prefix_shared_forward._prefkit_prefix_sharing = True
     model.forward = types.MethodType(_prefix_shared_forward, model)

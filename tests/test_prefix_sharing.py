@@ -270,3 +270,73 @@ def test_unsupported_attention_implementations_are_named(tiny_model_dir):
     assert prefix_sharing_unsupported_reason(model) is None
     model.config._attn_implementation = "flash_attention_2"
     assert "flash_attention_2" in prefix_sharing_unsupported_reason(model)
+
+
+# -- reward models ---------------------------------------------------------------------------------------------------
+
+
+def _reward_trainer(folder, tmp_path, rows, **overrides):
+    from transformers import AutoModelForSequenceClassification
+
+    from prefkit import RewardConfig, RewardTrainer
+
+    values = dict(output_dir=str(tmp_path), per_device_train_batch_size=6, per_device_eval_batch_size=6, max_steps=1,
+                  learning_rate=1e-3, report_to="none", save_strategy="no", gradient_checkpointing=False,
+                  disable_tqdm=True, seed=0, bf16=False, use_cpu=True, final_evaluation=False, logging_steps=1)
+    values.update(overrides)
+    torch.manual_seed(0)  # the same random scoring head for every trainer
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1)
+    return RewardTrainer(model, args=RewardConfig(**values), train_dataset=Dataset.from_list(rows))
+
+
+def _reward_loss_and_gradients(trainer):
+    trainer.model.train()
+    trainer.model.zero_grad()
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    loss, outputs = trainer.compute_loss(trainer.model, batch, return_outputs=True)
+    loss.backward()
+    gradients = {name: p.grad.clone() for name, p in trainer.model.named_parameters() if p.requires_grad}
+    return loss.detach(), outputs.logits.detach(), gradients
+
+
+@pytest.mark.parametrize("conversational", [False, True], ids=["standard", "conversational"])
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_reward_scores_loss_and_gradients_equal_the_unshared_batch(tiny_model_dir, tmp_path, conversational, lora):
+    rows = [{**row, "margin": float(i % 3)} for i, row in enumerate(_ragged_rows(conversational))]
+    adapter = dict(use_peft=True, lora_r=8, lora_alpha=16, lora_dropout=0.0) if lora else {}
+    shared = _reward_trainer(tiny_model_dir, tmp_path / "a", rows, **adapter)
+    unshared = _reward_trainer(tiny_model_dir, tmp_path / "b", rows, prefix_sharing=False, **adapter)
+    if lora:
+        _perturb_lora(shared)
+        _perturb_lora(unshared)
+
+    loss, rewards, gradients = _reward_loss_and_gradients(shared)
+    expected_loss, expected_rewards, expected_gradients = _reward_loss_and_gradients(unshared)
+    assert shared._prefix_sharing.shared_calls == 1
+    torch.testing.assert_close(rewards, expected_rewards, rtol=1e-5, atol=1e-5)
+    assert loss.item() == pytest.approx(expected_loss.item(), rel=1e-5)
+    assert gradients.keys() == expected_gradients.keys()
+    for name, gradient in expected_gradients.items():
+        torch.testing.assert_close(gradients[name], gradient, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_reward_rows_share_their_longest_common_prefix():
+    from prefkit.prefix_sharing import share_common_prefixes
+
+    input_ids = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 3, 0, 0]])
+    shared = share_common_prefixes(input_ids, (input_ids != 0).long())
+    assert shared.input_ids.tolist() == [[5, 6, 7, 8, 9, 6, 3]]
+    assert shared.position_ids.tolist() == [[0, 1, 2, 3, 4, 1, 2]]
+    assert shared.flat_index[1, :3].tolist() == [0, 5, 6]  # the rejected row's head is the chosen row's
+    assert share_common_prefixes(torch.tensor([[5, 6], [4, 6]]), torch.ones(2, 2, dtype=torch.long)) is None
+
+
+def test_encoders_are_not_prefix_shared():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from prefkit.prefix_sharing import reward_prefix_sharing_unsupported_reason
+
+    encoder = BertForSequenceClassification(BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1,
+                                                       num_attention_heads=2, intermediate_size=32, num_labels=1,
+                                                       pad_token_id=0))
+    assert "not a causal decoder" in reward_prefix_sharing_unsupported_reason(encoder)

@@ -21,6 +21,10 @@ What it adds:
   renders standard-format pairs through the chat template instead, as TRL would render the same pairs given as
   messages); the choice is saved with the model (``prefkit_reward.json``) and :class:`prefkit.RewardModel` follows
   it;
+- prefix-shared pairs (``prefix_sharing``, on by default): each pair's common first tokens (the prompt) are computed
+  once, the rejected sequence attending to them and to itself only (:mod:`prefkit.prefix_sharing`); the rewards are
+  the unshared ones to float tolerance. Encoders and models whose attention cannot take a 4D mask run unshared, said
+  once;
 - the datasets are validated row by row before anything is loaded, and dropped over-long pairs are counted;
 - at the end of training the held-out pairs are scored and ``reward_eval.json`` and ``reward_distributions.png``
   (chosen vs rejected rewards) are written to ``output_dir``.
@@ -28,6 +32,7 @@ What it adds:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -42,6 +47,7 @@ from ..data.validation import validate_unless_tokenized
 from ..hub import ModelCardMixin
 from ..losses import bradley_terry_loss
 from ..models import context_length
+from ..prefix_sharing import PrefixSharingSwitch, add_reward_prefix_sharing, reward_prefix_sharing_unsupported_reason
 from ..reward_model import RewardModel, encode_reward_input, no_cpu_weight_packing, write_reward_input_record
 from .startup import QLoRAArguments, check_before_loading, load_for_training, named_datasets
 
@@ -61,6 +67,7 @@ class RewardConfig(trl.RewardConfig, QLoRAArguments):
         lora_r, lora_alpha, lora_dropout, lora_target_modules, lora_modules_to_save: the LoRA adapter.
         final_evaluation (`bool`, *optional*, defaults to `True`): at the end of :meth:`RewardTrainer.train`, score
             the eval pairs and write ``reward_eval.json`` and ``reward_distributions.png`` to ``output_dir``.
+        prefix_sharing (`bool`, *optional*, defaults to `True`): compute each pair's common first tokens once.
     """
 
     final_evaluation: bool = field(
@@ -77,6 +84,15 @@ class RewardConfig(trl.RewardConfig, QLoRAArguments):
             "help": "Render standard-format pairs (plain-string prompt and answers) through the tokenizer's chat "
             "template as a user and an assistant turn. Default: as trl.RewardTrainer, prompt + answer + EOS as text. "
             "Saved with the model; RewardModel scores the same way."
+        },
+    )
+
+    prefix_sharing: bool = field(
+        default=True,
+        metadata={
+            "help": "Run each pair's common first tokens (the prompt) once: chosen and rejected become one sequence, "
+            "the rejected part masked from the chosen one. Same rewards as the unshared batch to float tolerance. "
+            "Encoders and models whose attention cannot take a 4D mask run unshared, with one warning."
         },
     )
 
@@ -137,6 +153,8 @@ class RewardTrainer(ModelCardMixin, trl.RewardTrainer):
             _save_head_with_adapter(peft_config, model)
         # Over-long pairs would overflow an encoder's position embeddings (512 for BERT): cap the filter there.
         self._length_limit = _effective_max_length(args.max_length, model, processing_class)
+        self._prefix_sharing = PrefixSharingSwitch() if getattr(args, "prefix_sharing", False) else None
+        self._prefix_sharing_installed = False
 
         super().__init__(
             model=model,
@@ -185,7 +203,8 @@ class RewardTrainer(ModelCardMixin, trl.RewardTrainer):
         inputs = dict(inputs)
         margin = inputs.pop("margin", None)
         # The collator stacks the chosen sequences first, then the rejected ones.
-        outputs = model(**inputs, use_cache=False)
+        with self._prefix_sharing_on():
+            outputs = model(**inputs, use_cache=False)
         rewards = outputs.logits.squeeze(-1)
         chosen_rewards, rejected_rewards = torch.chunk(rewards, chunks=2)
         loss = bradley_terry_loss(
@@ -196,6 +215,25 @@ class RewardTrainer(ModelCardMixin, trl.RewardTrainer):
         )
         self._record_reward_metrics(mode, inputs["attention_mask"], rewards, chosen_rewards, rejected_rewards)
         return (loss, outputs) if return_outputs else loss
+
+    def _prefix_sharing_on(self):
+        """A context in which the model's pair-stacked forward runs prefix-shared (installed on first use)."""
+        switch = self._prefix_sharing
+        if switch is None:
+            return contextlib.nullcontext()
+        if not self._prefix_sharing_installed:
+            self._prefix_sharing_installed = True
+            from peft import PeftModel
+
+            peft_model = self.model if isinstance(self.model, PeftModel) else None
+            base = peft_model.get_base_model() if peft_model is not None else self.model
+            reason = reward_prefix_sharing_unsupported_reason(base, peft_model=peft_model)
+            if reason is None:
+                add_reward_prefix_sharing(base, switch)
+            else:
+                logger.warning("prefix_sharing: the reward model runs unshared pairs because %s (same results, no "
+                               "speed-up). Set prefix_sharing=False to silence this.", reason)
+        return switch.on()
 
     @torch.no_grad()
     def _record_reward_metrics(self, mode, attention_mask, rewards, chosen_rewards, rejected_rewards) -> None:
