@@ -53,6 +53,7 @@ from .logic import (
 )
 from .models import AppModels, ModelsNotReady
 from .settings import AppSettings
+from .train_tab import build_train_tab
 
 CSS = """
 .prefkit-candidates { width: 100%; border-collapse: collapse; font-size: 0.92em; }
@@ -500,6 +501,8 @@ def build_app(
                 with gr.Row():
                     repo = gr.Textbox(label="Push to Hub dataset repo (user/name)", value=(settings.hub_dataset or "") + ("-pairs" if settings.hub_dataset else ""))
                     push = gr.Button("Push to Hub")
+            if settings.train_tab_enabled:  # train on these votes in a background process (prefkit.app.train_tab)
+                build_train_tab(settings, store, models, prompts, mode=mode, demo=demo)
 
         # ---- Events -----------------------------------------------------------------------------------------------
         # Events that sample share GENERATION_QUEUE (one at a time, queue position shown); the others touch no model
