@@ -38,6 +38,12 @@ FLAGS = {
     "votes_per_minute": (int, "Per-session vote rate limit (env PREFKIT_VOTES_PER_MINUTE)."),
     "max_prompt_chars": (int, "Longest prompt accepted (env PREFKIT_MAX_PROMPT_CHARS)."),
     "max_answer_chars": (int, "Longest rewritten answer accepted (env PREFKIT_MAX_ANSWER_CHARS)."),
+    "train_tab": (str, "The Train tab: on, off, or auto (on locally, off on a Space) (env PREFKIT_TRAIN_TAB)."),
+    "train_method": (str, "The Train tab's default method: dpo or reward (env PREFKIT_TRAIN_METHOD)."),
+    "train_max_steps": (int, "Optimizer steps of a Train-tab run (env PREFKIT_TRAIN_MAX_STEPS)."),
+    "train_eval_prompts": (
+        int, "Held-out prompts a trained policy is evaluated on against the base; 0: none (env PREFKIT_TRAIN_EVAL_PROMPTS)."
+    ),
     "device": (str, "'auto', 'cpu' or 'cuda' (env PREFKIT_DEVICE)."),
     "host": (str, "Address to listen on (env GRADIO_SERVER_NAME; 0.0.0.0 on a Space)."),
     "port": (int, "Port (env GRADIO_SERVER_PORT; default: 7860, or the next free one when it is taken)."),
