@@ -400,6 +400,34 @@ ho_t \hat A_t
     return PolicyLoss(loss, clipfrac, approx_kl)
 
 
+def truncated_importance_weights(
+    logprobs: torch.Tensor,
+    behaviour_logprobs: torch.Tensor,
+    cap: float = 2.0,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Truncated importance sampling (TIS; Yao et al., 2025, "Your efficient RL framework secretly brings you
+    off-policy RL training") for rollouts sampled by another engine than the one that trains:
+
+    .. math:: w_t = \mathrm{sg}\Big(\min\Big(\frac{\pi_{\theta_{old}}(a_t \mid s_t)}{\mu(a_t \mid s_t)},\; C\Big)\Big)
+              = \min\big(\exp(\log\pi_{\theta_{old}} - \log\mu),\; C\big)
+
+    ``logprobs`` are the trainer's log-probs of the sampled tokens (:math:`\pi_{\theta_{old}}`, the same weights
+    as the sampler but another implementation: a vLLM server, other kernels, another precision), ``behaviour_logprobs``
+    the sampler's own (:math:`\mu`), ``cap`` :math:`C`. Multiplying a token's policy-gradient term by :math:`w_t`
+    corrects the expectation from :math:`\mu` back to :math:`\pi_{\theta_{old}}`; truncating at :math:`C` bounds the
+    variance a rare token with :math:`\mu \ll \pi_{\theta_{old}}` would add (at the price of a small bias there). The
+    weights carry no gradient. Where ``mask`` is 0 the weight is 1.
+    """
+    if not cap > 0:
+        raise ValueError(f"cap must be > 0; got {cap!r}.")
+    with torch.no_grad():
+        weights = torch.exp(logprobs - behaviour_logprobs).clamp(max=cap)
+        if mask is not None:
+            weights = torch.where(mask.bool(), weights, torch.ones_like(weights))
+    return weights.detach()
+
+
 class ValueLoss(NamedTuple):
     loss: torch.Tensor
     clipfrac: torch.Tensor  # share of tokens where the clipped error was the larger one

@@ -17,6 +17,7 @@ from prefkit.losses import (
     ppo_kl_penalty_loss,
     reinforce_advantages,
     rloo_advantages,
+    truncated_importance_weights,
     value_loss,
     whiten,
 )
@@ -363,3 +364,30 @@ def test_reinforce_subtracts_the_baseline():
 
 def test_masked_mean_ignores_masked_entries():
     assert masked_mean(torch.tensor([1.0, 3.0, 1000.0]), torch.tensor([1, 1, 0])).item() == 2.0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Truncated importance sampling (rollouts from another engine)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_truncated_importance_weights_are_the_capped_probability_ratio():
+    trainer = [[-1.0, -2.0, -0.5], [-3.0, -0.1, -4.0]]
+    sampler = [[-1.0, -1.5, -2.0], [-2.0, -0.1, -9.0]]
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    weights = truncated_importance_weights(
+        torch.tensor(trainer, requires_grad=True), torch.tensor(sampler), cap=2.0, mask=mask
+    )
+    for row in range(2):
+        for t in range(3):
+            # p_trainer / p_sampler from the probabilities themselves, capped at 2; 1 where masked out
+            ratio = math.exp(trainer[row][t]) / math.exp(sampler[row][t])
+            expected = min(ratio, 2.0) if mask[row, t] else 1.0
+            assert weights[row, t].item() == pytest.approx(expected, rel=1e-6)
+    assert weights[0, 2].item() == 2.0  # exp(1.5) = 4.48 truncated
+    assert not weights.requires_grad  # a weight, not a path for gradients
+
+
+def test_truncated_importance_weights_need_a_positive_cap():
+    with pytest.raises(ValueError, match="cap must be > 0"):
+        truncated_importance_weights(torch.zeros(2), torch.zeros(2), cap=0.0)
