@@ -15,9 +15,11 @@ everywhere:
 - **interrupting**: ``max_time`` (seconds for the whole call) and ``should_stop`` (a callable, e.g. "the client left")
   end every row after the token being generated when they fire; ``Samples.interrupted_by`` says which one did.
 
-The engine is an object with ``generate(prompts, n, **gen_kwargs) -> Samples``; :class:`HFSampler` runs
-``transformers``' ``generate`` on a local model. Another engine (a vLLM or OpenAI-compatible server) fits behind the
-same method as long as it returns :class:`Samples`.
+The engine is an object with ``generate(prompts, n, **gen_kwargs) -> Samples`` (:class:`Sampler`); a
+:class:`RolloutEngine` also has ``update_weights(policy)``, which makes it sample from a training policy's current
+weights. :class:`HFSampler` runs ``transformers``' ``generate`` on a local model (``update_weights`` points it at the
+policy: nothing is copied). :class:`prefkit.sampling_server.ServerSampler` samples on an OpenAI-compatible server
+(vLLM) and ships the policy's LoRA adapter to it; its ``Samples.logprobs`` are the server's.
 
 Rows of a :class:`Samples` are prompt-major: the ``n`` completions of prompt 0, then those of prompt 1, and so on.
 """
@@ -39,6 +41,7 @@ from .models import context_length
 __all__ = [
     "HFSampler",
     "PromptTooLongError",
+    "RolloutEngine",
     "Sampler",
     "Samples",
     "encode_prompts",
@@ -231,6 +234,16 @@ class Sampler(Protocol):
     def generate(self, prompts: Sequence[Prompt], n: int = 1, **gen_kwargs: Any) -> Samples: ...
 
 
+class RolloutEngine(Sampler, Protocol):
+    """A sampler that follows a training policy: ``generate`` returns :class:`Samples` (token ids, the completion
+    mask and, where the engine has them, the behaviour log-probs in ``logprobs``); ``update_weights(policy)`` makes
+    the next ``generate`` sample from ``policy``'s current weights. :class:`HFSampler` and
+    :class:`prefkit.sampling_server.ServerSampler` are the two engines; PPO picks one with
+    ``PPOConfig.rollout_engine``."""
+
+    def update_weights(self, policy: Any) -> Any: ...
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # transformers' generate
 # --------------------------------------------------------------------------------------------------------------------
@@ -291,6 +304,10 @@ class HFSampler:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def update_weights(self, policy) -> None:
+        """Sample from ``policy`` from now on: the model itself, so its current weights, with nothing copied."""
+        self.model = policy
 
     def encode(self, prompts: Sequence[Prompt], *, max_new_tokens: int = 256, max_prompt_length: int | None = None,
                truncation: Truncation = "error", chat_template: bool | None = None,

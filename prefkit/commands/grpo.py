@@ -20,6 +20,15 @@ def command():
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    import sys
+
+    from .ppo import trl_loop_rollout_error
+    from .runner import EXIT_USER_ERROR
+
+    message = trl_loop_rollout_error(argv, "grpo")
+    if message is not None:
+        print(message, file=sys.stderr)
+        return EXIT_USER_ERROR
     return command().main(argv, prog)
 
 

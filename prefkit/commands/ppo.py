@@ -76,6 +76,22 @@ KEY_FLAGS = REWARD_KEY_FLAGS + (
 )
 
 
+def trl_loop_rollout_error(argv: list[str] | None, command: str) -> str | None:
+    """The error line for ``prefkit grpo|rloo --rollout_engine ...``: those commands run TRL's loops, which sample with
+    TRL's own vLLM integration, not prefkit's rollout engines. None when no such flag is given."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    used = sorted({arg.split("=", 1)[0] for arg in argv if arg.split("=", 1)[0].startswith("--rollout_")})
+    if not used:
+        return None
+    return (
+        f"error: prefkit {command} runs TRL's {command.upper()} loop, which has no {', '.join(used)}. For prefkit's "
+        f"rollout engines use prefkit ppo --advantage_estimator {command} --num_generations 4 --rollout_engine server "
+        "--rollout_url URL; for TRL's own vLLM sampling use --use_vllm --vllm_mode server with `trl vllm-serve`."
+    )
+
+
 def reward_functions(reward_args: RewardArguments, *other_arguments) -> dict:
     """The trainer's ``reward_funcs``, from ``--reward`` / ``--reward_model``."""
     return {"reward_funcs": reward_args.rewards()}

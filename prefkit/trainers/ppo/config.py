@@ -16,6 +16,7 @@ KL_PLACEMENTS = ("reward", "loss", "both")
 LORA_LEARNING_RATE = 1e-4
 FULL_LEARNING_RATE = 1e-5
 ADVANTAGE_ESTIMATORS = ("gae", "reinforce", "rloo", "grpo")
+ROLLOUT_ENGINES = ("hf", "server")
 KL_PENALTY_COEF = 0.1
 GRPO_KL_PENALTY_COEF = 0.04  # Shao et al. (2024), DeepSeekMath, sec. 4.2
 
@@ -77,6 +78,45 @@ class PPOConfig(TrainingArguments, QLoRAArguments, PolicyEvalArguments):
     )
     ds3_gather_for_generation: bool = field(
         default=True, metadata={"help": "Gather DeepSpeed ZeRO-3 weights for generation (faster, more memory)."}
+    )
+
+    # ---- Rollout engine
+    rollout_engine: str = field(
+        default="hf",
+        metadata={
+            "help": "What samples the completions: 'hf' (transformers' generate on the policy itself) or 'server' "
+            "(an OpenAI-compatible completions server such as `vllm serve --enable-lora` at rollout_url; needs "
+            "LoRA: each iteration the policy's adapter is saved and loaded into the server).",
+            "choices": list(ROLLOUT_ENGINES),
+        },
+    )
+    rollout_url: str | None = field(
+        default=None, metadata={"help": "API root of the rollout server (rollout_engine='server'), e.g. http://localhost:8000/v1."}
+    )
+    rollout_model: str | None = field(
+        default=None,
+        metadata={"help": "Name of the base model the server serves (vllm serve's model or --served-model-name). "
+                  "Default: the one base model the server lists."},
+    )
+    rollout_timeout: float = field(
+        default=600.0,
+        metadata={"help": "Seconds each call to the rollout server may wait (to connect, and for each read of the answer)."},
+    )
+    rollout_retries: int = field(
+        default=3,
+        metadata={"help": "Further attempts after a failed call to the rollout server (connection error, timeout, HTTP "
+                  "408/429/5xx), with exponential backoff; then training stops with an error after a checkpoint."},
+    )
+    rollout_adapter_dir: str | None = field(
+        default=None,
+        metadata={"help": "Folder the policy's LoRA adapter is saved to each iteration for the server to load; the "
+                  "server must be able to read it (same machine or shared storage). Default: <output_dir>/rollout_adapters."},
+    )
+    rollout_is_cap: float | None = field(
+        default=2.0,
+        metadata={"help": "Truncated importance sampling (Yao et al. 2025): weight the policy loss by min(pi_old / "
+                  "pi_sampler, cap) per token, correcting for the server's log-probs differing from the trainer's. "
+                  "None: no correction. Has no effect with rollout_engine='hf', whose sampler is the policy itself."},
     )
 
     # ---- Batches and epochs
@@ -263,6 +303,26 @@ class PPOConfig(TrainingArguments, QLoRAArguments, PolicyEvalArguments):
             problems.append(f"adaptive_kl needs target_kl > 0 and kl_horizon > 0 (got {self.target_kl}, {self.kl_horizon})")
         if not 0 <= self.baseline_momentum < 1:
             problems.append(f"baseline_momentum={self.baseline_momentum}: must be in [0, 1)")
+        if self.rollout_engine not in ROLLOUT_ENGINES:
+            problems.append(f"rollout_engine={self.rollout_engine!r}: use one of {list(ROLLOUT_ENGINES)}")
+        elif self.rollout_engine == "server" and not self.rollout_url:
+            problems.append("rollout_engine='server' needs rollout_url, the server's API root (e.g. http://localhost:8000/v1)")
+        elif self.rollout_engine == "hf" and self.rollout_url:
+            problems.append(
+                f"rollout_url={self.rollout_url!r} is set but rollout_engine='hf' samples locally: add "
+                "--rollout_engine server to sample on that server, or drop rollout_url"
+            )
+        if self.rollout_url and not self.rollout_url.startswith(("http://", "https://")):
+            problems.append(f"rollout_url={self.rollout_url!r}: give an http(s) URL, e.g. http://localhost:8000/v1")
+        if not self.rollout_timeout > 0:
+            problems.append(f"rollout_timeout={self.rollout_timeout}: must be > 0 seconds")
+        if self.rollout_retries < 0:
+            problems.append(f"rollout_retries={self.rollout_retries}: must be >= 0")
+        if self.rollout_is_cap is not None and not self.rollout_is_cap >= 1:
+            problems.append(
+                f"rollout_is_cap={self.rollout_is_cap}: must be >= 1 (a cap below 1 would shrink even tokens both "
+                "engines agree on) or None to turn the correction off"
+            )
         if self.eval_strategy != "no":
             problems.append(
                 "PPOTrainer has no eval dataset (eval_strategy must be 'no'): for held-out evaluation give "

@@ -1,6 +1,7 @@
 r"""Steps 1-5 of a PPO iteration: what the optimization epochs read, computed without gradients.
 
-1. **sample** completions with the current policy (:func:`generate_responses`);
+1. **sample** completions with the current policy (:func:`generate_responses`, through a rollout engine:
+   :class:`HFRolloutEngine`, or :class:`prefkit.sampling_server.ServerSampler` on a vLLM server);
 2. **score** them with the reward function(s) (:func:`score_completions`);
 3. **old and reference log-probs, values** of every response token (:func:`rollout_logprobs_and_values`);
 4. **per-token rewards**: :math:`r_t = -\beta_{ref}\,\widehat{\mathrm{KL}}_t`, plus the score at the last token
@@ -43,6 +44,7 @@ class Responses:
     response_mask: torch.Tensor  # [B, T] float, 1 up to and including the stop token
     contains_eos: torch.Tensor  # [B] bool, whether the completion stopped before max_new_tokens
     texts: list[str]  # the completions decoded (up to the stop token, without special tokens, stripped)
+    behaviour_logprobs: torch.Tensor | None = None  # [B, T] the sampler's own log-probs (a server's), 0 where masked
 
 
 @dataclass
@@ -60,6 +62,7 @@ class Rollout:
     values: torch.Tensor | None  # [B, T] V(s_t) at sampling time (gae only)
     advantages: torch.Tensor  # [B, T]
     returns: torch.Tensor | None  # [B, T] the value model's labels (gae only)
+    is_weights: torch.Tensor | None = None  # [B, T] truncated importance weights pi_old / mu (server engine only)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -67,51 +70,77 @@ class Rollout:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+class HFRolloutEngine:
+    """The ``"hf"`` rollout engine: :class:`prefkit.sampling.HFSampler` on the policy of a :class:`PolicyAndValue`
+    (maybe wrapped by DDP or DeepSpeed), inside TRL's ``unwrap_model_for_generation`` (which gathers ZeRO-3 shards).
+
+    :meth:`update_weights` points it at the (wrapped) model, so it samples with the very weights being trained;
+    ``Samples.logprobs`` are not asked for (they would keep every step's scores, ``[steps, rows, vocab]``): the
+    trainer's own forward pass gives the same numbers up to float noise.
+    """
+
+    def __init__(self, accelerator, tokenizer, stop_ids: Sequence[int], gather_deepspeed3_params: bool = True):
+        self.accelerator, self.tokenizer, self.stop_ids = accelerator, tokenizer, list(stop_ids)
+        self.gather_deepspeed3_params = gather_deepspeed3_params
+        self.model: nn.Module | None = None
+
+    def update_weights(self, policy: nn.Module) -> None:
+        self.model = policy
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[Any], n: int = 1, **gen_kwargs: Any):
+        from trl.models import unwrap_model_for_generation
+
+        from ...sampling import HFSampler
+
+        if self.model is None:
+            raise RuntimeError("HFRolloutEngine.generate before update_weights: give it the model to sample from.")
+        with unwrap_model_for_generation(
+            self.model, self.accelerator, gather_deepspeed3_params=self.gather_deepspeed3_params
+        ) as unwrapped:
+            sampler = HFSampler(unwrapped.policy, self.tokenizer, extra_stop_ids=self.stop_ids,
+                                autocast=self.accelerator.autocast)
+            return sampler.generate(list(prompts), n, top_k=0, top_p=1.0, min_p=None, repetition_penalty=1.0,
+                                    use_cache=True, **gen_kwargs)
+
+
 @torch.no_grad()
 def generate_responses(
-    model: nn.Module,
-    tokenizer,
+    engine,
     prompts: Sequence[Any],
     *,
-    accelerator,
     max_new_tokens: int,
     temperature: float,
-    stop_ids: Sequence[int],
     max_prompt_length: int | None = None,
     batch_size: int = 64,
-    gather_deepspeed3_params: bool = True,
+    device: torch.device | None = None,
 ) -> Responses:
-    """Sample one completion per prompt from the policy of ``model`` (a :class:`PolicyAndValue`, maybe wrapped by
-    DDP or DeepSpeed) with prefkit's one sampler (:class:`prefkit.sampling.HFSampler`), ``batch_size`` prompts at a
-    time.
+    """Sample one completion per prompt with ``engine`` (a :class:`prefkit.sampling.RolloutEngine` whose weights are
+    the policy's: :class:`HFRolloutEngine` or :class:`prefkit.sampling_server.ServerSampler`), ``batch_size`` prompts
+    at a time, and move them to ``device``.
 
     Prompts (text or messages) are rendered with the chat template and keep their last tokens when longer than
     ``max_prompt_length`` (or than the context leaves). Sampling is from the policy itself at ``temperature``: no
     top-k, top-p, min-p or repetition penalty, whatever the model's generation config says, since the PPO ratios
-    assume the distribution the log-probs are computed from. A completion ends at its first id in ``stop_ids``,
-    which is kept (the model must learn to stop); what follows is padding.
+    assume the distribution the log-probs are computed from. A completion ends at its first stop id, which is kept
+    (the model must learn to stop); what follows is padding.
     """
-    from trl.models import unwrap_model_for_generation
-
-    from ...sampling import HFSampler
-
-    with unwrap_model_for_generation(model, accelerator, gather_deepspeed3_params=gather_deepspeed3_params) as unwrapped:
-        sampler = HFSampler(unwrapped.policy, tokenizer, extra_stop_ids=stop_ids, autocast=accelerator.autocast)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"prompts\[\d+\] is \d+ tokens; keeping its last")
-            samples = sampler.generate(
-                list(prompts), 1, max_new_tokens=max_new_tokens, max_prompt_length=max_prompt_length,
-                truncation="left", temperature=temperature, top_k=0, top_p=1.0, min_p=None, repetition_penalty=1.0,
-                batch_size=batch_size, use_cache=True,
-            )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"prompts\[\d+\] is \d+ tokens; keeping its last")
+        samples = engine.generate(
+            list(prompts), 1, max_new_tokens=max_new_tokens, max_prompt_length=max_prompt_length,
+            truncation="left", temperature=temperature, batch_size=batch_size,
+        )
+    move = (lambda tensor: tensor.to(device)) if device is not None else (lambda tensor: tensor)  # noqa: E731
     return Responses(
-        query_responses=samples.input_ids,
-        attention_mask=samples.attention_mask,
-        position_ids=samples.position_ids,
-        responses=samples.completion_ids,
-        response_mask=samples.completion_mask.float(),
-        contains_eos=samples.finished,
+        query_responses=move(samples.input_ids),
+        attention_mask=move(samples.attention_mask),
+        position_ids=move(samples.position_ids),
+        responses=move(samples.completion_ids),
+        response_mask=move(samples.completion_mask.float()),
+        contains_eos=move(samples.finished),
         texts=samples.texts,
+        behaviour_logprobs=None if samples.logprobs is None else move(samples.logprobs.float()),
     )
 
 

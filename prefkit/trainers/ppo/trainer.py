@@ -47,10 +47,20 @@ from ...data.validation import PreferenceDataError, validate_dataset
 from ...evaluation import plot_training_curves
 from ...hub import ModelCardMixin
 from ...logprobs import entropy_from_logits, selective_log_softmax
-from ...losses import kl_estimate, kl_penalty, masked_mean, masked_var, ppo_clip_loss, ppo_kl_penalty_loss, value_loss
+from ...losses import (
+    kl_estimate,
+    kl_penalty,
+    masked_mean,
+    masked_var,
+    ppo_clip_loss,
+    ppo_kl_penalty_loss,
+    truncated_importance_weights,
+    value_loss,
+)
 from ...rewards import as_reward_functions
 from ...rl import RewardFunctionError, kl_controller
 from ...sampling import stop_token_ids
+from ...sampling_server import CompletionsClient, RolloutServerError, ServerSampler
 from ..startup import check_before_loading, load_for_training
 from ..policy_eval_callback import PolicyEvalMixin
 from .callbacks import CompletionSamplesCallback
@@ -58,6 +68,7 @@ from .config import PPOConfig
 from .hf_trainer import CustomLoopTrainer
 from .policy_value import PolicyAndValue, add_value_adapter, backbone_and_head, disable_dropout
 from .rollout import (
+    HFRolloutEngine,
     Rollout,
     RunningBaseline,
     compute_advantages,
@@ -71,6 +82,9 @@ logger = logging.getLogger(__name__)
 
 PPO_STATE_NAME = "ppo_state.json"  # KL coefficients and the REINFORCE running baseline, for resuming
 CURVES_NAME = "ppo_curves.png"
+ROLLOUT_ADAPTERS = "rollout_adapters"  # default folder, in output_dir, of the adapters a rollout server loads
+LOGPROB_GAP_WARNING = 0.1  # nats per token: above this the server's log-probs are probably of another distribution
+ROLLOUT_ERRORS = (RewardFunctionError, RolloutServerError)  # a run stops on these after a checkpoint
 PROMPTS_HINT = (
     "PPO trains on prompts only: a 'prompt' column of text or of messages [{'role': 'user', 'content': ...}] that "
     "end before the answer."
@@ -156,6 +170,19 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
         if not needs_values and value_model is not None:
             logger.warning("value_model is ignored: advantage_estimator=%r needs no value model.", args.advantage_estimator)
             value_model = None
+        rollout_client = None
+        if args.rollout_engine == "server":
+            if not uses_lora:
+                raise ValueError(
+                    "rollout_engine='server' ships the policy's LoRA adapter to the server each iteration, so it needs "
+                    "a LoRA policy: add --use_peft (or --quantization 4bit, or pass a PeftModel / peft_config). Full "
+                    "fine-tuning would mean sending every weight each iteration, which prefkit does not do."
+                )
+            rollout_client = CompletionsClient(
+                args.rollout_url, timeout=args.rollout_timeout, retries=args.rollout_retries,
+                api_key=os.environ.get("VLLM_API_KEY"),
+            )
+            rollout_model = rollout_client.check_model(args.rollout_model)  # a bad URL fails here, before any loading
 
         # ---- models
         if isinstance(model, str) and needs_values and value_model is None and not uses_lora:
@@ -220,6 +247,23 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
         )
         self.reinforce_baseline = RunningBaseline(args.baseline_momentum, use_batch_mean=args.reinforce_baseline == "batch")
         self.stop_ids = stop_token_ids(model, processing_class, args.stop_token_ids)
+        if rollout_client is not None:
+            from accelerate.utils import broadcast_object_list
+
+            from ...models import context_length
+
+            self.rollout_engine = ServerSampler(
+                rollout_client, processing_class, model=rollout_model, stop_ids=self.stop_ids,
+                context_length=context_length(model, processing_class),
+                adapter_dir=args.rollout_adapter_dir or os.path.join(args.output_dir, ROLLOUT_ADAPTERS),
+                is_main_process=self.accelerator.is_main_process,
+                broadcast=lambda obj: broadcast_object_list([obj])[0] if self.accelerator.num_processes > 1 else obj,
+            )
+        else:
+            self.rollout_engine = HFRolloutEngine(
+                self.accelerator, processing_class, self.stop_ids, args.ds3_gather_for_generation
+            )
+        self._warned_logprob_gap = False
         self.completion_samples: CompletionSamplesCallback | None = None
         if args.log_completions:
             self.completion_samples = CompletionSamplesCallback(args.log_completions_steps, args.num_completions_to_log)
@@ -287,7 +331,7 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
             self.control = self.callback_handler.on_step_begin(args, self.state, self.control)
             try:
                 metrics = self._ppo_iteration(model)
-            except RewardFunctionError as error:
+            except ROLLOUT_ERRORS as error:
                 raise self._keep_progress(error, model, trial) from None
             self.state.global_step += 1
             self.state.epoch = self.state.global_step / iterations_per_epoch
@@ -308,14 +352,15 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
         logs["episode"] = self.state.global_step * self.args.local_batch_size * max(self.args.world_size, 1)
         return logs
 
-    def _keep_progress(self, error: RewardFunctionError, model, trial) -> RewardFunctionError:
-        """A reward that breaks mid-run must not cost the iterations already trained: checkpoint, then report."""
+    def _keep_progress(self, error: Exception, model, trial) -> Exception:
+        """A reward that breaks, or a rollout server that dies, mid-run must not cost the iterations already trained:
+        checkpoint, then report (the same error type, with the step and the checkpoint in its message)."""
         message = f"At PPO step {self.state.global_step + 1}: {error}"
         if self.state.global_step > 0 and self.args.save_strategy != "no":
             self.save_checkpoint(model, trial)
             folder = os.path.join(self.args.output_dir, f"checkpoint-{self.state.global_step}")
             message += f"\nTraining up to step {self.state.global_step} was saved to {folder}; resume with resume_from_checkpoint."
-        return RewardFunctionError(message)
+        return type(error)(message)
 
     # ------------------------------------------------------------------------------------------------------------
     # One PPO iteration
@@ -332,11 +377,13 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
         rows = [self.train_dataset[i] for i in self._prompt_indices(self.state.global_step)]
         rows = [row for row in rows for _ in range(args.num_generations)]
         prompts = [row["prompt"] for row in rows]
+        # The engine samples with the current weights: the model itself (hf), or its adapter shipped to a server.
+        self.rollout_engine.update_weights(
+            self._policy_and_value.policy if args.rollout_engine == "server" else self.model_wrapped
+        )
         sampled = generate_responses(
-            self.model_wrapped, self.processing_class, prompts, accelerator=accelerator,
-            max_new_tokens=args.max_completion_length, temperature=args.temperature, stop_ids=self.stop_ids,
-            max_prompt_length=args.max_prompt_length, batch_size=args.local_rollout_forward_batch_size,
-            gather_deepspeed3_params=args.ds3_gather_for_generation,
+            self.rollout_engine, prompts, max_new_tokens=args.max_completion_length, temperature=args.temperature,
+            max_prompt_length=args.max_prompt_length, batch_size=args.local_rollout_forward_batch_size, device=device,
         )
         self.state.num_input_tokens_seen += int(accelerator.gather(sampled.attention_mask.sum()).sum().item())
         completions = sampled.texts
@@ -357,6 +404,22 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
             batch_size=args.local_rollout_forward_batch_size, autocast=accelerator.autocast,
         )  # [B, T] each
         timings["time/logprobs"] = time.perf_counter() - tick
+        # A server sampled with its own kernels: measure how far its log-probs are from ours, and weight each token's
+        # policy-gradient term by min(pi_old / mu, cap) (truncated importance sampling, prefkit.losses).
+        rollout_metrics, is_weights = {}, None
+        if sampled.behaviour_logprobs is not None:
+            gap = (old_logprobs - sampled.behaviour_logprobs).abs() * response_mask  # [B, T]
+            rollout_metrics["rollout/logprob_diff_mean"] = masked_mean(gap, response_mask)
+            logprob_diff_max = accelerator.gather(gap.max().reshape(1)).max()
+            if args.rollout_is_cap is not None:
+                is_weights = truncated_importance_weights(
+                    old_logprobs, sampled.behaviour_logprobs, args.rollout_is_cap, response_mask
+                )  # [B, T]
+                log_ratio = old_logprobs - sampled.behaviour_logprobs
+                rollout_metrics["rollout/is_weight_mean"] = masked_mean(is_weights, response_mask)
+                rollout_metrics["rollout/is_truncated_frac"] = masked_mean(
+                    (log_ratio > math.log(args.rollout_is_cap)).float(), response_mask
+                )
 
         # 4. Per-token rewards: -beta_ref * KL_t everywhere, plus the sequence score on the last real token.
         kl = kl_estimate(old_logprobs, ref_logprobs, args.kl_estimator) * response_mask  # [B, T]
@@ -377,7 +440,7 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
         tick = time.perf_counter()
         rollout = Rollout(
             sampled.query_responses, sampled.attention_mask, sampled.position_ids, sampled.responses, response_mask,
-            old_logprobs, ref_logprobs, values, advantages, returns,
+            old_logprobs, ref_logprobs, values, advantages, returns, is_weights,
         )
         stats = self._optimize(model, rollout)
         timings["time/optimization"] = time.perf_counter() - tick
@@ -394,6 +457,7 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
             "val/num_eos_tokens": sampled.contains_eos.float().sum(),
             "val/response_length": response_mask.sum(dim=1).mean(),
             **{f"rewards/{name}": function_scores.to(device).mean() for name, function_scores in per_function.items()},
+            **rollout_metrics,
             **stats,
         }
         if values is not None:
@@ -402,6 +466,9 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
         metrics.update({key: torch.tensor(seconds) for key, seconds in timings.items()})
         metrics = self._mean_over_processes(metrics)
         metrics["val/num_eos_tokens"] *= max(args.world_size, 1)  # a count: sum over processes, not mean
+        if sampled.behaviour_logprobs is not None:
+            metrics["rollout/logprob_diff_max"] = float(logprob_diff_max)  # the largest over every process
+            self._warn_about_logprob_gap(metrics["rollout/logprob_diff_mean"])
         metrics["objective/kl_coef"] = self.kl_ctl.value
         if args.kl_in_loss:
             metrics["objective/kl_penalty_coef"] = self.kl_penalty_ctl.value
@@ -440,6 +507,9 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
                     mask = rollout.response_mask[index]
                     old_logprobs = rollout.old_logprobs[index]
                     advantages = rollout.advantages[index]
+                    if rollout.is_weights is not None:
+                        # TIS: w * min(rho A, clip(rho) A) = min(rho (wA), clip(rho) (wA)) since w > 0
+                        advantages = advantages * rollout.is_weights[index]
                     with contextlib.nullcontext() if is_last else accelerator.no_sync(model):
                         logits, new_values = model(
                             rollout.query_responses[index],
@@ -491,6 +561,16 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
                             stats["val/clipfrac_avg"].append(value.clipfrac)
                     del logits, new_logprobs, new_values, loss
         return {key: torch.stack(items).mean() for key, items in stats.items() if items}
+
+    def _warn_about_logprob_gap(self, mean_gap: float) -> None:
+        if mean_gap > LOGPROB_GAP_WARNING and not self._warned_logprob_gap:
+            self._warned_logprob_gap = True
+            logger.warning(
+                "The rollout server's log-probs differ from the trainer's by %.3f nats per token on average "
+                "(rollout/logprob_diff_mean). Check that it serves the same base model in the same precision and that "
+                "vLLM runs with --logprobs-mode processed_logprobs (its default returns log-probs before temperature).",
+                mean_gap,
+            )
 
     def _sum_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum over processes (whitening takes the global batch's mean and variance from it)."""
@@ -567,6 +647,8 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
             "vf_coef": args.vf_coef if args.advantage_estimator == "gae" else None,
             "cliprange_value": args.cliprange_value if args.advantage_estimator == "gae" else None,
             "reward": ", ".join(f.name for f in self.reward_functions),
+            "rollout_engine": args.rollout_engine if args.rollout_engine == "server" else None,
+            "rollout_is_cap": args.rollout_is_cap if args.rollout_engine == "server" else None,
         }
         return {**values, **super().card_hyperparameters()}
 
