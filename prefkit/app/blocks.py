@@ -17,6 +17,14 @@ Every event has a stable ``api_name`` so ``gradio_client`` and scripts can drive
 ``/status``         -> model loading status
 =================== ===========================================================================================
 
+Answers stream: ``/best_of_n`` and ``/new_pair`` are generator endpoints whose intermediate updates carry the texts
+generated so far (``Client.submit(...)`` sees them; ``predict`` returns the final one). When the page opens, the
+first pair is sampled at once (a load event in the generation queue), so it is there when the labeler gets to it.
+
+Who is voting (:mod:`prefkit.app.auth`): with Hugging Face sign-in (a Space with ``hf_oauth: true``) handlers
+receive the ``gr.OAuthProfile``; votes need it, and the Data tab's exports and trust tables need an admin
+(``settings.admins``). Rate limits and daily quotas answer with a message in the page, not an error.
+
 Every output has a label, so ``Client.view_api()`` names what each endpoint returns.
 
 Under load: the app holds one copy of each model, so the events that generate (Best-of-N, every new pair) share
@@ -40,20 +48,23 @@ from ..bon import PromptTooLongError
 from ..data.reliability import RELIABILITY_POLICIES, GoldPairError, apply_reliability_policy, read_gold_pairs
 from ..data.validation import PreferenceDataError
 from ..data.votes import EXPORT_KINDS, VoteError, VoteStore, votes_to_rows
-from . import logic
+from . import auth, logic
 from .logic import (
     MODE_BEST_VS_SAMPLE,
     MODE_TWO_MODELS,
     MODE_TWO_SAMPLES,
     STRENGTH_CHOICES,
     AppError,
+    DailyQuota,
     GenerationJob,
+    LimitReached,
     Pair,
     RateLimiter,
 )
 from .models import AppModels, ModelsNotReady
 from .settings import AppSettings
 from .train_tab import build_train_tab
+from .streaming import PairPreview, partial_candidates_html, streamer_for
 
 CSS = """
 .prefkit-candidates { width: 100%; border-collapse: collapse; font-size: 0.92em; }
@@ -68,6 +79,9 @@ EXPORT_KIND_LABELS = {
     "Reward-model pairs (prompt / chosen / rejected / margin)": "reward",
     "KTO unpaired (prompt / completion / label)": "kto",
 }
+
+STREAM_POLL_SECONDS = 0.15
+"""How often a generating handler puts the texts so far on the page (and notices a client that left)."""
 
 GENERATION_QUEUE = "generation"
 """The concurrency group of every event that samples from a model: one at a time, in order, with queue positions."""
@@ -154,7 +168,17 @@ def build_app(
         gold_pairs = read_gold_pairs(settings.gold_file) if settings.gold_file else []
     rng = random.Random(seed)
     generation_limit = RateLimiter(settings.generations_per_minute, what="generations")
+    global_generation_limit = RateLimiter(
+        settings.global_generations_per_minute, what="generations", scope="for everyone using this app together"
+    )
     vote_limit = RateLimiter(settings.votes_per_minute, what="votes")
+    vote_quota = DailyQuota(  # seeded with today's stored votes: a restart hands out no fresh quota
+        settings.votes_per_day, "votes",
+        already=[(vote.annotator, vote.created_at) for vote in store.read()] if settings.votes_per_day else (),
+    )
+    generation_quota = DailyQuota(settings.generations_per_day, "generations")
+    login = settings.login_mode
+    admins = settings.admin_usernames
     modes = [MODE_BEST_VS_SAMPLE, MODE_TWO_SAMPLES, MODE_TWO_MODELS]
     token_cap = max(settings.max_new_tokens, 512)
 
@@ -164,9 +188,21 @@ def build_app(
     def new_label_state() -> dict:
         return {"prompts": list(prompts), "next": 0, "last_drawn": None, "saved": 0}
 
+    def who(profile, name: str | None, request) -> auth.Annotator:
+        return auth.identify(profile, name, session_of(request), settings.salt, login)
+
+    def check_generation_limits(annotator: auth.Annotator, request) -> None:
+        """The per-session and global rate limits and the annotator's daily quota (raise :class:`LimitReached`)."""
+        generation_limit.check(session_of(request))
+        global_generation_limit.check("everyone")
+        generation_quota.check(annotator.id)
+
     # ---- Best-of-N -----------------------------------------------------------------------------------------------
     @_user_errors
-    def run_best_of_n(prompt: str, n: float, temperature: float, max_new_tokens: float, request: gr.Request):
+    def run_best_of_n(
+        prompt: str, n: float, temperature: float, max_new_tokens: float, request: gr.Request,
+        profile: gr.OAuthProfile | None = None,
+    ):
         models.require()
         prompt = logic.check_prompt(prompt, settings.max_prompt_chars)
         n, max_new_tokens = int(n), int(max_new_tokens)
@@ -174,21 +210,33 @@ def build_app(
             raise AppError(f"N must be between 1 and {settings.max_n}.")
         if not 1 <= max_new_tokens <= token_cap:
             raise AppError(f"Max new tokens must be between 1 and {token_cap}.")
-        generation_limit.check(session_of(request))
+        try:
+            check_generation_limits(who(profile, None, request), request)
+        except LimitReached as limit:  # a message where the cost goes, the page otherwise unchanged
+            yield gr.skip(), f"**{html.escape(str(limit))}**", *[gr.skip()] * 6
+            return
         from ..bon import best_of_n
+
+        streamer = streamer_for(models.policy)
 
         def work(should_stop):
             with models.generate_lock:
                 return best_of_n(
                     models.policy.model, models.policy.tokenizer, models.reward, [prompt], n=n,
                     temperature=float(temperature), top_p=settings.top_p, max_new_tokens=max_new_tokens, progress=False,
-                    max_time=settings.max_generation_seconds, should_stop=should_stop,
+                    max_time=settings.max_generation_seconds, should_stop=should_stop, streamer=streamer,
                 )[0]
 
-        with GenerationJob(work) as job:  # a client that leaves closes this generator, which stops the sampler
+        # a client that leaves closes this generator, which stops the sampler; each step shows the texts so far
+        with GenerationJob(work, poll_seconds=STREAM_POLL_SECONDS) as job:
+            shown = -1
             for elapsed in job.running():
                 progress = logic.progress_markdown(f"Sampling {n} answers", elapsed, settings.max_generation_seconds)
-                yield gr.skip(), progress, *[gr.skip()] * 6
+                if streamer.updates == shown:
+                    yield gr.skip(), progress, *[gr.skip()] * 6
+                    continue
+                shown = streamer.updates
+                yield gr.skip(), progress, gr.skip(), partial_candidates_html(streamer), *[gr.skip()] * 4
             result = job.result()
         ranks = [str(rank) for rank in range(1, n + 1)]
         cut = "; cut at the time limit" if result.interrupted_by == "max_time" else ""
@@ -242,16 +290,19 @@ def build_app(
         state.update(prompts=loaded, next=0, last_drawn=None)
         return state, f"Loaded {len(loaded)} prompts from {html.escape(path.name)}."
 
-    def _new_pair(prompt: str, mode: str, state: dict, annotator: str, request, after_vote: bool):
-        """A generator: progress notes while the pair is sampled, then the pair (see :class:`GenerationJob`)."""
+    def _new_pair(prompt: str, mode: str, state: dict, annotator: auth.Annotator, request, after_vote: bool):
+        """A generator: the answers as they are generated, then the pair (see :class:`GenerationJob`)."""
         models.require()
         state = dict(state or new_label_state())
         prompt = (prompt or "").strip()
         from_list = not prompt or (after_vote and prompt == state.get("last_drawn"))
-        session = session_of(request)
-        generation_limit.check(session)
+        try:
+            check_generation_limits(annotator, request)
+        except LimitReached as limit:  # a message in the pair's note; what is on the page stays
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), f"**{html.escape(str(limit))}**", gr.skip()
+            return
         if from_list and settings.relabel_fraction > 0 and rng.random() < settings.relabel_fraction:
-            pair = logic.relabel_pair(store.read(), logic.annotator_id(annotator, session, settings.annotator_salt), rng)
+            pair = logic.relabel_pair(store.read(), annotator.id, rng)
             if pair is not None and isinstance(pair.prompt, str):
                 state["last_drawn"] = pair.prompt
                 pair.shown_at = time.time()
@@ -270,17 +321,32 @@ def build_app(
         if settings.pair_selection == "uncertainty":
             mode, chosen_note = _least_known_mode(mode)
 
+        shown_left = rng.choice("ab")  # drawn before sampling, so an answer streams on the side it stays on
+        streamers = {"policy": streamer_for(models.policy)}
+        if models.compare is not None:
+            streamers["compare"] = streamer_for(models.compare)
+        preview = PairPreview(mode, settings.pair_selection, shown_left, streamers)
+
         def work(should_stop):
             return logic.make_pair(
                 models, prompt, mode, n=settings.n, temperature=settings.temperature, top_p=settings.top_p,
                 max_new_tokens=settings.max_new_tokens, rng=rng, max_seconds=settings.max_generation_seconds,
-                should_stop=should_stop, selection=settings.pair_selection,
+                should_stop=should_stop, selection=settings.pair_selection, shown_left=shown_left, streamers=streamers,
             )
 
-        with GenerationJob(work) as job:  # a client that leaves closes this generator, which stops the sampler
+        # a client that leaves closes this generator, which stops the sampler. The first step clears the pair held
+        # for voting: the sides now show answers being generated, and a vote must not land on the previous pair.
+        with GenerationJob(work, poll_seconds=STREAM_POLL_SECONDS) as job:
+            shown = None
             for elapsed in job.running():
                 progress = logic.progress_markdown("Sampling a pair", elapsed, settings.max_generation_seconds)
-                yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), progress, gr.skip()
+                updates = sum(streamer.updates for streamer in streamers.values())
+                if updates == shown:
+                    yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                    continue
+                first, shown = shown is None, updates
+                left_text, right_text, live = preview.view()
+                yield (None if first else gr.skip()), left_text, right_text, prompt, f"{progress}  \n{live}", gr.skip()
             pair = job.result()
         pair.shown_at = time.time()
         note = "  \n".join(part for part in (chosen_note, logic.pair_note(pair)) if part)
@@ -304,48 +370,82 @@ def build_app(
         return chosen, f"*Active selection: a “{chosen}” pair, the model pair whose ratings are least certain.*"
 
     @_user_errors
-    def new_pair(prompt: str, mode: str, annotator: str, state: dict, request: gr.Request):
-        yield from _new_pair(prompt, mode, state, annotator, request, after_vote=False)
+    def new_pair(prompt: str, mode: str, annotator: str, state: dict, request: gr.Request,
+                 profile: gr.OAuthProfile | None = None):
+        yield from _new_pair(prompt, mode, state, who(profile, annotator, request), request, after_vote=False)
 
     @_user_errors
-    def next_pair(prompt: str, mode: str, annotator: str, state: dict, request: gr.Request):
-        yield from _new_pair(prompt, mode, state, annotator, request, after_vote=True)
+    def next_pair(prompt: str, mode: str, annotator: str, state: dict, request: gr.Request,
+                  profile: gr.OAuthProfile | None = None):
+        if (state or {}).get("refused"):  # the vote was not stored: its pair stays up, nothing new is sampled
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return
+        yield from _new_pair(prompt, mode, state, who(profile, annotator, request), request, after_vote=True)
 
-    def _vote(side: str, pair_record, strength, rewrite, annotator, state, request):
+    @_user_errors
+    def first_pair(mode: str, annotator: str, state: dict, request: gr.Request, profile: gr.OAuthProfile | None = None):
+        """On page load: sample the first pair at once (after the models load), so it is ready when wanted."""
+        while not models.ready.wait(0.5):
+            if models.error:
+                return
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), "*The first pair is sampled once the models are loaded.*", gr.skip()
+        if models.error:
+            return
+        yield from _new_pair("", mode, state, who(profile, annotator, request), request, after_vote=False)
+
+    def _vote(side: str, pair_record, strength, rewrite, name, state, request, profile):
         if not pair_record:
             raise AppError("There is no pair to vote on: press 'New pair' (or vote again once the next pair is shown).")
         if rewrite:
             logic.check_length(rewrite, settings.max_answer_chars, "rewritten answer")
-        if annotator and len(annotator) > 64:
+        if name and len(name) > 64:
             raise AppError("The annotator name is limited to 64 characters.")
-        session = session_of(request)
-        vote_limit.check(session)
+        annotator = who(profile, name, request)
+        state = dict(state or new_label_state())
+
+        def refused(message: str):  # the pair stays up to vote on later; next_pair sees "refused" and samples nothing
+            state["refused"] = True
+            return pair_record, f"**{html.escape(message)}**", gr.skip(), gr.skip(), gr.skip(), gr.skip(), state
+
+        if login == "huggingface" and not annotator.signed_in:
+            return refused(
+                "Sign in with Hugging Face (the button at the top) to vote. Votes are stored under a pseudonym, never "
+                "your username."
+            )
+        try:
+            vote_limit.check(session_of(request))
+            vote_quota.check(annotator.id)
+        except LimitReached as limit:
+            return refused(str(limit))
         pair = Pair.from_dict(pair_record)
         vote = logic.vote_from_pair(
-            pair, side, strength=strength, rewrite=rewrite,
-            annotator=logic.annotator_id(annotator, session, settings.annotator_salt),
-            session=logic.annotator_id("", session, settings.annotator_salt), now=time.time(),
+            pair, side, strength=strength, rewrite=rewrite, annotator=annotator.id,
+            session=logic.annotator_id("", session_of(request), settings.salt), now=time.time(),
         )
         store.append(vote)  # durable (fsynced) before the page says "saved"
-        state = dict(state or new_label_state())
         state["saved"] = state.get("saved", 0) + 1
+        state["refused"] = False
         return None, logic.reveal_markdown(pair, vote, state["saved"]), "", "", STRENGTH_CHOICES[0], "", state
 
     @_user_errors
-    def vote_left(pair: dict, strength: str, rewrite: str, annotator: str, state: dict, request: gr.Request):
-        return _vote("left", pair, strength, rewrite, annotator, state, request)
+    def vote_left(pair: dict, strength: str, rewrite: str, annotator: str, state: dict, request: gr.Request,
+                  profile: gr.OAuthProfile | None = None):
+        return _vote("left", pair, strength, rewrite, annotator, state, request, profile)
 
     @_user_errors
-    def vote_right(pair: dict, strength: str, rewrite: str, annotator: str, state: dict, request: gr.Request):
-        return _vote("right", pair, strength, rewrite, annotator, state, request)
+    def vote_right(pair: dict, strength: str, rewrite: str, annotator: str, state: dict, request: gr.Request,
+                   profile: gr.OAuthProfile | None = None):
+        return _vote("right", pair, strength, rewrite, annotator, state, request, profile)
 
     @_user_errors
-    def vote_tie(pair: dict, strength: str, rewrite: str, annotator: str, state: dict, request: gr.Request):
-        return _vote("tie", pair, strength, rewrite, annotator, state, request)
+    def vote_tie(pair: dict, strength: str, rewrite: str, annotator: str, state: dict, request: gr.Request,
+                 profile: gr.OAuthProfile | None = None):
+        return _vote("tie", pair, strength, rewrite, annotator, state, request, profile)
 
     @_user_errors
-    def vote_both_bad(pair: dict, strength: str, rewrite: str, annotator: str, state: dict, request: gr.Request):
-        return _vote("both_bad", pair, strength, rewrite, annotator, state, request)
+    def vote_both_bad(pair: dict, strength: str, rewrite: str, annotator: str, state: dict, request: gr.Request,
+                      profile: gr.OAuthProfile | None = None):
+        return _vote("both_bad", pair, strength, rewrite, annotator, state, request, profile)
 
     # ---- Data -----------------------------------------------------------------------------------------------------
     @_user_errors
@@ -353,10 +453,33 @@ def build_app(
         result = logic.summary(store.read(), store)
         return result["markdown"], result["annotators"], result["leaderboard"], result["leaderboard_note"]
 
+    def require_admin(profile, request, what: str) -> None:
+        if not auth.is_admin(who(profile, None, request), admins, login):
+            raise AppError(
+                f"Only the app's admins can {what}. Sign in with Hugging Face as one of them (the Space variable "
+                "PREFKIT_ADMINS lists their usernames)."
+            )
+
     @_user_errors
-    def data_trust():
+    def data_trust(request: gr.Request, profile: gr.OAuthProfile | None = None):
+        if not auth.is_admin(who(profile, None, request), admins, login):  # per-annotator tables: admins only
+            return "*The annotator and interval tables are for the app's admins (PREFKIT_ADMINS).*", None, None
         result = logic.trust_summary(store.read(), settings.reliability_thresholds)
         return result["markdown"], result["annotators"], result["narrowing"]
+
+    def access(request: gr.Request, profile: gr.OAuthProfile | None = None):
+        """On page load: who is signed in, and whether the Data tab's admin section shows."""
+        annotator = who(profile, None, request)
+        admin = auth.is_admin(annotator, admins, login)
+        if login != "huggingface":
+            return gr.skip(), gr.Column(visible=True), ""
+        if annotator.signed_in:
+            line = (f"Signed in as **{html.escape(annotator.username or '')}**; your votes are stored as "
+                    f"`{annotator.id}`, never your username.")
+        else:
+            line = "**Sign in with Hugging Face to vote** (your votes are stored under a pseudonym, never your username)."
+        note = "" if admin else "*Exports, pushes and the annotator tables are for the app's admins.*"
+        return line, gr.Column(visible=admin), note
 
     def _policy_rows(kind: str, policy: str | None):
         """Training rows of the stored votes under a reliability policy, and the sentence that says which."""
@@ -368,7 +491,9 @@ def build_app(
         return rows, applied.description
 
     @_user_errors
-    def export(kind_label: str, file_format: str, policy: str | None = None):
+    def export(kind_label: str, file_format: str, policy: str | None = None, request: gr.Request = None,
+               profile: gr.OAuthProfile | None = None):
+        require_admin(profile, request, "export the votes")
         kind = EXPORT_KIND_LABELS.get(kind_label, kind_label)
         if kind not in EXPORT_KINDS:
             raise AppError(f"Unknown export kind {kind_label!r}.")
@@ -383,7 +508,9 @@ def build_app(
         return str(path), f"Exported {len(rows)} rows ({kind}). {description}"
 
     @_user_errors
-    def push_export(kind_label: str, repo_id: str, policy: str | None = None):
+    def push_export(kind_label: str, repo_id: str, policy: str | None = None, request: gr.Request = None,
+                    profile: gr.OAuthProfile | None = None):
+        require_admin(profile, request, "push the votes to the Hub")
         kind = EXPORT_KIND_LABELS.get(kind_label, kind_label)
         repo_id = (repo_id or "").strip()
         if not repo_id or "/" not in repo_id:
@@ -413,6 +540,12 @@ def build_app(
             "Every vote is saved at once and can be exported as a DPO or reward-model dataset."
         )
         status = gr.Markdown(models.status(), label="Model status", show_label=False, elem_id="prefkit-status")
+        with gr.Row(visible=login == "huggingface"):
+            # Only with sign-in: a LoginButton makes Gradio add its OAuth routes (mocked from the local HF login off a
+            # Space), which a local run without a Hub login could not start.
+            if login == "huggingface":
+                gr.LoginButton(scale=0)
+            who_md = gr.Markdown(label="Signed in as", show_label=False, elem_id="prefkit-who")
         timer = gr.Timer(1.0, active=not models.ready.is_set())
         bon_state = gr.State(None)
         pair_state = gr.State(None)
@@ -446,7 +579,10 @@ def build_app(
                 with gr.Row():
                     label_prompt = gr.Textbox(label="Prompt (type one, or leave empty to draw from the prompt list)", lines=2, scale=3, elem_id="label-prompt")
                     with gr.Column(scale=1):
-                        annotator = gr.Textbox(label="Your name or handle (optional; stored as a pseudonym)", max_length=64, elem_id="annotator")
+                        annotator = gr.Textbox(
+                            label="Your name or handle (optional; stored as a pseudonym)", max_length=64,
+                            elem_id="annotator", visible=login != "huggingface",  # signed in, the profile says who
+                        )
                         draw = gr.Button("Next prompt from the list")
                 with gr.Accordion("Prompt list", open=False):
                     prompt_info = gr.Markdown(f"Prompt list: {len(prompts)} prompts.", label="Prompt list", show_label=False)
@@ -481,26 +617,29 @@ def build_app(
                         leaderboard_note = gr.Markdown(label="Leaderboard note", show_label=False, elem_id="leaderboard-note")
                         leaderboard_df = gr.Dataframe(label="Leaderboard (Bradley-Terry, 95% bootstrap intervals)", interactive=False)
                     annotators_df = gr.Dataframe(label="Votes per annotator (pseudonyms)", interactive=False)
-                with gr.Accordion("Trust: annotators and intervals", open=False):
-                    trust_md = gr.Markdown(label="Trust summary", show_label=False, elem_id="trust-summary")
-                    reliability_df = gr.Dataframe(
-                        label="Annotator reliability (gold accuracy, agreement, flags)", interactive=False
-                    )
-                    narrowing_df = gr.Dataframe(label="Leaderboard interval width before / after the last votes", interactive=False)
-                with gr.Row():
-                    export_kind = gr.Radio(list(EXPORT_KIND_LABELS), value=list(EXPORT_KIND_LABELS)[0], label="Export as")
-                    export_format = gr.Radio(["JSONL", "Parquet"], value="JSONL", label="File")
-                    export_policy = gr.Radio(
-                        list(RELIABILITY_POLICIES), value=settings.export_reliability,
-                        label="Reliability policy (keep all / weight by reliability / drop unreliable annotators)",
-                    )
-                with gr.Row():
-                    export_button = gr.Button("Export for download")
-                    export_file = gr.File(label="Dataset", interactive=False, height=120)
-                export_info = gr.Markdown(label="Export status", show_label=False)
-                with gr.Row():
-                    repo = gr.Textbox(label="Push to Hub dataset repo (user/name)", value=(settings.hub_dataset or "") + ("-pairs" if settings.hub_dataset else ""))
-                    push = gr.Button("Push to Hub")
+                admin_note = gr.Markdown(label="Admin note", show_label=False, elem_id="admin-note")
+                # the trust tables, exports and pushes: admins only (the handlers check too)
+                with gr.Column(visible=login != "huggingface", elem_id="admin-panel") as admin_panel:
+                    with gr.Accordion("Trust: annotators and intervals", open=False):
+                        trust_md = gr.Markdown(label="Trust summary", show_label=False, elem_id="trust-summary")
+                        reliability_df = gr.Dataframe(
+                            label="Annotator reliability (gold accuracy, agreement, flags)", interactive=False
+                        )
+                        narrowing_df = gr.Dataframe(label="Leaderboard interval width before / after the last votes", interactive=False)
+                    with gr.Row():
+                        export_kind = gr.Radio(list(EXPORT_KIND_LABELS), value=list(EXPORT_KIND_LABELS)[0], label="Export as")
+                        export_format = gr.Radio(["JSONL", "Parquet"], value="JSONL", label="File")
+                        export_policy = gr.Radio(
+                            list(RELIABILITY_POLICIES), value=settings.export_reliability,
+                            label="Reliability policy (keep all / weight by reliability / drop unreliable annotators)",
+                        )
+                    with gr.Row():
+                        export_button = gr.Button("Export for download")
+                        export_file = gr.File(label="Dataset", interactive=False, height=120)
+                    export_info = gr.Markdown(label="Export status", show_label=False)
+                    with gr.Row():
+                        repo = gr.Textbox(label="Push to Hub dataset repo (user/name)", value=(settings.hub_dataset or "") + ("-pairs" if settings.hub_dataset else ""))
+                        push = gr.Button("Push to Hub")
             if settings.train_tab_enabled:  # train on these votes in a background process (prefkit.app.train_tab)
                 build_train_tab(settings, store, models, prompts, mode=mode, demo=demo)
 
@@ -515,6 +654,7 @@ def build_app(
         for output_id in status_api["outputs"]:  # gr.api calls its outputs "1st", "2nd", ...
             demo.blocks[output_id].label = "model status"
 
+        demo.load(access, None, [who_md, admin_panel, admin_note], api_name="access", api_visibility="private", **at_once)
         run.click(
             run_best_of_n, [bon_prompt, n_slider, temperature, max_tokens],
             [best_box, cost, chart, table, details, bon_state, rank_a, rank_b], api_name="best_of_n", **generating,
@@ -533,6 +673,10 @@ def build_app(
             load_prompts, [prompt_file, label_state], [label_state, prompt_info], api_name="load_prompts", **at_once
         )
         make.click(new_pair, [label_prompt, mode, annotator, label_state], pair_outputs, api_name="new_pair", **generating)
+        demo.load(  # the first pair is sampled when the page opens, not after a click
+            first_pair, [mode, annotator, label_state], pair_outputs, api_name="first_pair", api_visibility="private",
+            **generating,
+        )
         vote_outputs = [pair_state, reveal, left, right, strength, rewrite, label_state]
         for button, handler in ((left_better, vote_left), (right_better, vote_right), (tie, vote_tie), (both_bad, vote_both_bad)):
             button.click(

@@ -36,16 +36,22 @@ class AppError(ValueError):
     """A user-facing problem (too long, too fast, nothing to vote on); the message says what to do."""
 
 
+class LimitReached(AppError):
+    """A rate limit or a daily quota: not an error of the user's input, so the page shows it where the result would
+    have gone (the vote or pair note) and keeps what is on the page."""
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Limits
 # --------------------------------------------------------------------------------------------------------------------
 
 
 class RateLimiter:
-    """At most ``limit`` events per ``window`` seconds per key (a browser session), thread-safe."""
+    """At most ``limit`` events per ``window`` seconds per key (a browser session, or one key for everyone: ``scope``
+    names it in the message), thread-safe."""
 
-    def __init__(self, limit: int, window: float = 60.0, what: str = "actions"):
-        self.limit, self.window, self.what = limit, window, what
+    def __init__(self, limit: int, window: float = 60.0, what: str = "actions", scope: str = "per session"):
+        self.limit, self.window, self.what, self.scope = limit, window, what, scope
         self._events: dict[str, deque] = {}
         self._lock = threading.Lock()
 
@@ -57,11 +63,52 @@ class RateLimiter:
                 events.popleft()
             if len(events) >= self.limit:
                 wait = self.window - (now - events[0])
-                raise AppError(
-                    f"Too many {self.what}: at most {self.limit} per {self.window:.0f} s per session. "
+                raise LimitReached(
+                    f"Too many {self.what}: at most {self.limit} per {self.window:.0f} s {self.scope}. "
                     f"Try again in {wait:.0f} s."
                 )
             events.append(now)
+
+
+def utc_day(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
+
+
+class DailyQuota:
+    """At most ``limit`` events per annotator per UTC day (``limit`` 0: no quota), thread-safe.
+
+    ``already`` seeds the counts with earlier events, ``(annotator, ISO-8601 UTC time)`` pairs (the stored votes'
+    ``annotator`` and ``created_at``), so a restart does not hand out a fresh quota. ``clock`` returns
+    ``time.time()`` (tests move it)."""
+
+    def __init__(self, limit: int, what: str = "votes", already: Sequence[tuple[str, str]] = (),
+                 clock: Callable[[], float] = time.time):
+        self.limit, self.what, self.clock = limit, what, clock
+        self._counts: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+        for annotator, created_at in already:
+            day = (created_at or "")[:10]
+            self._counts[(annotator, day)] = self._counts.get((annotator, day), 0) + 1
+
+    def used(self, annotator: str) -> int:
+        with self._lock:
+            return self._counts.get((annotator, utc_day(self.clock())), 0)
+
+    def check(self, annotator: str) -> None:
+        """Count one event for ``annotator`` today, or raise :class:`LimitReached` when the quota is used up."""
+        if self.limit <= 0:
+            return
+        now = self.clock()
+        key = (annotator, utc_day(now))
+        with self._lock:
+            if self._counts.get(key, 0) >= self.limit:
+                next_day = (math.floor(now / 86400) + 1) * 86400
+                hours = (next_day - now) / 3600
+                raise LimitReached(
+                    f"You have reached today's quota of {self.limit} {self.what}. Thank you! It renews at midnight "
+                    f"UTC, in {hours:.0f} h {60 * (hours % 1):.0f} min."
+                )
+            self._counts[key] = self._counts.get(key, 0) + 1
 
 
 def check_length(text: str, limit: int, what: str) -> str:
@@ -269,6 +316,8 @@ def make_pair(
     max_seconds: float | None = None,
     should_stop: Callable[[], bool] | None = None,
     selection: str = "random",
+    shown_left: str | None = None,
+    streamers: dict[str, Any] | None = None,
 ) -> Pair:
     """Sample two responses to ``prompt`` the way ``mode`` says, score them, and hide their order at random.
 
@@ -280,17 +329,27 @@ def make_pair(
 
     ``max_seconds`` bounds the generation (both models' together); answers it cuts end where it stopped, and the
     pair's ``generation`` records ``interrupted_by="max_time"``. ``should_stop`` ends it early (the client left).
+
+    ``shown_left`` ("a" or "b") fixes the side answer *a* is shown on (default: drawn from ``rng``); ``streamers``
+    (``{"policy": ..., "compare": ...}``, :class:`prefkit.app.streaming.CandidateStreamer`) receive the tokens of
+    each model's generation as they are produced, for the page to show them (they change nothing sampled).
     """
     rng = rng or random.Random()
+    shown_left = shown_left or rng.choice("ab")
+    if shown_left not in ("a", "b"):
+        raise ValueError(f"shown_left must be 'a' or 'b'; got {shown_left!r}.")
+    streamers = streamers or {}
     policy = models.policy
     with models.generate_lock:
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
 
-        def sample(slot: Any, count: int) -> BestOfNResult:
+        def sample(slot: Any, count: int, role: str = "policy") -> BestOfNResult:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            streaming = {"streamer": streamers[role]} if streamers.get(role) is not None else {}
             return best_of_n(
                 slot.model, slot.tokenizer, models.reward, [prompt], n=count, max_new_tokens=max_new_tokens,
                 temperature=temperature, top_p=top_p, progress=False, max_time=remaining, should_stop=should_stop,
+                **streaming,
             )[0]
 
         if mode == MODE_TWO_SAMPLES:
@@ -322,7 +381,7 @@ def make_pair(
                 raise AppError("No second model is configured: start the app with --compare_policy to compare two models.")
             mine = sample(policy, 1)
             other = models.compare
-            theirs = sample(other, 1)
+            theirs = sample(other, 1, "compare")
             fields = dict(
                 response_a=mine.best.text, response_b=theirs.best.text, source_a=policy.name, source_b=other.name,
                 reward_a=mine.best.reward, reward_b=theirs.best.reward,
@@ -333,7 +392,7 @@ def make_pair(
             raise AppError(f"Unknown pair mode {mode!r}; choose one of: {MODE_TWO_SAMPLES}, {MODE_BEST_VS_SAMPLE}, {MODE_TWO_MODELS}.")
     if result.interrupted_by == "max_time":
         fields["generation"].update(interrupted_by="max_time", max_time=max_seconds)
-    return Pair(prompt=prompt, shown_left=rng.choice("ab"), **fields)
+    return Pair(prompt=prompt, shown_left=shown_left, **fields)
 
 
 def pair_note(pair: Pair) -> str:

@@ -25,7 +25,13 @@ variable                    meaning                                             
 ``PREFKIT_RELABEL_FRACTION`` share of pairs re-shown to another annotator (agreement)    0.1
 ``PREFKIT_GENERATIONS_PER_MINUTE`` / ``PREFKIT_VOTES_PER_MINUTE`` per-session rate limits 12 / 30
 ``PREFKIT_MAX_PROMPT_CHARS`` / ``PREFKIT_MAX_ANSWER_CHARS`` length caps                  2000 / 4000
-``PREFKIT_ANNOTATOR_SALT``  salt of the annotator pseudonyms                             ``prefkit``
+``PREFKIT_ANNOTATOR_SALT``  salt of the annotator pseudonyms (a secret, required on a     ``prefkit`` (locally)
+                            Space with sign-in)
+``PREFKIT_LOGIN``           who is voting: ``auto``, ``huggingface`` (sign-in) or        ``auto`` (sign-in on a Space
+                            ``name`` (the name field)                                    with ``hf_oauth: true``)
+``PREFKIT_ADMINS``          Hub usernames (comma-separated) who may export and push      unset (needs sign-in)
+``PREFKIT_VOTES_PER_DAY`` / ``PREFKIT_GENERATIONS_PER_DAY`` per-annotator quotas (UTC day) 0 / 0 (no quota)
+``PREFKIT_GLOBAL_GENERATIONS_PER_MINUTE`` generations of all sessions together, a minute 60
 ``PREFKIT_PAIR_SELECTION``  next pair: ``random``, ``margin`` (closest rewards of N      ``random``
                             samples) or ``uncertainty`` (widest leaderboard interval)
 ``PREFKIT_GOLD_FILE``       JSONL of gold pairs (prompt, a, b, answer) mixed in          unset (no gold pairs)
@@ -53,6 +59,7 @@ from pathlib import Path
 
 from ..data.reliability import RELIABILITY_POLICIES, GoldPairError, ReliabilityThresholds, read_gold_pairs
 from ..models import DEFAULT_POLICY
+from .auth import DEFAULT_SALT, LOGIN_MODES, MIN_SECRET_SALT_CHARS, parse_admins, resolve_login
 
 PAIR_SELECTIONS = ("random", "margin", "uncertainty")
 TRAIN_METHODS = ("dpo", "reward")
@@ -151,7 +158,12 @@ class AppSettings:
     votes_per_minute: int = 30
     max_prompt_chars: int = 2000
     max_answer_chars: int = 4000
-    annotator_salt: str = "prefkit"
+    annotator_salt: str | None = field(default=None, repr=False)
+    login: str = "auto"
+    admins: str | None = None
+    votes_per_day: int = 0
+    generations_per_day: int = 0
+    global_generations_per_minute: int = 60
     pair_selection: str = "random"
     gold_file: str | None = None
     gold_rate: float = 0.1
@@ -191,6 +203,11 @@ class AppSettings:
         "max_prompt_chars": "PREFKIT_MAX_PROMPT_CHARS",
         "max_answer_chars": "PREFKIT_MAX_ANSWER_CHARS",
         "annotator_salt": "PREFKIT_ANNOTATOR_SALT",
+        "login": "PREFKIT_LOGIN",
+        "admins": "PREFKIT_ADMINS",
+        "votes_per_day": "PREFKIT_VOTES_PER_DAY",
+        "generations_per_day": "PREFKIT_GENERATIONS_PER_DAY",
+        "global_generations_per_minute": "PREFKIT_GLOBAL_GENERATIONS_PER_MINUTE",
         "pair_selection": "PREFKIT_PAIR_SELECTION",
         "gold_file": "PREFKIT_GOLD_FILE",
         "gold_rate": "PREFKIT_GOLD_RATE",
@@ -249,8 +266,26 @@ class AppSettings:
             problems.append(f"max_generation_seconds={self.max_generation_seconds} must be > 0")
         if not 0 <= self.relabel_fraction <= 1:
             problems.append(f"relabel_fraction={self.relabel_fraction} must be in [0, 1]")
-        if self.generations_per_minute < 1 or self.votes_per_minute < 1:
+        if self.generations_per_minute < 1 or self.votes_per_minute < 1 or self.global_generations_per_minute < 1:
             problems.append("rate limits must be >= 1 per minute")
+        for name in ("votes_per_day", "generations_per_day"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name}={getattr(self, name)} must be >= 0 (0: no quota)")
+        if self.login not in LOGIN_MODES:
+            problems.append(f"login={self.login!r} must be one of {', '.join(LOGIN_MODES)}")
+        elif self.login_mode == "huggingface" and on_space() and len(self.annotator_salt or "") < MIN_SECRET_SALT_CHARS:
+            problems.append(
+                "this Space signs annotators in with Hugging Face but has no secret PREFKIT_ANNOTATOR_SALT of at least "
+                f"{MIN_SECRET_SALT_CHARS} characters: without it anyone could hash every public username and "
+                "unmask the pseudonyms. Add one under Settings -> Variables and secrets (e.g. the output of "
+                "`python -c \"import secrets; print(secrets.token_hex(32))\"`), or deploy with "
+                "spaces/deploy.py --new_annotator_salt, and keep it: a new salt gives every annotator a new pseudonym"
+            )
+        if self.admin_usernames and self.login in LOGIN_MODES and self.login_mode != "huggingface":
+            problems.append(
+                "admins are set but annotators do not sign in (anyone could type an admin's name): turn on Hugging "
+                "Face sign-in (hf_oauth: true in the Space's README, or --login huggingface) or leave admins unset"
+            )
         if self.prompts_file and not Path(self.prompts_file).is_file():
             problems.append(f"prompts_file={self.prompts_file!r} does not exist")
         if self.pair_selection not in PAIR_SELECTIONS:
@@ -319,6 +354,20 @@ class AppSettings:
             min_agreement=self.min_agreement,
             fast_vote_seconds=self.fast_vote_seconds,
         )
+
+    @property
+    def salt(self) -> str:
+        """The salt of the annotator pseudonyms (:func:`prefkit.data.votes.hash_annotator`)."""
+        return self.annotator_salt or DEFAULT_SALT
+
+    @property
+    def login_mode(self) -> str:
+        """``huggingface`` (sign-in) or ``name`` (the name field): ``login`` resolved for where the app runs."""
+        return resolve_login(self.login)
+
+    @property
+    def admin_usernames(self) -> tuple[str, ...]:
+        return parse_admins(self.admins)
 
     @property
     def server_name(self) -> str:
