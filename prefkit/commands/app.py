@@ -38,6 +38,19 @@ FLAGS = {
     "votes_per_minute": (int, "Per-session vote rate limit (env PREFKIT_VOTES_PER_MINUTE)."),
     "max_prompt_chars": (int, "Longest prompt accepted (env PREFKIT_MAX_PROMPT_CHARS)."),
     "max_answer_chars": (int, "Longest rewritten answer accepted (env PREFKIT_MAX_ANSWER_CHARS)."),
+    "login": (
+        str, "Who is voting: 'huggingface' (sign-in; off a Space Gradio mocks it with this machine's Hub login), "
+        "'name' (the name field) or 'auto' (sign-in on a Space with hf_oauth: true) (env PREFKIT_LOGIN)."
+    ),
+    "admins": (str, "Hub usernames, comma-separated, who may export, push and see the annotator tables; needs "
+               "sign-in (env PREFKIT_ADMINS)."),
+    "votes_per_day": (int, "Votes one annotator may cast per UTC day; 0: no quota (env PREFKIT_VOTES_PER_DAY)."),
+    "generations_per_day": (
+        int, "Generations one annotator may ask for per UTC day; 0: no quota (env PREFKIT_GENERATIONS_PER_DAY)."
+    ),
+    "global_generations_per_minute": (
+        int, "Generations of all sessions together per minute (env PREFKIT_GLOBAL_GENERATIONS_PER_MINUTE)."
+    ),
     "train_tab": (str, "The Train tab: on, off, or auto (on locally, off on a Space) (env PREFKIT_TRAIN_TAB)."),
     "train_method": (str, "The Train tab's default method: dpo or reward (env PREFKIT_TRAIN_METHOD)."),
     "train_max_steps": (int, "Optimizer steps of a Train-tab run (env PREFKIT_TRAIN_MAX_STEPS)."),
