@@ -90,3 +90,57 @@ def test_save_refuses_mismatched_vectors(tmp_path):
 def test_the_default_folder_follows_prefkit_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("PREFKIT_CACHE", str(tmp_path))
     assert ref_cache.default_cache_dir() == tmp_path / "ref_logps"
+
+
+# -- through prefkit.DPOTrainer ----------------------------------------------------------------------------------------
+
+
+def _trainer(model_dir, tmp_path, rows, cache_dir, **config):
+    from prefkit import DPOConfig, DPOTrainer
+
+    args = DPOConfig(output_dir=str(tmp_path / "out"), precompute_ref_log_probs=True, ref_logps_cache_dir=str(cache_dir),
+                     use_peft=True, lora_r=4, per_device_train_batch_size=2, max_steps=1, report_to="none",
+                     save_strategy="no", bf16=False, disable_tqdm=True, **config)
+    return DPOTrainer(model_dir, args=args, train_dataset=Dataset.from_list(rows))
+
+
+def _pairs(n=4, suffix=""):
+    return [{"prompt": f"Question {i}?", "chosen": f"A good answer {i}{suffix}.", "rejected": f"No {i}."} for i in range(n)]
+
+
+@pytest.mark.slow
+def test_a_second_run_with_another_beta_and_seed_reuses_the_reference_pass(tiny_model_dir, tmp_path, monkeypatch):
+    import trl
+
+    computed = []
+    original = trl.DPOTrainer._precompute_ref_logps
+
+    def counting(self, dataset, name, batch_size):
+        computed.append(name)
+        return original(self, dataset, name, batch_size)
+
+    monkeypatch.setattr(trl.DPOTrainer, "_precompute_ref_logps", counting)
+    cache = tmp_path / "cache"
+    first = _trainer(tiny_model_dir, tmp_path, _pairs(), cache, beta=0.1, seed=1)
+    assert computed == ["train"] and len(list(cache.iterdir())) == 1
+    second = _trainer(tiny_model_dir, tmp_path, _pairs(), cache, beta=0.3, seed=2)
+    assert computed == ["train"]  # reused: TRL's reference pass did not run again
+    for column in ("ref_chosen_logps", "ref_rejected_logps"):
+        assert second.train_dataset[column] == pytest.approx(first.train_dataset[column], abs=1e-6)
+    # the cached numbers are the ones TRL computes without the cache
+    plain = _trainer(tiny_model_dir, tmp_path, _pairs(), cache, beta=0.3, seed=2, ref_logps_cache=False)
+    assert computed == ["train", "train"]
+    assert second.train_dataset["ref_chosen_logps"] == pytest.approx(plain.train_dataset["ref_chosen_logps"], abs=1e-5)
+    second.train()
+    plain.train()
+    loss = [e["loss"] for e in second.state.log_history if "loss" in e]
+    assert loss == pytest.approx([e["loss"] for e in plain.state.log_history if "loss" in e], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_changed_data_or_truncation_computes_again(tiny_model_dir, tmp_path):
+    cache = tmp_path / "cache"
+    _trainer(tiny_model_dir, tmp_path, _pairs(), cache)
+    _trainer(tiny_model_dir, tmp_path, _pairs(suffix=" indeed"), cache)
+    _trainer(tiny_model_dir, tmp_path, _pairs(), cache, max_length=12)
+    assert len(list(cache.iterdir())) == 3

@@ -65,6 +65,20 @@ class DPOConfig(trl.DPOConfig, QLoRAArguments, PolicyEvalArguments):
         },
     )
 
+    ref_logps_cache: bool = field(
+        default=True,
+        metadata={
+            "help": "With --precompute_ref_log_probs: keep the reference log-probs in a cache keyed by content (the "
+            "reference weights without the trained adapter, every token id, truncation, precision) that later runs "
+            "reuse (another beta, learning rate or seed); a stale or foreign entry is recomputed, never used."
+        },
+    )
+    ref_logps_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Folder of the reference log-prob cache (default: $PREFKIT_CACHE/ref_logps, else "
+                          "<HF_HOME>/prefkit/ref_logps)."},
+    )
+
     def __post_init__(self):
         self._apply_prefkit_defaults()
         self._resolve_learning_rate(_TRL_DPO_LEARNING_RATE)
@@ -130,6 +144,56 @@ class DPOTrainer(ModelCardMixin, PolicyEvalMixin, trl.DPOTrainer):
             peft_config=peft_config,
         )
         self.add_policy_eval_from_args()
+
+    # -- the reference log-prob cache ---------------------------------------------------------------------------
+
+    def _precompute_ref_logps(self, dataset, name: str, batch_size: int):
+        """TRL's precompute (``precompute_ref_log_probs=True``), through :mod:`prefkit.ref_cache`: an entry with the
+        same reference weights, token ids and settings is reused; otherwise TRL computes the log-probs and they are
+        stored for the next run."""
+        if not getattr(self.args, "ref_logps_cache", False) or not hasattr(dataset, "add_column"):
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+        import time
+
+        from accelerate.utils import broadcast_object_list
+
+        from .. import ref_cache
+
+        parts = [self._ref_cache_parts(dataset)]
+        broadcast_object_list(parts, from_process=0)  # ZeRO-3 shards the weights: every rank uses rank 0's key
+        parts = parts[0]
+        folder = self.args.ref_logps_cache_dir or ref_cache.default_cache_dir()
+        cached = ref_cache.load(folder, parts, len(dataset))
+        if cached is not None:
+            logger.info("reference log-probs of %s: reused from the cache (%s)", name, ref_cache.cache_key(parts))
+            return dataset.add_column("ref_chosen_logps", cached[0].tolist()).add_column(
+                "ref_rejected_logps", cached[1].tolist())
+        started = time.perf_counter()
+        dataset = super()._precompute_ref_logps(dataset, name, batch_size)
+        if self.accelerator.is_main_process:
+            import torch
+
+            ref_cache.save(folder, parts, torch.tensor(dataset["ref_chosen_logps"]),
+                           torch.tensor(dataset["ref_rejected_logps"]))
+        self.accelerator.wait_for_everyone()
+        logger.info("reference log-probs of %s: computed in %.1f s and cached (%s)", name,
+                    time.perf_counter() - started, ref_cache.cache_key(parts))
+        return dataset
+
+    def _ref_cache_parts(self, dataset) -> dict[str, Any]:
+        """What the reference log-probs depend on (see :mod:`prefkit.ref_cache`)."""
+        from .. import ref_cache
+
+        reference = self.ref_model if self.ref_model is not None else self.model
+        dtype = next(reference.parameters()).dtype
+        return {
+            "reference": ref_cache.reference_fingerprint(reference),
+            "data": ref_cache.dataset_fingerprint(dataset),
+            "max_length": self.args.max_length,
+            "truncation_mode": self.args.truncation_mode,
+            "ld_alpha": self.args.ld_alpha,
+            "precision": f"{dtype}|bf16={bool(self.args.bf16)}|fp16={bool(self.args.fp16)}",
+        }
 
     # -- prefix-shared pairs ------------------------------------------------------------------------------------
 
