@@ -300,7 +300,7 @@ def chunked_token_logprobs(
 # Config fields of architectures whose logits are transformed after the head (soft-capping, scaling): the chunked path
 # would give other numbers, so they take the full-logits path.
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "lm_head_multiplier", "output_multiplier")
-_verified_heads: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # base model -> head checked against logits
+_checked_heads: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # base model -> (head checked, agrees)
 _reported_fallbacks: set[tuple[str, str]] = set()
 
 
@@ -331,8 +331,8 @@ def chunked_head_fallback_reason(model: nn.Module) -> str | None:
     head = base.get_output_embeddings()
     if type(head) is not nn.Linear:
         return (
-            f"its output head is a {type(head).__name__}, not a plain Linear (LoRA or modules_to_save on lm_head, or a "
-            "quantized head)"
+            f"its output head is a {type(head).__module__}.{type(head).__qualname__}, not a torch.nn.Linear (LoRA or "
+            "modules_to_save on lm_head, or a quantized head)"
         )
     weight = head.weight
     if tuple(weight.shape) != (head.out_features, head.in_features) or weight.device.type == "meta" or (
@@ -383,8 +383,9 @@ def _chunked_head_agrees(model, input_ids, attention_mask, position_ids) -> bool
     64 positions)? Catches an architecture that changes its logits in a way no config field announces."""
     base = _base_causal_lm(model)
     head = base.get_output_embeddings()
-    if _verified_heads.get(base) is head:
-        return True
+    checked = _checked_heads.get(base)
+    if checked is not None and checked[0] is head:
+        return checked[1]
     row = slice(0, 1)
     length = min(input_ids.shape[1], 65)
     ids = input_ids[row, -length:]
@@ -400,9 +401,8 @@ def _chunked_head_agrees(model, input_ids, attention_mask, position_ids) -> bool
     finally:
         model.train(was_training)
     low_precision = head.weight.dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(ids.device.type)
-    agrees = bool(torch.allclose(chunked, full, atol=0.05 if low_precision else 1e-3, rtol=0.0))
-    if agrees:
-        _verified_heads[base] = head
+    agrees = bool(torch.allclose(chunked, full, atol=0.05 if low_precision else 1e-3, rtol=0.0, equal_nan=True))
+    _checked_heads[base] = (head, agrees)
     return agrees
 
 

@@ -258,7 +258,10 @@ def test_a_model_that_changes_its_logits_unannounced_is_caught_by_the_one_time_c
     from transformers import LlamaForCausalLM
 
     class ScaledLogits(LlamaForCausalLM):  # e.g. remote code that scales the logits in forward, no config field
+        calls = 0
+
         def forward(self, *args, **kwargs):
+            ScaledLogits.calls += 1
             output = super().forward(*args, **kwargs)
             output.logits = output.logits * 3.0
             return output
@@ -269,8 +272,12 @@ def test_a_model_that_changes_its_logits_unannounced_is_caught_by_the_one_time_c
     with pytest.warns(UserWarning, match="differ from its decoder body"), torch.no_grad():
         result = causal_lm_token_logprobs(model, ids, mask, positions, 4).logprobs
     with torch.no_grad():
+        again = causal_lm_token_logprobs(model, ids, mask, positions, 4).logprobs
+    assert ScaledLogits.calls == 3  # the check ran once (one forward), then one full-logits forward per call
+    with torch.no_grad():
         expected, _ = _full_path(model, ids, mask, positions, 4, 1.0)
     torch.testing.assert_close(result, expected)
+    torch.testing.assert_close(again, expected)
 
 
 def test_width_and_mask_shapes_are_checked(tiny_model, tiny_tokenizer):
