@@ -179,6 +179,14 @@ def build_app(
     generation_quota = DailyQuota(settings.generations_per_day, "generations")
     login = settings.login_mode
     admins = settings.admin_usernames
+    if login == "huggingface":
+        import importlib.util
+
+        if importlib.util.find_spec("itsdangerous") is None:  # Gradio's OAuth session middleware needs it
+            raise ImportError(
+                "Signing in with Hugging Face needs Gradio's OAuth extra: pip install 'gradio[oauth]' (a Space with "
+                "hf_oauth: true installs it), or run with --login name."
+            )
     modes = [MODE_BEST_VS_SAMPLE, MODE_TWO_SAMPLES, MODE_TWO_MODELS]
     token_cap = max(settings.max_new_tokens, 512)
 
@@ -213,7 +221,7 @@ def build_app(
         try:
             check_generation_limits(who(profile, None, request), request)
         except LimitReached as limit:  # a message where the cost goes, the page otherwise unchanged
-            yield gr.skip(), f"**{html.escape(str(limit))}**", *[gr.skip()] * 6
+            yield gr.skip(), f"**{html.escape(str(limit), quote=False)}**", *[gr.skip()] * 6
             return
         from ..bon import best_of_n
 
@@ -299,7 +307,7 @@ def build_app(
         try:
             check_generation_limits(annotator, request)
         except LimitReached as limit:  # a message in the pair's note; what is on the page stays
-            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), f"**{html.escape(str(limit))}**", gr.skip()
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), f"**{html.escape(str(limit), quote=False)}**", gr.skip()
             return
         if from_list and settings.relabel_fraction > 0 and rng.random() < settings.relabel_fraction:
             pair = logic.relabel_pair(store.read(), annotator.id, rng)
@@ -405,7 +413,7 @@ def build_app(
 
         def refused(message: str):  # the pair stays up to vote on later; next_pair sees "refused" and samples nothing
             state["refused"] = True
-            return pair_record, f"**{html.escape(message)}**", gr.skip(), gr.skip(), gr.skip(), gr.skip(), state
+            return pair_record, f"**{html.escape(message, quote=False)}**", gr.skip(), gr.skip(), gr.skip(), gr.skip(), state
 
         if login == "huggingface" and not annotator.signed_in:
             return refused(
