@@ -1,6 +1,7 @@
 """Deploy prefkit's app as a Hugging Face Space (or stage its files locally with --dry_run).
 
-    python spaces/deploy.py --space_id me/prefkit-demo
+    python spaces/deploy.py --space_id me/prefkit-demo --new_annotator_salt --admins me   # the first time
+    python spaces/deploy.py --space_id me/prefkit-demo                                      # updates
     python spaces/deploy.py --space_id me/prefkit-demo --hub_dataset me/prefkit-votes --set_token_secret --storage small
     python spaces/deploy.py --dry_run --out space-build/     # just write the Space's files to a folder
 
@@ -25,6 +26,11 @@ def main(argv=None) -> int:
     parser.add_argument("--hub_dataset", help="dataset repo the votes sync to (Space variable PREFKIT_HUB_DATASET)")
     parser.add_argument("--set_token_secret", action="store_true", help="store the token as the Space secret HF_TOKEN")
     parser.add_argument("--storage", choices=["small", "medium", "large"], help="request persistent storage (/data)")
+    parser.add_argument("--admins", help="Hub usernames, comma-separated, who may export and push the votes "
+                        "(Space variable PREFKIT_ADMINS)")
+    parser.add_argument("--new_annotator_salt", action="store_true",
+                        help="store a fresh random secret PREFKIT_ANNOTATOR_SALT (first deployment only: a new salt "
+                        "gives every annotator a new pseudonym)")
     parser.add_argument("--dry_run", action="store_true", help="only stage the files (see --out)")
     parser.add_argument("--out", default="space-build", help="where --dry_run writes the Space's files")
     args = parser.parse_args(argv)
@@ -37,7 +43,8 @@ def main(argv=None) -> int:
         parser.error("--space_id is required (or use --dry_run)")
     url = deploy_space(
         args.space_id, token=args.token, private=args.private, hub_dataset=args.hub_dataset,
-        set_token_secret=args.set_token_secret, storage=args.storage,
+        set_token_secret=args.set_token_secret, storage=args.storage, admins=args.admins,
+        new_annotator_salt=args.new_annotator_salt,
     )
     print(f"Deployed: {url}")
     return 0

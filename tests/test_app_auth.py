@@ -274,3 +274,30 @@ def test_gradios_mocked_sign_in_reaches_the_vote_handler(tiny_policy, tmp_path):
     stored = demo.prefkit_store.read()
     assert "Vote saved" in reveal, reveal
     assert [v.annotator for v in stored] == [hash_annotator("hf:777", SALT)]
+
+
+# ----------------------------------------------------------------------------------------------------------- Space
+
+
+def test_the_space_turns_sign_in_on_and_deploying_sets_a_fresh_secret_salt_and_the_admins():
+    from pathlib import Path
+
+    from prefkit.app.space import deploy_space
+    from test_app_settings import ROOT, FakeHubApi, front_matter
+
+    assert front_matter(Path(ROOT) / "spaces" / "README.md")["hf_oauth"] == "true"
+    requirements = (Path(ROOT) / "spaces" / "requirements.txt").read_text().split()
+    assert {"itsdangerous", "authlib"} <= set(requirements)  # gradio's oauth extra
+
+    salts = []
+    for _ in range(2):
+        api = FakeHubApi()
+        deploy_space("me/labels", token="hf_x", admins="ada,bob", new_annotator_salt=True, api=api, root=ROOT)
+        secrets = [call[2] for call in api.calls if call[0] == "add_space_secret"]
+        assert ("add_space_variable", "me/labels", {"PREFKIT_ADMINS": "ada,bob"}) in api.calls
+        assert len(secrets) == 1 and len(secrets[0]["PREFKIT_ANNOTATOR_SALT"]) == 64
+        salts.append(secrets[0]["PREFKIT_ANNOTATOR_SALT"])
+    assert salts[0] != salts[1]  # random, not a constant anyone could read in this repository
+    api = FakeHubApi()
+    deploy_space("me/labels", token="hf_x", api=api, root=ROOT)  # an update keeps the Space's salt
+    assert not [call for call in api.calls if call[0] == "add_space_secret"]

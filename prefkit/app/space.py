@@ -64,6 +64,8 @@ def deploy_space(
     set_token_secret: bool = False,
     storage: str | None = None,
     variables: dict[str, str] | None = None,
+    admins: str | None = None,
+    new_annotator_salt: bool = False,
     api=None,
     root: str | os.PathLike | None = None,
 ) -> str:
@@ -72,6 +74,11 @@ def deploy_space(
     ``hub_dataset`` becomes the Space variable ``PREFKIT_HUB_DATASET``; ``set_token_secret`` stores ``token`` as the
     Space secret ``HF_TOKEN`` (needed for the vote sync); ``storage`` ("small", "medium", "large") requests
     persistent storage, which the app uses at ``/data``. The token is never printed.
+
+    The Space signs annotators in with Hugging Face (``hf_oauth: true`` in its README) and refuses to start without
+    the secret ``PREFKIT_ANNOTATOR_SALT``: ``new_annotator_salt`` stores a fresh random one (the first deployment
+    only; a new salt gives every annotator a new pseudonym). ``admins`` (Hub usernames, comma-separated) becomes the
+    variable ``PREFKIT_ADMINS``, who may export and push the votes.
     """
     from huggingface_hub import HfApi
 
@@ -86,8 +93,15 @@ def deploy_space(
             commit_message="Deploy the prefkit app",
             delete_patterns=["prefkit/**"],  # modules removed from prefkit disappear from the Space too
         )
-    for key, value in {**(variables or {}), **({"PREFKIT_HUB_DATASET": hub_dataset} if hub_dataset else {})}.items():
+    settings = {**(variables or {}), **({"PREFKIT_HUB_DATASET": hub_dataset} if hub_dataset else {})}
+    if admins:
+        settings["PREFKIT_ADMINS"] = admins
+    for key, value in settings.items():
         api.add_space_variable(space_id, key, value)
+    if new_annotator_salt:
+        import secrets
+
+        api.add_space_secret(space_id, "PREFKIT_ANNOTATOR_SALT", secrets.token_hex(32))
     if set_token_secret:
         if not token:
             raise ValueError("set_token_secret needs a token (pass --token or set HF_TOKEN).")
