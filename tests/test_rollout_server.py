@@ -35,8 +35,8 @@ class FakeVLLM:
 
     Knobs: ``perturb`` is added to every returned log-prob; ``malformed`` ('not-json' or 'no-logprobs') spoils the
     completions answer; ``die_after_completions`` shuts the server down after that many completions answers;
-    ``delay`` seconds pass before a completions answer; ``lora_endpoints=False`` answers 404 there (vLLM without
-    VLLM_ALLOW_RUNTIME_LORA_UPDATING)."""
+    ``delay`` seconds pass before a completions answer; ``drop_connections`` hangs up on completions requests
+    without answering; ``lora_endpoints=False`` answers 404 there (vLLM without VLLM_ALLOW_RUNTIME_LORA_UPDATING)."""
 
     def __init__(self, model_dir, tokenizer):
         from transformers import AutoModelForCausalLM
@@ -46,7 +46,7 @@ class FakeVLLM:
         self.adapters: dict[str, tuple[object, str]] = {}  # name -> (PeftModel, folder)
         self.log: list[tuple[str, dict]] = []  # (path, payload) of every POST
         self.perturb, self.malformed, self.die_after_completions, self.delay = 0.0, None, None, 0.0
-        self.lora_endpoints = True
+        self.lora_endpoints, self.drop_connections = True, False
         self.completions_served = 0
         self.lock = threading.Lock()
         fake = self
@@ -73,6 +73,9 @@ class FakeVLLM:
             def do_POST(self):
                 payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.log.append((self.path, payload))
+                if fake.drop_connections and self.path == "/v1/completions":
+                    self.close_connection = True  # hang up without an answer, as a crashing worker does
+                    return
                 with fake.lock:
                     status, body, kind = fake.handle(self.path, payload)
                 self.reply(status, body, kind)
@@ -209,6 +212,18 @@ def test_hf_engine_behaviour_log_probs_equal_the_trainers_so_tis_is_a_no_op(tiny
     torch.testing.assert_close(weights, torch.ones_like(weights), atol=1e-4, rtol=0)
 
 
+def test_hf_sampler_update_weights_samples_from_the_new_policy(tiny_model, tiny_tokenizer):
+    changed = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        changed.model.norm.weight.mul_(-1.0)  # flips every logit: another greedy answer
+    sampler = HFSampler(tiny_model, tiny_tokenizer)
+    before = sampler.generate(PROMPTS[:2], do_sample=False, max_new_tokens=5).completion_ids
+    sampler.update_weights(changed)
+    after = sampler.generate(PROMPTS[:2], do_sample=False, max_new_tokens=5).completion_ids
+    assert not torch.equal(before, after)
+    assert torch.equal(after, HFSampler(changed, tiny_tokenizer).generate(PROMPTS[:2], do_sample=False, max_new_tokens=5).completion_ids)
+
+
 @pytest.mark.parametrize(("malformed", "message"), [("not-json", "not JSON"), ("no-logprobs", "no logprobs")])
 def test_a_server_answering_nonsense_is_a_clear_error(server, tiny_tokenizer, malformed, message):
     server.malformed = malformed
@@ -225,6 +240,23 @@ def test_a_slow_server_hits_the_timeout_instead_of_hanging(server, tiny_tokenize
     with pytest.raises(RolloutServerError, match=r"did not answer POST .*0.5 s timeout"):
         sampler.generate(PROMPTS[:1], max_new_tokens=4)
     assert time.monotonic() - start < 4
+
+
+@pytest.mark.timeout(60)
+def test_a_server_that_hangs_up_is_retried_then_a_clear_error(server, tiny_tokenizer):
+    server.drop_connections = True
+    sampler = ServerSampler(CompletionsClient(server.url, retries=2, backoff=0.1), tiny_tokenizer)
+    with pytest.raises(RolloutServerError, match=r"did not answer POST .*after 3 attempt\(s\).*RemoteDisconnected"):
+        sampler.generate(PROMPTS[:1], max_new_tokens=4)
+    assert [path for path, _ in server.log].count("/v1/completions") == 3
+
+
+def test_a_yaml_config_takes_the_rollout_settings(tmp_path):
+    config = tmp_path / "ppo.yaml"
+    config.write_text("rollout_engine: server\nrollout_url: http://gpu-box:8000/v1\nrollout_is_cap: null\nuse_peft: true\n")
+    parsed = make_parser().parse_args_and_config(["--config", str(config), "--output_dir", str(tmp_path / "out")])
+    config = next(p for p in parsed if isinstance(p, PPOConfig))
+    assert (config.rollout_engine, config.rollout_url, config.rollout_is_cap) == ("server", "http://gpu-box:8000/v1", None)
 
 
 def test_a_server_without_runtime_lora_says_how_to_start_it(server, tiny_model, tiny_tokenizer, tmp_path):
