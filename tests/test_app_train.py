@@ -201,6 +201,7 @@ def test_cancel_kills_the_run_and_its_process_group_and_one_run_goes_at_a_time(t
     assert len(store.read()) == 6
 
 
+@pytest.mark.slow  # the command starts (imports TRL) before it rejects the flag: 15-45 s here
 def test_a_crash_shows_the_commands_error_line_and_leaves_the_votes_alone(tiny_model_dir, tmp_path):
     store = VoteStore(tmp_path)
     add_votes(store)

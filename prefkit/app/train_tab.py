@@ -26,6 +26,7 @@ model" pairs, so the next pairs compare it with the base and its votes place it 
 from __future__ import annotations
 
 import ast
+import functools
 import html
 import json
 import math
@@ -289,6 +290,7 @@ class TrainRunner:
         self._lock = _folder_lock(self.folder)
         self._registered: str | None = None  # the run whose policy is a source in *this* app's models
         self._registering: str | None = None
+        self._registration_failed: str | None = None  # not retried at every poll; a restart tries again
         self._watched: set[str] = set()
         self.registration_error: str | None = None
         self.resume()
@@ -518,7 +520,8 @@ class TrainRunner:
 
     def _ensure_registered(self) -> None:
         run = self.newest_trained_policy()
-        if run is not None and run["state"] == "finished" and self._registered != run["run_id"]:
+        if (run is not None and run["state"] == "finished" and run["run_id"] not in (self._registered,
+                                                                                   self._registration_failed)):
             self._start_registration(run["run_id"], evaluate=False)
 
     def _start_registration(self, run_id: str, evaluate: bool) -> None:
@@ -551,6 +554,7 @@ class TrainRunner:
                     self._write(run)
                 else:
                     self.registration_error = message
+                    self._registration_failed = run_id
         finally:
             with self._lock:
                 if self._registering == run_id:
@@ -700,13 +704,13 @@ def build_train_tab(settings, store, models, prompts: Sequence[str] = (), *, mod
     runner = TrainRunner(settings, store, models, prompts)
 
     def user_errors(fn):
+        @functools.wraps(fn)
         def wrapper(*args):
             try:
                 return fn(*args)
             except (AppError, ModelsNotReady) as error:
                 raise gr.Error(html.escape(str(error)), print_exception=False) from None
 
-        wrapper.__name__ = fn.__name__
         return wrapper
 
     def mode_update():
@@ -717,26 +721,37 @@ def build_train_tab(settings, store, models, prompts: Sequence[str] = (), *, mod
             return gr.Radio(choices=[*choices, MODE_TWO_MODELS])
         return gr.skip()
 
-    def view():
+    def view() -> list:
+        """Status, loss, evaluation table (and the pair-mode radio): what every event of the tab shows."""
         run = runner.latest()
         logs = read_training_logs(runner.folder / run["run_id"]) if run else []
         table = eval_table(run["evaluation"]) if run and run.get("evaluation") else eval_table({})
-        active = bool(run and run["state"] in ACTIVE_STATES) or runner._registering is not None
-        return (status_markdown(run, logs, runner.registration_error), loss_frame(logs), table,
-                gr.Timer(active=active), mode_update())
+        shown = [status_markdown(run, logs, runner.registration_error), loss_frame(logs), table]
+        return shown + ([mode_update()] if mode is not None else [])
+
+    def timer_state():
+        """The poll runs while a run trains, evaluates or is being loaded, and stops after."""
+        run = runner.latest()
+        return gr.Timer(active=bool(run and run["state"] in ACTIVE_STATES) or runner._registering is not None)
+
+    def poll() -> list:
+        return [*view(), timer_state()]
 
     @user_errors
-    def start(method_label: str, reliability: str, max_steps: float):
+    def train_start(method_label: str, reliability: str, max_steps: float):
         runner.start(METHOD_LABELS.get(method_label, method_label), reliability, int(max_steps))
         return view()
 
     @user_errors
-    def cancel():
+    def train_cancel():
         runner.cancel()
         return view()
 
+    def train_status():
+        return view()
+
     @user_errors
-    def push(repo_id: str):
+    def train_push(repo_id: str):
         url = runner.push(repo_id, settings.hub_token)
         return f"Pushed to {html.escape(url)} (a private repo)."
 
@@ -769,29 +784,21 @@ def build_train_tab(settings, store, models, prompts: Sequence[str] = (), *, mod
         push_info = gr.Markdown(label="Push status", show_label=False)
         timer = gr.Timer(2.0, active=False)
 
-    mode_output = [mode] if mode is not None else []
-    outputs = [status, loss_plot, evaluation, timer, *mode_output]
-
-    def view_outputs():
-        result = view()
-        return result if mode is not None else result[:-1]
-
-    def start_outputs(*args):
-        result = start(*args)
-        return result if mode is not None else result[:-1]
-
-    def cancel_outputs():
-        result = cancel()
-        return result if mode is not None else result[:-1]
-
+    shown = [status, loss_plot, evaluation, *([mode] if mode is not None else [])]
     at_once = dict(concurrency_limit=None)
-    start_outputs.__name__, cancel_outputs.__name__, view_outputs.__name__ = "train_start", "train_cancel", "train_status"
-    start_button.click(start_outputs, [method, reliability, max_steps], outputs, api_name="train_start", **at_once)
-    cancel_button.click(cancel_outputs, None, outputs, api_name="train_cancel", **at_once)
-    timer.tick(view_outputs, None, outputs, api_name="train_poll", api_visibility="private", **at_once)
-    tab.select(view_outputs, None, outputs, api_name="train_status", **at_once)
-    push_button.click(user_errors(push), [repo], [push_info], api_name="train_push", **at_once)
+    private = dict(api_visibility="private", **at_once)
+    start_button.click(train_start, [method, reliability, max_steps], shown, api_name="train_start", **at_once).then(
+        timer_state, None, [timer], api_name="train_timer_after_start", **private
+    )
+    cancel_button.click(train_cancel, None, shown, api_name="train_cancel", **at_once).then(
+        timer_state, None, [timer], api_name="train_timer_after_cancel", **private
+    )
+    tab.select(train_status, None, shown, api_name="train_status", **at_once).then(
+        timer_state, None, [timer], api_name="train_timer_on_select", **private
+    )
+    timer.tick(poll, None, [*shown, timer], api_name="train_poll", **private)
+    push_button.click(train_push, [repo], [push_info], api_name="train_push", **at_once)
     if demo is not None:
-        demo.load(view_outputs, None, outputs, api_name="train_status_on_load", api_visibility="private", **at_once)
+        demo.load(poll, None, [*shown, timer], api_name="train_status_on_load", **private)
         demo.prefkit_train = runner
     return runner
