@@ -135,3 +135,66 @@ def test_best_of_n_shows_the_ranked_candidates_with_the_best_highlighted(driver,
     rows = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#bon-table tr.prefkit-best"), what="the ranked table")
     assert len(driver.find_elements(By.CSS_SELECTOR, "#bon-table tbody tr")) == 2  # the app's default N
     assert rows[0].find_element(By.CSS_SELECTOR, "td").text.startswith("1")
+
+
+@pytest.fixture(scope="module")
+def train_app(tiny_model_dir, tmp_path_factory):
+    from prefkit.app import CSS, AppModels, AppSettings, build_app, theme
+    from prefkit.data.votes import Vote, VoteStore
+    from prefkit.models import load_model
+
+    data_dir = tmp_path_factory.mktemp("browser-train")
+    store = VoteStore(data_dir)
+    for index in range(4):
+        store.append(Vote.new(prompt="Tell me about tea.", response_a=f"Tea is a kind, warm drink ({index}).",
+                              response_b="No.", verdict="a", source_a="tiny", source_b="tiny", annotator="ann"))
+    policy, tokenizer = load_model(tiny_model_dir)
+    models = AppModels.from_objects(policy.eval(), tokenizer, vowel_reward, policy_name="tiny")
+    settings = AppSettings(data_dir=str(data_dir), n=2, max_new_tokens=8, relabel_fraction=0.0, train_tab="on",
+                           train_max_steps=2, train_eval_prompts=1)
+    demo = build_app(store=store, settings=settings, models=models, prompts=["Tell me about tea."], seed=0)
+    demo.queue()
+    _, url, _ = demo.launch(
+        prevent_thread_lock=True, quiet=True, theme=theme(), css=CSS, server_name="127.0.0.1", server_port=free_port()
+    )
+    yield url, store, demo
+    demo.close()
+
+
+def click_tab(driver, text):
+    from selenium.webdriver.common.by import By
+
+    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "button[role='tab']"), what="the tabs")
+    next(b for b in driver.find_elements(By.CSS_SELECTOR, "button[role='tab']") if text in b.text).click()
+
+
+@pytest.mark.slow
+def test_training_on_the_votes_puts_the_trained_policy_into_the_next_pair(driver, train_app):
+    from selenium.webdriver.common.by import By
+
+    url, store, demo = train_app
+    driver.get(url)
+    click_tab(driver, "Train")
+    wait_for(lambda: [b for b in driver.find_elements(By.ID, "train-start") if b.is_displayed()], what="Start")[0].click()
+    status = wait_for(
+        lambda: "Finished" in driver.find_element(By.ID, "train-status").text and driver.find_element(By.ID, "train-status").text,
+        timeout=300, what="the run to finish",
+    )
+    name = demo.prefkit_train.latest()["name"]
+    assert name.startswith("tiny + dpo-4-") and name in status
+
+    click_tab(driver, "Compare")
+    two_models = wait_for(
+        lambda: [label for label in driver.find_elements(By.CSS_SELECTOR, "label") if "Policy vs second model" in label.text],
+        what="the 'Policy vs second model' pair mode",
+    )
+    two_models[0].click()
+    driver.find_element(By.ID, "new-pair").click()
+    left = driver.find_element(By.CSS_SELECTOR, "#response-left textarea")
+    note = driver.find_element(By.ID, "pair-note")
+    # answers stream in while they are sampled; the pair can be voted on once sampling is over
+    wait_for(lambda: left.get_attribute("value") and "Sampling" not in note.text, timeout=60, what="the whole pair")
+    before = len(store.read())
+    driver.find_element(By.ID, "vote-left").click()
+    votes = wait_for(lambda: store.read() if len(store.read()) == before + 1 else None, what="the stored vote")
+    assert {votes[-1].source_a, votes[-1].source_b} == {"tiny", name}
