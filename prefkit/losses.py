@@ -329,31 +329,22 @@ def kl_penalty(
     r"""The KL-to-the-reference term of a policy loss, to be added to the surrogate and minimized:
 
     .. math::
-        eta\, \mathbb{E}_tig[\mathrm{sg}(
-ho_t)\, k(\pi_	heta, \pi_{ref})_tig], \qquad
-        
-ho_t = rac{\pi_	heta(a_t \mid s_t)}{\pi_{	heta_{old}}(a_t \mid s_t)}
+        \beta\, \mathbb{E}_t\big[\mathrm{sg}(\rho_t)\, k(\pi_\theta, \pi_{ref})_t\big], \qquad
+        \rho_t = \frac{\pi_\theta(a_t \mid s_t)}{\pi_{\theta_{old}}(a_t \mid s_t)}
 
-    with the per-token estimator :math:`k` of :func:`kl_estimate` differentiated through :math:`\log \pi_	heta`.
-    Which divergence its gradient descends depends on the estimator, for tokens sampled from :math:`\pi_	heta`:
+    with the per-token estimator :math:`k` of :func:`kl_estimate` differentiated through :math:`\log \pi_\theta`.
+    Which divergence its gradient descends depends on the estimator, for tokens sampled from :math:`\pi_\theta`:
 
-    - ``"k3"`` (default): :math:`\mathbb{E}[
-abla k_3] = 
-abla \mathrm{KL}(\pi_{ref} \,\|\, \pi_	heta)`, the
-      lecture's :math:`\mathrm{KL}[\pi_{ref}, \pi_	heta]` (mass-covering: keeps every token the reference likes);
-    - ``"k2"``: :math:`\mathbb{E}[
-abla k_2] = 
-abla \mathrm{KL}(\pi_	heta \,\|\, \pi_{ref})`;
-    - ``"k1"`` is refused: :math:`\mathbb{E}[
-abla k_1] = \mathbb{E}[
-abla \log \pi_	heta] = 0`, so it would
+    - ``"k3"`` (default): :math:`\mathbb{E}[\nabla k_3] = \nabla \mathrm{KL}(\pi_{ref} \,\|\, \pi_\theta)`, the
+      lecture's :math:`\mathrm{KL}[\pi_{ref}, \pi_\theta]` (mass-covering: keeps every token the reference likes);
+    - ``"k2"``: :math:`\mathbb{E}[\nabla k_2] = \nabla \mathrm{KL}(\pi_\theta \,\|\, \pi_{ref})`;
+    - ``"k1"`` is refused: :math:`\mathbb{E}[\nabla k_1] = \mathbb{E}[\nabla \log \pi_\theta] = 0`, so it would
       penalize nothing (k1 is the right estimator of the KL *value*, e.g. in the reward, not of its gradient).
 
     Those identities need tokens sampled from the *current* policy. Only the first minibatch of a PPO iteration is
-    on-policy; later ones were sampled from :math:`\pi_{	heta_{old}}`. The stop-gradient importance weight
-    :math:`\mathrm{sg}(
-ho_t)` makes the expectation over :math:`\pi_{	heta_{old}}` equal the one over
-    :math:`\pi_	heta`, so the identities hold on every minibatch; it is exactly 1 on the first.
+    on-policy; later ones were sampled from :math:`\pi_{\theta_{old}}`. The stop-gradient importance weight
+    :math:`\mathrm{sg}(\rho_t)` makes the expectation over :math:`\pi_{\theta_{old}}` equal the one over
+    :math:`\pi_\theta`, so the identities hold on every minibatch; it is exactly 1 on the first.
     ``importance_weighted=False`` drops it, as the GRPO paper (Shao et al., 2024, eq. 3) writes its loss.
     """
     if kl_estimator == "k1":
@@ -381,9 +372,8 @@ def ppo_kl_penalty_loss(
     r"""PPO with a KL penalty to the reference (Schulman et al., 2017, sec. 4), to be minimized:
 
     .. math::
-        \mathcal{L} = -\,\mathbb{E}_t\Big[
-ho_t \hat A_t
-                      - eta\, \mathrm{KL}ig[\pi_{ref}(\cdot \mid s_t),\, \pi_	heta(\cdot \mid s_t)ig]\Big]
+        \mathcal{L} = -\,\mathbb{E}_t\Big[\rho_t \hat A_t
+                      - \beta\, \mathrm{KL}\big[\pi_{ref}(\cdot \mid s_t),\, \pi_\theta(\cdot \mid s_t)\big]\Big]
 
     The surrogate is unclipped; what keeps the policy close is the penalty, :func:`kl_penalty` (per-token estimator
     ``kl_estimator``, importance-weighted off-policy). ``kl_coef`` :math:`\beta` may be adapted between iterations to
