@@ -171,7 +171,10 @@ class _ChunkedTokenLogprobs(torch.autograd.Function):
         weight_c = weight.to(dtype)
         bias_c = bias.to(dtype) if bias is not None else None
         grad_hidden = torch.empty_like(hidden) if needs_hidden else None
-        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if needs_weight else None
+        # The weight's gradient accumulates in place (addmm_) in the weight's dtype, so the backward adds no
+        # [vocab, hidden] temporary; only under autocast (bf16 products of a float32 weight) is each chunk's product
+        # made apart, then added in float32, as autograd would cast it.
+        grad_weight = torch.zeros(weight.shape, dtype=weight.dtype, device=weight.device) if needs_weight else None
         grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if needs_bias else None
         for start in range(0, hidden.shape[0], chunk_size):
             end = min(start + chunk_size, hidden.shape[0])
@@ -187,12 +190,14 @@ class _ChunkedTokenLogprobs(torch.autograd.Function):
             with torch.autocast(hidden.device.type, enabled=False):
                 if needs_hidden:
                     grad_hidden[start:end] = (grad_logits_c @ weight_c).to(hidden.dtype)
-                if needs_weight:
+                if needs_weight and dtype == weight.dtype:
+                    grad_weight.addmm_(grad_logits_c.T, hidden_c)
+                elif needs_weight:
                     grad_weight += grad_logits_c.T @ hidden_c
             del grad_logits_c
         return (
             grad_hidden,
-            grad_weight.to(weight.dtype) if needs_weight else None,
+            grad_weight,
             grad_bias.to(bias.dtype) if needs_bias else None,
             None, None, None, None,
         )
