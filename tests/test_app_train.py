@@ -264,3 +264,23 @@ def test_systematic_resampling_gives_each_row_its_share_of_copies():
     assert systematic_resample([1.0, 1.0, 1.0]) == [1, 1, 1]
     with pytest.raises(ValueError, match="every weight is 0"):
         systematic_resample([0.0, 0.0])
+
+
+@pytest.mark.slow
+def test_a_reward_run_under_the_weight_policy_gives_a_reward_model_that_is_not_a_source(tiny_model_dir, tmp_path):
+    from prefkit.rewards import resolve_reward
+
+    store = VoteStore(tmp_path)
+    add_votes(store)
+    models = make_models(tiny_model_dir)
+    runner = TrainRunner(make_settings(tmp_path), store, models, PROMPTS)
+    runner.start("reward", "weight")
+
+    run = wait_for_state(runner, ("finished", "failed", "cancelled"), timeout=240)
+
+    assert run["state"] == "finished" and run["name"].startswith("tiny + reward-6-"), run
+    assert "resampled in proportion to their weight" in run["reliability_description"]
+    assert models.compare is None and run["evaluation"] is None
+    reward = resolve_reward(str(runner.folder / run["run_id"] / "model"))
+    scores = reward(["Tell me about tea."] * 2, ["A warm and kind answer.", "No."])
+    assert len(scores) == 2 and all(math.isfinite(score) for score in scores)
