@@ -41,28 +41,6 @@ def causal_lm_logits(model, input_ids, attention_mask, position_ids, response_wi
     return output.logits[:, -response_width - 1 : -1]
 
 
-def causal_lm_logprobs(
-    model,
-    input_ids,
-    attention_mask,
-    position_ids,
-    response_width: int,
-    *,
-    temperature: float = 1.0,
-    chunk_size: int | None = DEFAULT_LOGPROB_CHUNK_SIZE,
-    return_entropy: bool = False,
-) -> TokenLogprobs:
-    r""":math:`\log\pi(a_t \mid s_t)` at ``temperature`` of the last ``response_width`` tokens, ``[batch,
-    response_width]``: ``selective_log_softmax(causal_lm_logits(...).float() / temperature, responses)`` without the
-    ``[batch, response_width, vocab]`` logits (:func:`prefkit.logprobs.causal_lm_token_logprobs`, ``chunk_size``
-    tokens of the output head at a time; ``None`` for the full logits). With ``return_entropy``, also the entropy of
-    each position's distribution (no gradient), what ``entropy_from_logits`` gives."""
-    return causal_lm_token_logprobs(
-        model, input_ids, attention_mask, position_ids, response_width,
-        temperature=temperature, chunk_size=chunk_size, return_entropy=return_entropy,
-    )
-
-
 def backbone_and_head(sequence_classifier):
     """The transformer body and the ``score`` head of a decoder ``*ForSequenceClassification`` (maybe under PEFT)."""
     base = sequence_classifier.get_base_model() if hasattr(sequence_classifier, "get_base_model") else sequence_classifier
@@ -177,8 +155,11 @@ class PolicyAndValue(nn.Module):
         return_entropy: bool = False,
     ) -> TokenLogprobs:
         r""":math:`\log\pi_\theta(a_t \mid s_t)` of the last ``response_width`` tokens at ``temperature``, ``[batch,
-        response_width]``, ``logprob_chunk_size`` tokens of the output head at a time (:func:`causal_lm_logprobs`)."""
-        return causal_lm_logprobs(
+        response_width]``: ``selective_log_softmax(policy_logits(...).float() / temperature, responses)`` without the
+        ``[batch, response_width, vocab]`` logits, ``logprob_chunk_size`` tokens of the output head at a time
+        (:func:`prefkit.logprobs.causal_lm_token_logprobs`). With ``return_entropy``, also each position's entropy
+        (no gradient), what ``entropy_from_logits`` gives."""
+        return causal_lm_token_logprobs(
             self.policy, input_ids, attention_mask, position_ids, response_width,
             temperature=temperature, chunk_size=self.logprob_chunk_size, return_entropy=return_entropy,
         )
@@ -190,12 +171,12 @@ class PolicyAndValue(nn.Module):
         r""":math:`\log\pi_{ref}(a_t \mid s_t)`, ``[batch, response_width]``: under ``ref_model``, or the policy with
         its adapter disabled when ``ref_model`` is ``None`` (LoRA); chunked like :meth:`policy_logprobs`."""
         if ref_model is not None:
-            return causal_lm_logprobs(
+            return causal_lm_token_logprobs(
                 ref_model, input_ids, attention_mask, position_ids, response_width,
                 temperature=temperature, chunk_size=self.logprob_chunk_size,
             ).logprobs
         with self.reference() as reference:
-            return causal_lm_logprobs(
+            return causal_lm_token_logprobs(
                 reference, input_ids, attention_mask, position_ids, response_width,
                 temperature=temperature, chunk_size=self.logprob_chunk_size,
             ).logprobs
