@@ -41,6 +41,12 @@ def short_name(name_or_path: str) -> str:
     return os.path.basename(os.fspath(name_or_path).rstrip("/")) or os.fspath(name_or_path)
 
 
+def _loaded_from(model) -> str | None:
+    """The folder or Hub id a model in memory says it was loaded from (``config._name_or_path``), or None."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(getattr(base, "config", None), "_name_or_path", None) or None
+
+
 class AppModels:
     """Policy, reward and an optional second policy for "two models" pairs, plus their loading status.
 
@@ -78,7 +84,8 @@ class AppModels:
         from ..models import model_id
 
         models = cls()
-        models.policy = PolicySlot(policy_name or short_name(model_id(policy)), policy, tokenizer, model_id(policy))
+        source = model_id(policy) if _loaded_from(policy) else None
+        models.policy = PolicySlot(policy_name or short_name(model_id(policy)), policy, tokenizer, source)
         if compare is not None:
             models.compare = PolicySlot(compare_name or short_name(model_id(compare[0])), compare[0], compare[1])
             if models.compare.name == models.policy.name:
