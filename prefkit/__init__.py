@@ -42,6 +42,10 @@ _LAZY = {
     "GRPOTrainer": "prefkit.trainers.grpo",
     "RLOOConfig": "prefkit.trainers.grpo",
     "RLOOTrainer": "prefkit.trainers.grpo",
+    # sampling: rollout engines
+    "HFSampler": "prefkit.sampling",
+    "RolloutEngine": "prefkit.sampling",
+    "ServerSampler": "prefkit.sampling_server",
     # evaluation
     "evaluate": "prefkit.policy_eval",
     "EvaluationReport": "prefkit.policy_eval",
@@ -98,6 +102,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .models import DEFAULT_ENCODER, DEFAULT_POLICY, load_model, load_tokenizer, resolve_model_path
     from .demo import load_demo_reward_model
     from .reward_model import RewardModel
+    from .sampling import HFSampler, RolloutEngine
+    from .sampling_server import ServerSampler
     from .implicit_reward import ImplicitReward
     from .trainers.dpo import DPOConfig, DPOTrainer
     from .trainers.iterative_dpo import IterativeDPOConfig, IterativeDPOTrainer
