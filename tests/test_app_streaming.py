@@ -179,3 +179,15 @@ def test_the_first_pair_is_sampled_when_the_page_opens(tiny_policy, tmp_path):
 
     assert prompt == PROMPT and pair["prompt"] == PROMPT
     assert {left, right} == {pair["response_a"], pair["response_b"]}
+
+
+def test_the_first_pair_waits_for_loading_models_and_stops_quietly_when_they_fail(tmp_path):
+    models = AppModels()  # still loading
+    demo = build_app(store=VoteStore(tmp_path), models=models, prompts=[PROMPT],
+                     settings=AppSettings(data_dir=str(tmp_path), relabel_fraction=0.0))
+    on_load = next(fn.fn for fn in demo.fns.values() if fn.api_name == "first_pair")
+
+    run = on_load(MODE_TWO_SAMPLES, "", None, None)
+    assert "sampled once the models are loaded" in next(run)[4]
+    models.error = "OSError: no such model"  # the status line says so; the pair note is cleared
+    assert list(run)[-1][4] == ""

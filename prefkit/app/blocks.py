@@ -394,11 +394,10 @@ def build_app(
     def first_pair(mode: str, annotator: str, state: dict, request: gr.Request, profile: gr.OAuthProfile | None = None):
         """On page load: sample the first pair at once (after the models load), so it is ready when wanted."""
         while not models.ready.wait(0.5):
-            if models.error:
+            if models.error:  # the status line at the top says what failed
+                yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), "", gr.skip()
                 return
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), "*The first pair is sampled once the models are loaded.*", gr.skip()
-        if models.error:
-            return
         yield from _new_pair("", mode, state, who(profile, annotator, request), request, after_vote=False)
 
     def _vote(side: str, pair_record, strength, rewrite, name, state, request, profile):
