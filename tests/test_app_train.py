@@ -238,6 +238,16 @@ def test_train_settings_are_checked_and_the_tab_is_off_on_a_space_unless_turned_
     assert AppSettings.from_env({"PREFKIT_TRAIN_TAB": "on"}, data_dir=str(tmp_path)).train_tab_enabled
 
 
+def test_prefkit_app_flags_set_the_train_settings(tmp_path):
+    from prefkit.commands.app import FLAGS, make_parser
+
+    args = make_parser().parse_args(["--train_tab", "off", "--train-max-steps", "5", "--train_method", "reward",
+                                     "--data_dir", str(tmp_path)])
+    settings = AppSettings.from_env({}, **{name: getattr(args, name) for name in FLAGS})
+
+    assert (settings.train_tab_enabled, settings.train_max_steps, settings.train_method) == (False, 5, "reward")
+
+
 def test_the_trainers_log_lines_are_read_as_numbers():
     line = "{'loss': '0.6931', 'grad_norm': '1.395', 'rewards/margins': '0', 'epoch': '0.1667'}"
     assert parse_log_line(line) == {"loss": 0.6931, "grad_norm": 1.395, "rewards/margins": 0.0, "epoch": 0.1667}

@@ -386,7 +386,7 @@ class TrainRunner:
             running = self.active()
             if running is not None:
                 raise AppError(
-                    f"A run is already {running['state']} ({html.escape(running['name'])}): one run at a time. Wait "
+                    f"A run is already {running['state']} ({running['name']}): one run at a time. Wait "
                     "for it or cancel it."
                 )
             rows, description, votes = self.training_rows(method, reliability)
