@@ -189,11 +189,13 @@ def test_training_on_the_votes_puts_the_trained_policy_into_the_next_pair(driver
         what="the 'Policy vs second model' pair mode",
     )
     two_models[0].click()
-    driver.find_element(By.ID, "new-pair").click()
     left = driver.find_element(By.CSS_SELECTOR, "#response-left textarea")
     note = driver.find_element(By.ID, "pair-note")
+    first_pair = left.get_attribute("value")  # the pair sampled when the page opened, before the model was trained
+    driver.find_element(By.ID, "new-pair").click()
     # answers stream in while they are sampled; the pair can be voted on once sampling is over
-    wait_for(lambda: left.get_attribute("value") and "Sampling" not in note.text, timeout=60, what="the whole pair")
+    wait_for(lambda: left.get_attribute("value") not in ("", first_pair) and "Sampling" not in note.text, timeout=60,
+             what="the whole new pair")
     before = len(store.read())
     driver.find_element(By.ID, "vote-left").click()
     votes = wait_for(lambda: store.read() if len(store.read()) == before + 1 else None, what="the stored vote")
