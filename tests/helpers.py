@@ -95,3 +95,28 @@ class EndlessPolicy:
                 time.sleep(seconds_per_token)
 
         self.model.register_forward_hook(never_stop)
+
+
+def run_two_ranks_expecting_failure(script: str | Path, args: list[str], env: dict[str, str], cwd: str | Path) -> str:
+    """Like :func:`run_two_ranks`, for a run that must fail: return its combined output, and fail the test if it
+    succeeds or takes over 10 minutes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import pytest
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+               str(script), *args]
+    env = {**env, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               cwd=cwd, start_new_session=True)
+    try:
+        log, _ = process.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        log, _ = process.communicate()
+        pytest.fail(f"the two-process run did not finish in 10 minutes:\n{log[-3000:]}")
+    assert process.returncode != 0, f"the two-process run should have failed:\n{log[-3000:]}"
+    return log

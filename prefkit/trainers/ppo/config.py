@@ -226,6 +226,17 @@ class PPOConfig(TrainingArguments, QLoRAArguments, PolicyEvalArguments):
         default=None, metadata={"help": "Weights of several reward functions (default: all 1)."}
     )
 
+    # ---- Several processes
+    sync_check_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "With several processes: also check every N PPO iterations that every process holds the same "
+            "trainable weights (policy adapter, value adapter and head), by gathering one checksum per tensor. The check "
+            "always runs before each checkpoint and at the end of training; a mismatch stops training with the name of "
+            "the first differing tensor. None: only then."
+        },
+    )
+
     # ---- Samples
     log_completions: bool = field(default=True, metadata={"help": "Log sample completions as a table."})
     log_completions_steps: int = field(default=10, metadata={"help": "Log sample completions every N iterations."})
@@ -303,6 +314,11 @@ class PPOConfig(TrainingArguments, QLoRAArguments, PolicyEvalArguments):
             problems.append(f"adaptive_kl needs target_kl > 0 and kl_horizon > 0 (got {self.target_kl}, {self.kl_horizon})")
         if not 0 <= self.baseline_momentum < 1:
             problems.append(f"baseline_momentum={self.baseline_momentum}: must be in [0, 1)")
+        if self.sync_check_steps is not None and self.sync_check_steps < 1:
+            problems.append(
+                f"sync_check_steps={self.sync_check_steps}: give a number of PPO iterations >= 1, or None to check only "
+                "before each checkpoint and at the end"
+            )
         if self.rollout_engine not in ROLLOUT_ENGINES:
             problems.append(f"rollout_engine={self.rollout_engine!r}: use one of {list(ROLLOUT_ENGINES)}")
         elif self.rollout_engine == "server" and not self.rollout_url:

@@ -269,6 +269,9 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
             self.completion_samples = CompletionSamplesCallback(args.log_completions_steps, args.num_completions_to_log)
             self.add_callback(self.completion_samples)
         self._metrics_since_log: list[dict[str, float]] = []
+        #: PPO steps after which the processes were checked to hold the same trainable weights (several processes).
+        self.sync_checked_steps: list[int] = []
+        self._logged_sharded_sync_check = False
         self.add_policy_eval_from_args()
 
     # ------------------------------------------------------------------------------------------------------------
@@ -307,9 +310,23 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
     # ------------------------------------------------------------------------------------------------------------
 
     def training_loop(self, resume_from_checkpoint: str | None = None, trial=None):
+        """The PPO loop. Resuming (``resume_from_checkpoint``) continues the same run on any number of processes that
+        divides the checkpoint's rollout batch: the prompt order is one global permutation per epoch of which each
+        iteration takes the next ``prompts_per_rollout × world_size`` prompts (process ``r`` the ``r``-th slice), so the
+        position is the step times the global batch, whatever the world size; weights, optimizer, scheduler, β and the
+        REINFORCE baseline are the same on every process and come back as saved. Per-process random states
+        (``rng_state_<rank>.pth``) come back only for the ranks that wrote one: on another world size the sampling and
+        minibatch shuffles of the resumed iterations draw fresh random numbers, so they continue the same run, not
+        the same samples. A per-process batch that does not rebuild the checkpoint's global batch is refused here,
+        before any step."""
         args = self.args
         max_steps = self._total_iterations()
         iterations_per_epoch = self._iterations_per_epoch()
+        if resume_from_checkpoint is not None:
+            check_resume_batch(
+                self._read_ppo_state(resume_from_checkpoint).get("rollout_batch"), args, self.accelerator.num_processes,
+                resume_from_checkpoint,
+            )
         model = self.prepare_training(max_steps, iterations_per_epoch, resume_from_checkpoint, trial)
         if resume_from_checkpoint is not None:
             self._load_ppo_state(resume_from_checkpoint)
@@ -338,6 +355,8 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
             self._metrics_since_log.append(metrics)
             self.add_step_loss(metrics["loss/policy_avg"] + args.vf_coef * metrics.get("loss/value_avg", 0.0))
             self.control = self.callback_handler.on_step_end(args, self.state, self.control)
+            if self._sync_check_due(max_steps):  # before a checkpoint, so none is written from diverged processes
+                self.check_processes_in_sync()
             self.log_and_save(model, trial, start_time, self._metrics_to_log)
 
         output = self.finish_training(trial, max_steps * args.prompts_per_rollout * world_size, start_time)
@@ -584,6 +603,47 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
         return {key: float(value) for key, value in zip(keys, stacked.tolist())}
 
     # ------------------------------------------------------------------------------------------------------------
+    # Processes in step: DDP keeps every copy of the weights identical; check that it did
+    # ------------------------------------------------------------------------------------------------------------
+
+    def _sync_check_due(self, max_steps: int) -> bool:
+        """Whether this step ends with a sync check: before each checkpoint, at the end, every ``sync_check_steps``.
+        Every process reaches the same answer (the same step and control flags), as the collective check needs."""
+        if self.accelerator.num_processes < 2:
+            return False
+        every = self.args.sync_check_steps
+        return (
+            self.control.should_save
+            or self.control.should_training_stop
+            or self.state.global_step >= max_steps
+            or (every is not None and self.state.global_step % every == 0)
+        )
+
+    def check_processes_in_sync(self) -> None:
+        """Raise :class:`ProcessesOutOfSyncError`, naming the first differing tensor, unless every process holds the
+        same trainable weights (policy adapter, value adapter and value head, or the whole trainable model).
+
+        A collective call: every process must make it. Skipped (with a log line) where the weights are sharded
+        (FSDP, DeepSpeed ZeRO-3), since there each process holds a different part by design. The steps checked (and
+        passed) are appended to :attr:`sync_checked_steps`.
+        """
+        if self.accelerator.num_processes < 2:
+            return
+        if self.is_fsdp_enabled or (
+            self.is_deepspeed_enabled and getattr(self.accelerator.state.deepspeed_plugin, "zero_stage", 0) == 3
+        ):
+            if not self._logged_sharded_sync_check:
+                self._logged_sharded_sync_check = True
+                logger.info("Weights are sharded across processes (FSDP / ZeRO-3): the sync check does not apply.")
+            return
+        named = [(name, p) for name, p in self._policy_and_value.named_parameters() if p.requires_grad]
+        gather = lambda checksums: self.accelerator.gather(checksums.unsqueeze(0))  # noqa: E731  [world, n, 2]
+        check_in_sync(named, gather, where=f"after PPO step {self.state.global_step}")
+        self.sync_checked_steps.append(self.state.global_step)
+        logger.info("PPO step %d: %d processes hold the same %d trainable tensors.",
+                    self.state.global_step, self.accelerator.num_processes, len(named))
+
+    # ------------------------------------------------------------------------------------------------------------
     # Saving and resuming: policy adapter at the root, value adapter + head in value/, PPO state in ppo_state.json
     # ------------------------------------------------------------------------------------------------------------
 
@@ -599,19 +659,33 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
             json.dump(self._ppo_state(), f, indent=2)
 
     def _ppo_state(self) -> dict[str, Any]:
+        args = self.args
         return {
             "kl_coef": self.kl_ctl.state_dict(),
             "kl_penalty_coef": self.kl_penalty_ctl.state_dict(),
             "running_baseline": self.reinforce_baseline.value,
+            # What a resume on another number of processes must rebuild (check_resume_batch).
+            "rollout_batch": {
+                "completions_per_iteration": args.local_batch_size * self.accelerator.num_processes,
+                "num_generations": args.num_generations,
+                "num_mini_batches": args.num_mini_batches,
+                "world_size": self.accelerator.num_processes,
+            },
         }
 
-    def _load_ppo_state(self, checkpoint: str) -> None:
+    @staticmethod
+    def _read_ppo_state(checkpoint: str) -> dict[str, Any]:
         path = os.path.join(checkpoint, PPO_STATE_NAME)
         if not os.path.isfile(path):
+            return {}
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
+    def _load_ppo_state(self, checkpoint: str) -> None:
+        state = self._read_ppo_state(checkpoint)
+        if not state:
             logger.warning("%s has no %s: KL coefficients and baseline restart from the config.", checkpoint, PPO_STATE_NAME)
             return
-        with open(path, encoding="utf-8") as f:
-            state = json.load(f)
         self.kl_ctl.load_state_dict(state["kl_coef"])
         self.kl_penalty_ctl.load_state_dict(state["kl_penalty_coef"])
         self.reinforce_baseline.value = state.get("running_baseline")
@@ -651,6 +725,98 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
             "rollout_is_cap": args.rollout_is_cap if args.rollout_engine == "server" else None,
         }
         return {**values, **super().card_hyperparameters()}
+
+
+class ProcessesOutOfSyncError(RuntimeError):
+    """Processes that should hold identical weights (data parallel) hold different ones."""
+
+
+def parameter_checksums(tensors: list[torch.Tensor]) -> torch.Tensor:
+    r"""Two float64 checksums per tensor, ``[n, 2]``: :math:`\sum_i x_i` and :math:`\sum_i w_i x_i` with
+    :math:`w_i = 1 + (i \bmod 97)` over the flattened tensor (the weighted sum also catches values that moved
+    between positions). Equal tensors give bit-equal checksums on the same hardware; a change of one element by
+    one unit in the last place of a float32 almost always shows (float64 holds float32's 24 bits with 29 to spare)."""
+    rows = []
+    for tensor in tensors:
+        flat = tensor.detach().reshape(-1).to(torch.float64)
+        weights = torch.arange(flat.numel(), device=flat.device, dtype=torch.float64).remainder_(97).add_(1)
+        rows.append(torch.stack([flat.sum(), (flat * weights).sum()]))
+    if not rows:
+        return torch.zeros(0, 2, dtype=torch.float64)
+    return torch.stack(rows)
+
+
+def check_in_sync(named_tensors: list[tuple[str, torch.Tensor]], gather, where: str = "") -> None:
+    """Raise :class:`ProcessesOutOfSyncError` naming the first tensor whose checksums differ between processes.
+
+    ``gather(checksums [n, 2]) -> [world_size, n, 2]`` collects every process's checksums (an all-gather), so every
+    process reaches the same verdict and raises the same error."""
+    names = [name for name, _ in named_tensors]
+    local = parameter_checksums([tensor for _, tensor in named_tensors])
+    gathered = gather(local).cpu()  # [world_size, n, 2]
+    differs = (gathered != gathered[:1]).any(dim=2).any(dim=0)  # [n]
+    if not differs.any():
+        return
+    first = int(differs.nonzero()[0])
+    sums = ", ".join(f"{float(row[first, 0])!r} on rank {rank}" for rank, row in enumerate(gathered))
+    others = int(differs.sum()) - 1
+    raise ProcessesOutOfSyncError(
+        f"Processes hold different weights {where}: the first differing trainable tensor is {names[first]!r} "
+        f"(sum {sums}){f', and {others} more tensor(s) differ' if others else ''}. Data-parallel training keeps one "
+        "copy per process identical; something changed one process's copy only (a callback, hook or manual edit on "
+        "one rank, weights loaded on one rank, or different library versions). Training stopped so the processes do "
+        "not go on training different models; resume from the last checkpoint once the cause is gone."
+    )
+
+
+def check_resume_batch(saved: dict[str, Any] | None, args: PPOConfig, world_size: int, checkpoint: str) -> None:
+    """Refuse, with what to set, a resume whose global rollout batch differs from the checkpoint's ``saved`` one
+    (``ppo_state.json``'s ``rollout_batch``), or whose number of processes cannot split it: the prompt order and the
+    optimizer's steps per iteration are those of the global batch, so only an equal global batch continues the run.
+    A checkpoint from before ``rollout_batch`` was saved (``saved`` is None) is not checked."""
+    if not saved:
+        return
+    completions = int(saved["completions_per_iteration"])
+    generations, mini_batches = int(saved["num_generations"]), int(saved["num_mini_batches"])
+    prompts = completions // generations
+    written = (
+        f"{checkpoint} was written by a run sampling {completions} completions per PPO iteration ({prompts} prompts × "
+        f"{generations} generations, in {mini_batches} minibatches) on {saved['world_size']} process(es)"
+    )
+    changed = [
+        f"{name}={now} (the checkpoint's: {then})"
+        for name, now, then in (("num_generations", args.num_generations, generations),
+                                ("num_mini_batches", args.num_mini_batches, mini_batches))
+        if now != then
+    ]
+    if changed:
+        raise ValueError(f"{written}; this resume has {', '.join(changed)}. Set them back to continue the same run.")
+    fits = [n for n in range(1, prompts + 1) if prompts % n == 0 and (completions // n) % mini_batches == 0]
+    if world_size not in fits:
+        raise ValueError(
+            f"{written}; {world_size} processes cannot split it (each process needs whole prompts, a prompt's "
+            f"completions stay on one process, and an equal share of each minibatch). Resume on {_or_list(fits)} "
+            "process(es)."
+        )
+    per_process = completions // world_size
+    if args.local_batch_size != per_process:
+        per_step = per_process // mini_batches
+        hint = (
+            f"--per_device_train_batch_size {per_step // args.gradient_accumulation_steps}"
+            if per_step % args.gradient_accumulation_steps == 0
+            else f"--per_device_train_batch_size {per_step} --gradient_accumulation_steps 1"
+        )
+        raise ValueError(
+            f"{written}; on {world_size} process(es) that is {per_process} completions per process, but this run "
+            f"samples {args.local_batch_size} (per_device_train_batch_size {args.per_device_train_batch_size} × "
+            f"gradient_accumulation_steps {args.gradient_accumulation_steps} × num_mini_batches {mini_batches}). To "
+            f"continue the same run, set {hint}."
+        )
+
+
+def _or_list(numbers: list[int]) -> str:
+    words = [str(n) for n in numbers]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
 def _validate_prompts(dataset: Any, name: str) -> None:
