@@ -23,11 +23,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ...logprobs import selective_log_softmax
 from ...losses import gae, grpo_advantages, masked_moments, reinforce_advantages, rloo_advantages, whiten
 from ...rl import RewardFunction, combine_rewards
 from .config import PPOConfig
-from .policy_value import PolicyAndValue, causal_lm_logits
+from .policy_value import PolicyAndValue
 
 AllReduce = Callable[[torch.Tensor], torch.Tensor]  # sums a tensor over processes
 
@@ -201,18 +200,10 @@ def rollout_logprobs_and_values(
         for start in range(0, len(responses.responses), batch_size):
             batch = slice(start, start + batch_size)
             inputs = (responses.query_responses[batch], responses.attention_mask[batch], responses.position_ids[batch])
-            tokens = responses.responses[batch]
             with autocast():
-                logits = policy_and_value.policy_logits(*inputs, width)
-                old_logprobs.append(selective_log_softmax(logits.float() / temperature, tokens))
-                del logits
-                if ref_model is not None:
-                    ref_logits = causal_lm_logits(ref_model, *inputs, width)
-                else:
-                    with policy_and_value.reference() as reference:
-                        ref_logits = causal_lm_logits(reference, *inputs, width)
-                ref_logprobs.append(selective_log_softmax(ref_logits.float() / temperature, tokens))
-                del ref_logits
+                # chunked through the output head (PolicyAndValue.logprob_chunk_size): never the [rows, T, vocab] logits
+                old_logprobs.append(policy_and_value.policy_logprobs(*inputs, width, temperature=temperature).logprobs)
+                ref_logprobs.append(policy_and_value.reference_logprobs(ref_model, *inputs, width, temperature=temperature))
                 if policy_and_value.has_values:
                     values.append(policy_and_value.values(*inputs, width))
     finally:
