@@ -407,3 +407,12 @@ def test_the_chunked_path_holds_measurably_less_memory():
     assert runs["full_train"]["peak_bytes"] > 1.5 * logits_bytes
     assert runs["chunked_train"]["peak_bytes"] < 0.5 * logits_bytes
     assert summary["max_relative_difference"] < 1e-4  # and the same numbers
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, "big", True])
+def test_ppo_config_refuses_a_bad_chunk_size_when_it_is_built(bad, tmp_path):
+    from prefkit import PPOConfig
+
+    with pytest.raises(ValueError, match="logprob_chunk_size must be a positive number of tokens"):
+        PPOConfig(output_dir=str(tmp_path), logprob_chunk_size=bad, report_to="none")
+    assert PPOConfig(output_dir=str(tmp_path), logprob_chunk_size=None, report_to="none").logprob_chunk_size is None

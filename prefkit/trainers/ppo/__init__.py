@@ -20,7 +20,7 @@ from .policy_value import (
     PolicyAndValue,
 )
 from .rollout import Rollout, RunningBaseline
-from .trainer import CURVES_NAME, PPO_STATE_NAME, PPOTrainer
+from .trainer import CURVES_NAME, PPO_STATE_NAME, PPOTrainer, ProcessesOutOfSyncError
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
@@ -37,6 +37,7 @@ __all__ = [
     "PPOConfig",
     "PPOTrainer",
     "PolicyAndValue",
+    "ProcessesOutOfSyncError",
     "Rollout",
     "RunningBaseline",
     "plot_training_curves",

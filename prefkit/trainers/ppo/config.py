@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from ...logprobs import check_logprob_chunk_size
 from ..startup import QLoRAArguments
 from ..policy_eval_callback import PolicyEvalArguments
 
@@ -269,6 +270,10 @@ class PPOConfig(TrainingArguments, QLoRAArguments, PolicyEvalArguments):
 
     def _check_ppo_fields(self) -> None:
         problems = []
+        try:
+            check_logprob_chunk_size(self.logprob_chunk_size)
+        except ValueError as error:
+            problems.append(str(error))
         if self.loss_type not in LOSS_TYPES:
             problems.append(f"loss_type={self.loss_type!r}: use one of {list(LOSS_TYPES)}")
         if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:

@@ -46,7 +46,6 @@ import torch.nn as nn
 from ...data.validation import PreferenceDataError, validate_dataset
 from ...evaluation import plot_training_curves
 from ...hub import ModelCardMixin
-from ...logprobs import entropy_from_logits, selective_log_softmax
 from ...losses import (
     kl_estimate,
     kl_penalty,
@@ -220,7 +219,8 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
         for role in (model, value_model, ref_model):
             disable_dropout(role)
 
-        wrapper = PolicyAndValue(model, value_model=value_model, value_head=value_head)
+        wrapper = PolicyAndValue(model, value_model=value_model, value_head=value_head,
+                                 logprob_chunk_size=args.logprob_chunk_size)
         super().__init__(
             model=wrapper,
             args=args,
@@ -530,15 +530,17 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
                         # TIS: w * min(rho A, clip(rho) A) = min(rho (wA), clip(rho) (wA)) since w > 0
                         advantages = advantages * rollout.is_weights[index]
                     with contextlib.nullcontext() if is_last else accelerator.no_sync(model):
-                        logits, new_values = model(
+                        # log-probs (and entropy) through the chunked output head: never the [rows, T, vocab] logits
+                        token_logprobs, new_values = model(
                             rollout.query_responses[index],
                             rollout.attention_mask[index],
                             rollout.position_ids[index],
                             response_width,
                             with_values,
+                            return_logprobs=True,
+                            temperature=args.temperature,
                         )
-                        logits = logits.float() / args.temperature
-                        new_logprobs = selective_log_softmax(logits, rollout.responses[index])
+                        new_logprobs = token_logprobs.logprobs
                         if args.loss_type == "clip":
                             policy = ppo_clip_loss(new_logprobs, old_logprobs, advantages, mask, args.cliprange)
                             loss = policy.loss
@@ -572,13 +574,13 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
                         stats["policy/approxkl_avg"].append(policy.approx_kl)
                         stats["policy/clipfrac_avg"].append(policy.clipfrac)
                         stats["loss/policy_avg"].append(policy.loss.detach())
-                        stats["policy/entropy_avg"].append(masked_mean(entropy_from_logits(logits), mask))
+                        stats["policy/entropy_avg"].append(masked_mean(token_logprobs.entropy, mask))
                         stats["val/ratio"].append(masked_mean(ratio, mask))
                         stats["val/ratio_var"].append(masked_var(ratio, mask, unbiased=False))
                         if with_values:
                             stats["loss/value_avg"].append(value.loss.detach())
                             stats["val/clipfrac_avg"].append(value.clipfrac)
-                    del logits, new_logprobs, new_values, loss
+                    del token_logprobs, new_logprobs, new_values, loss
         return {key: torch.stack(items).mean() for key, items in stats.items() if items}
 
     def _warn_about_logprob_gap(self, mean_gap: float) -> None:
