@@ -48,9 +48,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_two_ranks(script: str | Path, args: list[str], env: dict[str, str], cwd: str | Path) -> str:
+def run_two_ranks(script: str | Path, args: list[str], env: dict[str, str], cwd: str | Path,
+                  expect_failure: bool = False) -> str:
     """Run ``script`` on two CPU ranks under torchrun (gloo, a free port) and return its combined output; fail the
-    test, killing both ranks, when it errs or takes over 10 minutes."""
+    test, killing both ranks, when it errs (with ``expect_failure``: when it succeeds) or takes over 10 minutes."""
     import os
     import signal
     import subprocess
@@ -70,7 +71,10 @@ def run_two_ranks(script: str | Path, args: list[str], env: dict[str, str], cwd:
         os.killpg(process.pid, signal.SIGKILL)
         log, _ = process.communicate()
         pytest.fail(f"the two-process run did not finish in 10 minutes:\n{log[-3000:]}")
-    assert process.returncode == 0, log[-3000:]
+    if expect_failure:
+        assert process.returncode != 0, f"the two-process run should have failed:\n{log[-3000:]}"
+    else:
+        assert process.returncode == 0, log[-3000:]
     return log
 
 
@@ -98,25 +102,5 @@ class EndlessPolicy:
 
 
 def run_two_ranks_expecting_failure(script: str | Path, args: list[str], env: dict[str, str], cwd: str | Path) -> str:
-    """Like :func:`run_two_ranks`, for a run that must fail: return its combined output, and fail the test if it
-    succeeds or takes over 10 minutes."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    import pytest
-
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-               str(script), *args]
-    env = {**env, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               cwd=cwd, start_new_session=True)
-    try:
-        log, _ = process.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        log, _ = process.communicate()
-        pytest.fail(f"the two-process run did not finish in 10 minutes:\n{log[-3000:]}")
-    assert process.returncode != 0, f"the two-process run should have failed:\n{log[-3000:]}"
-    return log
+    """:func:`run_two_ranks` for a run that must fail: its combined output."""
+    return run_two_ranks(script, args, env, cwd, expect_failure=True)
