@@ -180,7 +180,8 @@ def run_iterative_dpo(policy_name, train_prompts, out, b, seed, labeller=gold):
     the current policy answers a fresh subset of the training prompts, the gold reward ranks the answers (the same
     labeller as the offline pairs, now asked about the policy's own answers), DPO trains on the pairs."""
     from prefkit import IterativeDPOConfig, IterativeDPOTrainer
-    from prefkit.models import load_model
+    from prefkit.models import load_policy
+    from prefkit.trainers.iterative_dpo import finished_rounds
 
     rounds = b["dpo_rounds"]
     settings = {**ITERATIVE_DPO_DEMO, "num_rounds": rounds, "max_steps": max(1, b["dpo_steps"] // rounds),
@@ -190,11 +191,12 @@ def run_iterative_dpo(policy_name, train_prompts, out, b, seed, labeller=gold):
     args.seed = seed
     trainer = IterativeDPOTrainer(policy_name, args=args, train_dataset=[{"prompt": p} for p in train_prompts],
                                   reward=labeller)
+    resumed = bool(finished_rounds(out))  # an earlier invocation finished some rounds: its time is not counted here
     records = trainer.train()
     print("  rounds: " + "; ".join(f"{r['round']}: {r['num_pairs']} pairs, sampled gold {r['sample_reward_mean']:.3f}"
                                     for r in records))
     labels = sum(r["num_prompts"] * r["samples_per_prompt"] for r in records)
-    return load_model(str(out)), labels
+    return load_policy(str(out)), labels, resumed  # the adapter on its base, which resolves offline like any prefkit model
 
 
 def rl_budget(b):
@@ -478,9 +480,10 @@ def main(argv=None) -> int:
         elif method == "dpo_iterative":
             # --quick: the tiny random model's answers carry no sentiment (VADER scores them all 0, so a round may have
             # no pair); the proxy labels them instead, to check the pipeline
-            pair, labels = run_iterative_dpo(policy_name, train_prompts, out / "dpo-iterative", b, args.seed,
-                                             labeller=proxy if args.quick else gold)
-            keep([measure("iterative dpo", base_pair, pair, heldout, proxy, b, started, labels, out)])
+            pair, labels, resumed = run_iterative_dpo(policy_name, train_prompts, out / "dpo-iterative", b, args.seed,
+                                                      labeller=proxy if args.quick else gold)
+            row = measure("iterative dpo", base_pair, pair, heldout, proxy, b, started, labels, out)
+            keep([{**row, "wall_seconds": None} if resumed else row])
         elif method in ("trl_grpo", "trl_rloo"):
             pair = run_trl(method.split("_")[1], policy_name, proxy, train_prompts, out / method, b)
             keep([measure(f"TRL {method.split('_')[1].upper()}", base_pair, pair, heldout, proxy, b, started,
