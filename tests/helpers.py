@@ -104,3 +104,19 @@ class EndlessPolicy:
 def run_two_ranks_expecting_failure(script: str | Path, args: list[str], env: dict[str, str], cwd: str | Path) -> str:
     """:func:`run_two_ranks` for a run that must fail: its combined output."""
     return run_two_ranks(script, args, env, cwd, expect_failure=True)
+
+
+def start_app(demo, attempts: int = 3, **kwargs):
+    """``demo.launch`` on 127.0.0.1 and a free port, without blocking; returns what ``launch`` returns.
+
+    Gradio checks that its own page answers before returning, with a 3-second HTTP timeout, and raises "When
+    localhost is not accessible, a shareable link must be created" when it does not; on a loaded machine that is a
+    slow answer, not a broken app, so the launch is retried on a new port (up to ``attempts`` times)."""
+    for attempt in range(attempts):
+        try:
+            return demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", server_port=free_port(),
+                               **kwargs)
+        except ValueError as error:
+            if "localhost is not accessible" not in str(error) or attempt == attempts - 1:
+                raise
+            demo.close()

@@ -14,7 +14,7 @@ from gradio_client import Client  # noqa: E402
 from prefkit.app import AppModels, AppSettings, build_app  # noqa: E402
 from prefkit.app.logic import MODE_BEST_VS_SAMPLE, MODE_TWO_MODELS, MODE_TWO_SAMPLES  # noqa: E402
 from prefkit.data.votes import VoteStore  # noqa: E402
-from helpers import free_port  # noqa: E402
+from helpers import start_app  # noqa: E402
 
 DPO_EXPORT = "DPO pairs (prompt / chosen / rejected / margin when graded)"
 
@@ -46,7 +46,7 @@ def second_policy():
 
 def launch(demo):
     demo.queue(default_concurrency_limit=1)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", server_port=free_port())
+    _, url, _ = start_app(demo)
     return url
 
 

@@ -15,7 +15,7 @@ from prefkit.app import AppModels, AppSettings, build_app  # noqa: E402
 from prefkit.app.auth import Annotator, identify, is_admin, parse_admins  # noqa: E402
 from prefkit.app.logic import MODE_TWO_SAMPLES, DailyQuota, LimitReached  # noqa: E402
 from prefkit.data.votes import VoteStore, hash_annotator  # noqa: E402
-from helpers import free_port  # noqa: E402
+from helpers import start_app  # noqa: E402
 
 PROMPT = "Tell me about tea."
 SALT = "a-long-secret-salt-for-tests-0123"
@@ -244,7 +244,7 @@ def test_gradios_mocked_sign_in_reaches_the_vote_handler(tiny_policy, tmp_path):
     """Gradio's mocked sign-in (the fixture's account) sets a session cookie; the vote handler sees its profile."""
     demo = make_app(tiny_policy, tmp_path, admins=None)
     demo.queue()
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", server_port=free_port())
+    _, url, _ = start_app(demo)
     base = url.rstrip("/")
     try:
         with httpx.Client(base_url=base, timeout=60) as http:

@@ -18,7 +18,7 @@ from prefkit.app import AppModels, AppSettings, build_app  # noqa: E402
 from prefkit.app.logic import FEW_BATTLES, MODE_TWO_SAMPLES, GenerationJob, leaderboard_note, summary  # noqa: E402
 from prefkit.data.leaderboard import battles_from_votes, leaderboard  # noqa: E402
 from prefkit.data.votes import Vote, VoteStore  # noqa: E402
-from helpers import EndlessPolicy, free_port  # noqa: E402
+from helpers import EndlessPolicy, start_app  # noqa: E402
 
 LONG = 400  # max_new_tokens of a generation that would run for many seconds unless something stops it
 
@@ -35,7 +35,7 @@ def launch_app(policy: EndlessPolicy, data_dir, **settings):
         prompts=["Tell me about tea."], seed=0,
     )
     demo.queue(default_concurrency_limit=1)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", server_port=free_port())
+    _, url, _ = start_app(demo)
     return demo, url
 
 

@@ -16,7 +16,7 @@ from prefkit.app import AppModels, AppSettings, build_app  # noqa: E402
 from prefkit.app.logic import MODE_BEST_VS_SAMPLE, MODE_TWO_SAMPLES  # noqa: E402
 from prefkit.app.streaming import CandidateStreamer, PairPreview  # noqa: E402
 from prefkit.data.votes import VoteStore  # noqa: E402
-from helpers import EndlessPolicy, free_port  # noqa: E402
+from helpers import EndlessPolicy, start_app  # noqa: E402
 
 PROMPT = "Tell me about tea."
 
@@ -39,7 +39,7 @@ def launch_app(policy, tokenizer, data_dir, **settings):
     demo = build_app(store=VoteStore(data_dir), settings=AppSettings(**{**defaults, **settings}), models=models,
                      prompts=[PROMPT], seed=0)
     demo.queue(default_concurrency_limit=1)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", server_port=free_port())
+    _, url, _ = start_app(demo)
     return demo, url
 
 

@@ -24,7 +24,7 @@ from prefkit.app.train_tab import (  # noqa: E402
     systematic_resample,
 )
 from prefkit.data.votes import Vote, VoteStore  # noqa: E402
-from helpers import free_port  # noqa: E402
+from helpers import start_app  # noqa: E402
 
 TOKEN = "hf_train_tab_secret_0123456789"
 PROMPTS = ["Tell me about tea.", "Write a poem.", "How do I make a cup of tea?"]
@@ -89,7 +89,7 @@ def trained(tiny_model_dir, tmp_path_factory):
     try:
         demo = build_app(store=store, settings=settings, models=models, prompts=PROMPTS, seed=0)
         demo.queue()
-        _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", server_port=free_port())
+        _, url, _ = start_app(demo)
         client = Client(url, verbose=False)
         client.predict(DPO_LABEL, "keep", 2, api_name="/train_start")
         runner = demo.prefkit_train

@@ -14,7 +14,7 @@ from prefkit.app import AppModels, AppSettings, build_app  # noqa: E402
 from prefkit.app.logic import MODE_BEST_VS_SAMPLE  # noqa: E402
 from prefkit.data.reliability import GoldPair  # noqa: E402
 from prefkit.data.votes import Vote, VoteStore  # noqa: E402
-from helpers import free_port  # noqa: E402
+from helpers import start_app  # noqa: E402
 
 DPO_EXPORT = "DPO pairs (prompt / chosen / rejected / margin when graded)"
 GOLD = GoldPair(prompt="What is 2 + 2?", a="2 + 2 = 4.", b="2 + 2 = 5.", answer="a")
@@ -44,7 +44,7 @@ def launch(tiny_policy, data_dir, compare=None, gold_pairs=None, **settings):
         prompts=["Tell me about tea."], seed=0, gold_pairs=gold_pairs,
     )
     demo.queue(default_concurrency_limit=1)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", server_port=free_port())
+    _, url, _ = start_app(demo)
     return demo, store, Client(url, verbose=False)
 
 

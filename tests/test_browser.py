@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import free_port
+from helpers import start_app
 
 pytestmark = pytest.mark.browser
 
@@ -65,9 +65,7 @@ def app(tiny_model_dir, tmp_path_factory):
     settings = AppSettings(data_dir=str(data_dir), n=2, max_new_tokens=8, relabel_fraction=1.0)
     demo = build_app(store=store, settings=settings, models=models, prompts=["Tell me about tea."], seed=0)
     demo.queue()
-    _, url, _ = demo.launch(
-        prevent_thread_lock=True, quiet=True, theme=theme(), css=CSS, server_name="127.0.0.1", server_port=free_port()
-    )
+    _, url, _ = start_app(demo, theme=theme(), css=CSS)
     yield url, store
     demo.close()
 
@@ -154,9 +152,7 @@ def train_app(tiny_model_dir, tmp_path_factory):
                            train_max_steps=2, train_eval_prompts=1)
     demo = build_app(store=store, settings=settings, models=models, prompts=["Tell me about tea."], seed=0)
     demo.queue()
-    _, url, _ = demo.launch(
-        prevent_thread_lock=True, quiet=True, theme=theme(), css=CSS, server_name="127.0.0.1", server_port=free_port()
-    )
+    _, url, _ = start_app(demo, theme=theme(), css=CSS)
     yield url, store, demo
     demo.close()
 
