@@ -346,16 +346,20 @@ def plot(rows, path):
         axes.plot([r["kl"] for r in bon], [r["gold"] for r in bon], "o-", color="gray", label="Best-of-N (gold)")
         if all(r.get("proxy") is not None for r in bon):
             axes.plot([r["kl"] for r in bon], [r["proxy"] for r in bon], "o--", color="lightgray", label="Best-of-N (proxy)")
-    for r in rows:
-        if r["method"].startswith("best-of-") or r["kl"] is None:
-            continue
+    import matplotlib
+
+    points = [r for r in rows if not r["method"].startswith("best-of-") and r["kl"] is not None]
+    colors = matplotlib.colormaps["tab20"].colors  # one color per row: the default cycle repeats after ten
+    markers = "osD^v<>ph*"
+    for index, r in enumerate(points):
         low, high = r["gold_interval"]
         axes.errorbar([r["kl"]], [r["gold"]], yerr=[[r["gold"] - low], [high - r["gold"]]],
-                      xerr=[[r["kl_sem"] or 0.0], [r["kl_sem"] or 0.0]], fmt="o", capsize=3, label=r["method"])
+                      xerr=[[r["kl_sem"] or 0.0], [r["kl_sem"] or 0.0]], fmt=markers[index % len(markers)],
+                      color=colors[index % len(colors)], capsize=3, label=r["method"])
     axes.set_xlabel("KL to the base policy (nats per answer)")
     axes.set_ylabel("gold reward (VADER) on held-out prompts")
     axes.set_title("Reward-KL frontier, SmolLM2-135M-Instruct + LoRA")
-    axes.legend(fontsize=7, loc="best")
+    axes.legend(fontsize=7, loc="best", ncol=2)
     figure.tight_layout()
     figure.savefig(path)
 
