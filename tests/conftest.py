@@ -37,6 +37,15 @@ def tiny_tokenizer(tiny_model_dir):
     return load_tokenizer(tiny_model_dir)
 
 
+@pytest.fixture(scope="module")
+def tiny_policy(tiny_model_dir):
+    """``(model, tokenizer)`` of the tiny model in eval mode, as the app tests inject it: one per test module."""
+    from prefkit.models import load_model
+
+    model, tokenizer = load_model(tiny_model_dir)
+    return model.eval(), tokenizer
+
+
 @pytest.fixture
 def tiny_model(tiny_model_dir):
     from transformers import AutoModelForCausalLM

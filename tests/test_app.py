@@ -28,14 +28,6 @@ def vowel_reward(prompts, responses):
 
 
 @pytest.fixture(scope="module")
-def tiny_policy(tiny_model_dir):
-    from prefkit.models import load_model
-
-    model, tokenizer = load_model(tiny_model_dir)
-    return model.eval(), tokenizer
-
-
-@pytest.fixture(scope="module")
 def second_policy():
     from prefkit.models import load_model
     from prefkit.testing import build_tiny_model

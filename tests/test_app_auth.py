@@ -51,14 +51,6 @@ def vowel_reward(prompts, responses):
     return [sum(response.count(v) for v in "aeiou") for response in responses]
 
 
-@pytest.fixture(scope="module")
-def tiny_policy(tiny_model_dir):
-    from prefkit.models import load_model
-
-    model, tokenizer = load_model(tiny_model_dir)
-    return model.eval(), tokenizer
-
-
 def make_app(tiny_policy, data_dir, **settings):
     model, tokenizer = tiny_policy
     defaults = dict(data_dir=str(data_dir), n=2, max_new_tokens=4, relabel_fraction=0.0, annotator_salt=SALT,

@@ -25,14 +25,6 @@ def vowel_reward(prompts, responses):
     return [sum(response.count(v) for v in "aeiou") for response in responses]
 
 
-@pytest.fixture(scope="module")
-def tiny_policy(tiny_model_dir):
-    from prefkit.models import load_model
-
-    model, tokenizer = load_model(tiny_model_dir)
-    return model.eval(), tokenizer
-
-
 def launch_app(policy, tokenizer, data_dir, **settings):
     defaults = dict(data_dir=str(data_dir), n=3, max_new_tokens=12, relabel_fraction=0.0)
     models = AppModels.from_objects(policy, tokenizer, vowel_reward, policy_name="tiny")

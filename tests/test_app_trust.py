@@ -24,14 +24,6 @@ def length_reward(prompts, responses):
     return [float(len(response)) for response in responses]
 
 
-@pytest.fixture(scope="module")
-def tiny_policy(tiny_model_dir):
-    from prefkit.models import load_model
-
-    model, tokenizer = load_model(tiny_model_dir)
-    return model.eval(), tokenizer
-
-
 def launch(tiny_policy, data_dir, compare=None, gold_pairs=None, **settings):
     policy, tokenizer = tiny_policy
     defaults = dict(data_dir=str(data_dir), n=3, max_new_tokens=6, relabel_fraction=0.0)
