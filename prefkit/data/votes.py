@@ -10,9 +10,17 @@ When a Hub dataset repo and a token are configured, :class:`HubSync` (a ``huggin
 uploads the changed vote files every few minutes in one commit: never one commit per vote, and no commit when
 nothing changed. The scheduler's lock is the store's lock, so an upload never sees half a line.
 
+Moderation never deletes a vote. An admin's "hide" or "un-hide" (of one vote, or of every vote of one annotator
+pseudonym, with a reason) is a :class:`ModerationEntry` appended the same way to a moderation log beside the vote
+files (``<folder>/votes/moderation-<host>-<pid>-<time>-<random>.jsonl``); replaying the log in time order gives
+:class:`Moderation`, the set of hidden votes. :meth:`VoteStore.read` and :func:`read_votes` leave hidden votes out
+(so counts, the leaderboard, reliability tables, exports and training never see them); ``include_hidden=True`` reads
+everything that was ever collected.
+
     store = VoteStore("prefkit-data", hub_repo="me/my-votes", token=os.environ["HF_TOKEN"])
     store.append(Vote.new(prompt=..., response_a=..., response_b=..., verdict="a", strength="clearly", ...))
     votes = store.read()
+    store.hide(vote_id=votes[0].vote_id, reason="spam", by=admin_pseudonym)  # the vote stays on disk
 """
 
 from __future__ import annotations
@@ -41,6 +49,9 @@ STRENGTHS = ("slightly", "clearly", "much")
 SIDES = ("a", "b")
 GOLD_ANSWERS = ("a", "b", "tie")
 VOTES_SUBFOLDER = "votes"
+MODERATION_SCHEMA_VERSION = 1
+MODERATION_ACTIONS = ("hide", "unhide")
+MAX_REASON_CHARS = 500
 
 
 class VoteError(ValueError):
@@ -166,11 +177,19 @@ class TornLineWarning(UserWarning):
     """A line of a vote file is not a complete vote (usually the last line of a file whose writer was killed)."""
 
 
+def _records_root(folder: str | os.PathLike) -> Path:
+    folder = Path(folder)
+    return folder / VOTES_SUBFOLDER if (folder / VOTES_SUBFOLDER).is_dir() else folder
+
+
 def vote_files(folder: str | os.PathLike) -> list[Path]:
     """Every vote file under ``folder`` (the data folder or its ``votes/`` subfolder), oldest name first."""
-    folder = Path(folder)
-    root = folder / VOTES_SUBFOLDER if (folder / VOTES_SUBFOLDER).is_dir() else folder
-    return sorted(root.glob("votes-*.jsonl"))
+    return sorted(_records_root(folder).glob("votes-*.jsonl"))
+
+
+def moderation_files(folder: str | os.PathLike) -> list[Path]:
+    """Every moderation log file under ``folder`` (the data folder or its ``votes/`` subfolder)."""
+    return sorted(_records_root(folder).glob("moderation-*.jsonl"))
 
 
 def read_vote_file(path: str | os.PathLike) -> list[Vote]:
@@ -205,8 +224,18 @@ def read_vote_file(path: str | os.PathLike) -> list[Vote]:
     return votes
 
 
-def read_votes(folder: str | os.PathLike) -> list[Vote]:
-    """All votes under ``folder`` in time order, each once (a vote id seen twice is kept once)."""
+def read_votes(folder: str | os.PathLike, include_hidden: bool = False) -> list[Vote]:
+    """The votes under ``folder`` in time order, each once (a vote id seen twice is kept once).
+
+    Votes an admin hid (the folder's moderation log, :func:`read_moderation`) are left out unless ``include_hidden``.
+    """
+    votes = _read_all_votes(folder)
+    if include_hidden:
+        return votes
+    return Moderation.replay(read_moderation(folder)).visible(votes)
+
+
+def _read_all_votes(folder: str | os.PathLike) -> list[Vote]:
     seen: set[str] = set()
     votes = []
     for path in vote_files(folder):
@@ -220,12 +249,191 @@ def read_votes(folder: str | os.PathLike) -> list[Vote]:
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# Moderation: hidden, never deleted
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class ModerationError(VoteError):
+    """A moderation action that cannot be taken as given (unknown vote or annotator, no reason, nothing to undo)."""
+
+
+@dataclass
+class ModerationEntry:
+    """One line of the moderation log: ``action`` (``"hide"`` / ``"unhide"``) of one vote (``vote_id``) or of every
+    vote of one annotator pseudonym (``annotator``), why (``reason``), and by whom (``by``: the admin's pseudonym,
+    never a username)."""
+
+    action: str
+    reason: str
+    vote_id: str | None = None
+    annotator: str | None = None
+    by: str = ""
+    created_at: str = ""
+    entry_id: str = ""
+    schema_version: int = MODERATION_SCHEMA_VERSION
+
+    @classmethod
+    def new(cls, **fields: Any) -> ModerationEntry:
+        entry = cls(**fields)
+        entry.reason = (entry.reason or "").strip() if isinstance(entry.reason, str) else entry.reason
+        entry.entry_id = entry.entry_id or uuid.uuid4().hex
+        entry.created_at = entry.created_at or _now()
+        entry.check()
+        return entry
+
+    def check(self) -> None:
+        if self.action not in MODERATION_ACTIONS:
+            raise ModerationError(f"action must be one of {MODERATION_ACTIONS}, got {self.action!r}.")
+        targets = [name for name in ("vote_id", "annotator") if getattr(self, name)]
+        if len(targets) != 1:
+            raise ModerationError("A moderation action names either one vote id or one annotator pseudonym.")
+        if not all(isinstance(getattr(self, name), str) for name in targets):
+            raise ModerationError(f"{targets[0]} must be a string.")
+        if not isinstance(self.reason, str) or not self.reason.strip():
+            raise ModerationError("Give a reason: the moderation log keeps why each vote was hidden or shown again.")
+        if len(self.reason) > MAX_REASON_CHARS:
+            raise ModerationError(f"The reason is limited to {MAX_REASON_CHARS} characters (got {len(self.reason)}).")
+
+    @property
+    def target(self) -> str:
+        return f"vote {self.vote_id}" if self.vote_id else f"annotator {self.annotator}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> ModerationEntry:
+        return cls(**{name: record[name] for name in cls.__dataclass_fields__ if name in record})
+
+
+def read_moderation(folder: str | os.PathLike) -> list[ModerationEntry]:
+    """The moderation log under ``folder``, every process's file merged, in time order; a torn or malformed line is
+    skipped with a :class:`TornLineWarning` (as in a vote file)."""
+    entries: list[ModerationEntry] = []
+    seen: set[str] = set()
+    for path in moderation_files(folder):
+        lines = path.read_bytes().split(b"\n")
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8"))
+                if not isinstance(record, dict):
+                    raise ValueError("not a JSON object")
+                entry = ModerationEntry.from_dict(record)
+                entry.check()
+            except (ValueError, TypeError, UnicodeDecodeError) as error:
+                reason = "torn last line" if number == len(lines) else f"malformed line ({error})"
+                warnings.warn(f"{path}, line {number}: {reason}; skipped.", TornLineWarning, stacklevel=2)
+                continue
+            if entry.schema_version > MODERATION_SCHEMA_VERSION:
+                warnings.warn(f"{path}, line {number}: moderation schema {entry.schema_version} is newer than this "
+                              "prefkit reads; upgrade prefkit. Skipped.", TornLineWarning, stacklevel=2)
+                continue
+            if entry.entry_id in seen:
+                continue
+            seen.add(entry.entry_id)
+            entries.append(entry)
+    entries.sort(key=lambda entry: entry.created_at)  # stable: one file's entries keep their order
+    return entries
+
+
+@dataclass
+class Moderation:
+    """What the moderation log says now: the hidden vote ids and annotators, each with the entry that hid it.
+
+    A vote is hidden when its id is, or when its annotator is (all of that annotator's votes, later ones included,
+    until the annotator is un-hidden). Un-hiding a vote id undoes a hide of that id only."""
+
+    hidden_votes: dict[str, ModerationEntry] = field(default_factory=dict)
+    hidden_annotators: dict[str, ModerationEntry] = field(default_factory=dict)
+    entries: list[ModerationEntry] = field(default_factory=list)
+
+    @classmethod
+    def replay(cls, entries: Iterable[ModerationEntry]) -> Moderation:
+        moderation = cls(entries=list(entries))
+        for entry in moderation.entries:
+            hidden = moderation.hidden_votes if entry.vote_id else moderation.hidden_annotators
+            key = entry.vote_id or entry.annotator
+            if entry.action == "hide":
+                hidden[key] = entry
+            else:
+                hidden.pop(key, None)
+        return moderation
+
+    def hidden_by(self, vote: Vote) -> ModerationEntry | None:
+        """The entry that hides ``vote`` (its own before its annotator's), or None when it is visible."""
+        return self.hidden_votes.get(vote.vote_id) or self.hidden_annotators.get(vote.annotator)
+
+    def is_hidden(self, vote: Vote) -> bool:
+        return self.hidden_by(vote) is not None
+
+    def visible(self, votes: Iterable[Vote]) -> list[Vote]:
+        return [vote for vote in votes if not self.is_hidden(vote)]
+
+    def hidden(self, votes: Iterable[Vote]) -> list[Vote]:
+        return [vote for vote in votes if self.is_hidden(vote)]
+
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------------------------------
 
 
+class _AppendOnlyFile:
+    """One process's file of JSON lines (``<folder>/<prefix>-<host>-<pid>-<time>-<random>.jsonl``): each line goes in
+    with one ``os.write`` and is ``fsync``-ed before :meth:`append` returns. The caller holds the lock."""
+
+    def __init__(self, folder: Path, prefix: str):
+        self.folder = folder
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())[:40] or "host"
+        self.path = folder / f"{prefix}-{host}-{os.getpid()}-{stamp}-{uuid.uuid4().hex[:6]}.jsonl"
+        self.fd: int | None = None
+
+    def _open(self) -> int:
+        if self.fd is None:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            # Make the new file's directory entry durable too.
+            directory = os.open(self.folder, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        return self.fd
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        fd = self._open()
+        try:
+            view = memoryview(line)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        except OSError:
+            # Disk full or similar: this file may now end in half a line. Start a fresh file for the next line so
+            # that the fragment stays a torn last line (skipped on reading) instead of swallowing the next one.
+            self.rotate()
+            raise
+
+    def rotate(self) -> None:
+        self.close()
+        self.path = self.path.with_name(f"{self.path.stem.rsplit('-', 1)[0]}-{uuid.uuid4().hex[:6]}.jsonl")
+
+    def close(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+
+
 class VoteStore:
     """Append-only, crash-safe vote storage in ``folder/votes/``, with optional scheduled sync to a Hub dataset.
+
+    Moderation (:meth:`hide`, :meth:`unhide`) goes to a log beside the vote files, written the same way; no vote is
+    ever removed from disk.
 
     Args:
         folder: the data folder (created if needed).
@@ -249,10 +457,8 @@ class VoteStore:
         self.folder = Path(folder)
         self.votes_folder = self.folder / VOTES_SUBFOLDER
         self.votes_folder.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())[:40] or "host"
-        self.path = self.votes_folder / f"votes-{host}-{os.getpid()}-{stamp}-{uuid.uuid4().hex[:6]}.jsonl"
-        self._fd: int | None = None
+        self._votes_file = _AppendOnlyFile(self.votes_folder, "votes")
+        self._moderation_file = _AppendOnlyFile(self.votes_folder, "moderation")  # created at the first action
         self._lock = threading.Lock()
         self._appended = 0
         self.sync: HubSync | None = None
@@ -261,54 +467,86 @@ class VoteStore:
             if self.sync is not None and self.sync.scheduler is not None:
                 self._lock = self.sync.scheduler.lock  # an upload never sees half a line
 
-    def _open(self) -> int:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            # Make the new file's directory entry durable too.
-            directory = os.open(self.votes_folder, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
-        return self._fd
+    @property
+    def path(self) -> Path:
+        """This process's vote file."""
+        return self._votes_file.path
+
+    @property
+    def _fd(self) -> int | None:
+        return self._votes_file.fd
+
+    @property
+    def moderation_path(self) -> Path:
+        """This process's moderation log file (it exists once this process moderated something)."""
+        return self._moderation_file.path
 
     def append(self, vote: Vote | dict[str, Any]) -> Vote:
         """Store one vote durably; when this returns, the vote survives a crash of this process."""
         if isinstance(vote, dict):
             vote = Vote.new(**vote)
         vote.check()
-        line = (json.dumps(vote.to_dict(), ensure_ascii=False) + "\n").encode("utf-8")
         with self._lock:
-            fd = self._open()
-            try:
-                view = memoryview(line)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                os.fsync(fd)
-            except OSError:
-                # Disk full or similar: this file may now end in half a line. Start a fresh file for the next vote so
-                # that the fragment stays a torn last line (skipped on reading) instead of swallowing the next vote.
-                self._rotate()
-                raise
+            self._votes_file.append(vote.to_dict())
             self._appended += 1
         return vote
 
     def _rotate(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
-        self.path = self.path.with_name(f"{self.path.stem.rsplit('-', 1)[0]}-{uuid.uuid4().hex[:6]}.jsonl")
+        self._votes_file.rotate()
 
     @property
     def appended(self) -> int:
         """Votes appended by this process."""
         return self._appended
 
-    def read(self) -> list[Vote]:
-        """Every vote in the folder, from every process that wrote there."""
-        return read_votes(self.votes_folder)
+    def read(self, include_hidden: bool = False) -> list[Vote]:
+        """Every vote in the folder, from every process that wrote there; hidden ones only with ``include_hidden``."""
+        return read_votes(self.votes_folder, include_hidden=include_hidden)
+
+    # ---- moderation -------------------------------------------------------------------------------------------------
+    def moderation(self) -> Moderation:
+        """The moderation log of the folder (every process's), replayed."""
+        return Moderation.replay(read_moderation(self.votes_folder))
+
+    def hidden(self) -> list[Vote]:
+        """The votes moderation hides now (still on disk, left out of :meth:`read`)."""
+        return self.moderation().hidden(self.read(include_hidden=True))
+
+    def hide(self, *, vote_id: str | None = None, annotator: str | None = None, reason: str, by: str = "") -> ModerationEntry:
+        """Hide one vote (``vote_id``) or every vote of one annotator pseudonym (``annotator``, later votes too).
+
+        Raises :class:`ModerationError` for an unknown vote or annotator, an empty reason, or a target already
+        hidden. ``by`` is the admin's pseudonym (never a username)."""
+        return self._moderate("hide", vote_id, annotator, reason, by)
+
+    def unhide(self, *, vote_id: str | None = None, annotator: str | None = None, reason: str, by: str = "") -> ModerationEntry:
+        """Undo :meth:`hide` of that vote id or annotator (the log keeps both entries)."""
+        return self._moderate("unhide", vote_id, annotator, reason, by)
+
+    def _moderate(self, action: str, vote_id: str | None, annotator: str | None, reason: str, by: str) -> ModerationEntry:
+        vote_id, annotator = (vote_id or "").strip() or None, (annotator or "").strip() or None
+        entry = ModerationEntry.new(action=action, vote_id=vote_id, annotator=annotator, reason=reason, by=by)
+        votes = self.read(include_hidden=True)
+        if vote_id is not None and vote_id not in {vote.vote_id for vote in votes}:
+            raise ModerationError(f"No vote has the id {vote_id!r}: copy it from the votes table or an export's vote_id column.")
+        if annotator is not None and annotator not in {vote.annotator for vote in votes}:
+            raise ModerationError(f"No vote comes from the annotator {annotator!r}: give a pseudonym (ann-...) from the annotator tables.")
+        with self._lock:
+            moderation = self.moderation()
+            hidden = moderation.hidden_votes if vote_id else moderation.hidden_annotators
+            key = vote_id or annotator
+            if action == "hide" and key in hidden:
+                raise ModerationError(f"The {entry.target} is already hidden ({hidden[key].reason!r}).")
+            if action == "unhide" and key not in hidden:
+                why = ""
+                if vote_id:
+                    vote = next(vote for vote in votes if vote.vote_id == vote_id)
+                    if vote.annotator in moderation.hidden_annotators:
+                        why = (f" It is hidden with every vote of its annotator {vote.annotator}: un-hide the annotator "
+                               "to show it again.")
+                raise ModerationError(f"The {entry.target} is not hidden by itself, so there is nothing to un-hide.{why}")
+            self._moderation_file.append(entry.to_dict())
+        return entry
 
     def sync_status(self) -> str:
         if self.sync is None:
@@ -317,9 +555,8 @@ class VoteStore:
 
     def close(self) -> None:
         with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            self._votes_file.close()
+            self._moderation_file.close()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -369,7 +606,7 @@ class HubSync:
                 repo_type="dataset",
                 private=private,
                 token=token,
-                allow_patterns=["votes-*.jsonl"],
+                allow_patterns=["votes-*.jsonl", "moderation-*.jsonl"],
                 hf_api=hf_api,
             )
         except Exception as error:  # offline, bad token, no permission: keep collecting locally
