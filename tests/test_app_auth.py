@@ -207,7 +207,7 @@ def test_only_admins_export_and_see_the_annotator_tables(tiny_policy, tmp_path):
     assert path.endswith(".jsonl")
     markdown, table, _ = handler(demo, "data_trust")(None, profile("grace"))
     assert "for the app's admins" in markdown and table is None
-    line, panel, _ = handler(demo, "access")(None, profile("grace"))
+    line, panel, *_ = handler(demo, "access")(None, profile("grace"))
     assert panel.visible is False and "grace" in line
     assert handler(demo, "access")(None, profile("ada"))[1].visible is True
 

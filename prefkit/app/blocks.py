@@ -14,6 +14,9 @@ Every event has a stable ``api_name`` so ``gradio_client`` and scripts can drive
 ``/data_trust``     -> annotator reliability (gold accuracy, agreement, flags) and interval narrowing tables
 ``/export``         kind, file format, reliability policy -> a training dataset file of the votes
 ``/push_export``    kind, repo id, reliability policy -> pushes that dataset to the Hub (needs the server's token)
+``/moderate``       action (hide / un-hide), target (vote id / annotator), the id or pseudonym, reason -> what was done,
+                    the latest votes and the moderation log (admins)
+``/moderation``     -> the latest votes (hidden ones marked) and the moderation log (admins)
 ``/status``         -> model loading status
 =================== ===========================================================================================
 
@@ -22,8 +25,10 @@ generated so far (``Client.submit(...)`` sees them; ``predict`` returns the fina
 first pair is sampled at once (a load event in the generation queue), so it is there when the labeler gets to it.
 
 Who is voting (:mod:`prefkit.app.auth`): with Hugging Face sign-in (a Space with ``hf_oauth: true``) handlers
-receive the ``gr.OAuthProfile``; votes need it, and the Data tab's exports and trust tables need an admin
-(``settings.admins``). Rate limits and daily quotas answer with a message in the page, not an error.
+receive the ``gr.OAuthProfile``; votes need it, and the Data tab's exports, trust tables and moderation (hiding votes,
+which are never deleted: :meth:`~prefkit.data.votes.VoteStore.hide`) need an admin (``settings.admins``), as do
+starting, cancelling and pushing Train-tab runs. Rate limits and daily quotas answer with a message in the page, not
+an error.
 
 Every output has a label, so ``Client.view_api()`` names what each endpoint returns.
 
@@ -47,7 +52,7 @@ import gradio as gr
 from ..bon import PromptTooLongError
 from ..data.reliability import RELIABILITY_POLICIES, GoldPairError, apply_reliability_policy, read_gold_pairs
 from ..data.validation import PreferenceDataError
-from ..data.votes import EXPORT_KINDS, VoteError, VoteStore, votes_to_rows
+from ..data.votes import EXPORT_KINDS, MAX_REASON_CHARS, VoteError, VoteStore, votes_to_rows
 from . import auth, logic
 from .logic import (
     MODE_BEST_VS_SAMPLE,
@@ -82,6 +87,10 @@ EXPORT_KIND_LABELS = {
 
 STREAM_POLL_SECONDS = 0.15
 """How often a generating handler puts the texts so far on the page (and notices a client that left)."""
+
+MODERATION_ACTION_LABELS = {"hide": "hide", "un-hide": "unhide"}
+"""The moderation radio's choices -> :meth:`VoteStore.hide` / :meth:`VoteStore.unhide` (the API takes "unhide" too)."""
+MODERATION_TARGETS = ("vote id", "annotator")
 
 GENERATION_QUEUE = "generation"
 """The concurrency group of every event that samples from a model: one at a time, in order, with queue positions."""
@@ -174,7 +183,9 @@ def build_app(
     vote_limit = RateLimiter(settings.votes_per_minute, what="votes")
     vote_quota = DailyQuota(  # seeded with today's stored votes: a restart hands out no fresh quota
         settings.votes_per_day, "votes",
-        already=[(vote.annotator, vote.created_at) for vote in store.read()] if settings.votes_per_day else (),
+        # hidden votes count too: moderation does not hand out a fresh quota
+        already=[(vote.annotator, vote.created_at) for vote in store.read(include_hidden=True)]
+        if settings.votes_per_day else (),
     )
     generation_quota = DailyQuota(settings.generations_per_day, "generations")
     login = settings.login_mode
@@ -474,28 +485,69 @@ def build_app(
         result = logic.trust_summary(store.read(), settings.reliability_thresholds)
         return result["markdown"], result["annotators"], result["narrowing"]
 
+    @_user_errors
+    def moderation(request: gr.Request, profile: gr.OAuthProfile | None = None):
+        """The latest votes (hidden ones marked, with why) and the moderation log: admins only."""
+        if not auth.is_admin(who(profile, None, request), admins, login):
+            return None, None
+        tables = logic.moderation_tables(store.read(include_hidden=True), store.moderation())
+        return tables["votes"], tables["log"]
+
+    @_user_errors
+    def moderate(action: str, target_kind: str, target: str, reason: str, request: gr.Request = None,
+                 profile: gr.OAuthProfile | None = None):
+        """Hide or un-hide one vote, or every vote of one annotator pseudonym, with a reason (admins only). Nothing is
+        deleted: the action is appended to the moderation log, and every count, table and export leaves hidden
+        votes out."""
+        require_admin(profile, request, "hide or un-hide votes")
+        action = {**MODERATION_ACTION_LABELS, "unhide": "unhide"}.get((action or "").strip().lower())
+        if action is None:
+            raise AppError(f"Choose an action: {' or '.join(MODERATION_ACTION_LABELS)}.")
+        kind = (target_kind or "").strip().lower()
+        if kind not in MODERATION_TARGETS:
+            raise AppError(f"Choose what to {action}: {' or '.join(MODERATION_TARGETS)}.")
+        target = (target or "").strip()
+        if not target:
+            raise AppError(f"Give the {kind} to {action.replace('unhide', 'un-hide')}.")
+        by = who(profile, None, request).id  # the admin's pseudonym, never a username
+        target_field = {"vote_id": target} if kind == "vote id" else {"annotator": target}
+        moderate_fn = store.hide if action == "hide" else store.unhide
+        entry = moderate_fn(**target_field, reason=reason or "", by=by)
+        hidden = len(store.hidden())
+        done = "Hid" if action == "hide" else "Un-hid"
+        message = (f"{done} the {html.escape(entry.target)} ({html.escape(entry.reason)}). {hidden} vote(s) are hidden "
+                   "now: they stay in the store, and counts, the leaderboard, the trust tables, exports and training "
+                   "leave them out.")
+        tables = logic.moderation_tables(store.read(include_hidden=True), store.moderation())
+        return message, tables["votes"], tables["log"]
+
     def access(request: gr.Request, profile: gr.OAuthProfile | None = None):
-        """On page load: who is signed in, and whether the Data tab's admin section shows."""
+        """On page load: who is signed in, and whether the admin-only parts (the Data tab's admin section, the Train
+        tab's controls) show."""
         annotator = who(profile, None, request)
         admin = auth.is_admin(annotator, admins, login)
+        train_outputs = train_tab.access(admin, login) if train_tab is not None else []
         if login != "huggingface":
-            return gr.skip(), gr.Column(visible=True), ""
+            return gr.skip(), gr.Column(visible=True), "", *train_outputs
         if annotator.signed_in:
             line = (f"Signed in as **{html.escape(annotator.username or '')}**; your votes are stored as "
                     f"`{annotator.id}`, never your username.")
         else:
             line = "**Sign in with Hugging Face to vote** (your votes are stored under a pseudonym, never your username)."
-        note = "" if admin else "*Exports, pushes and the annotator tables are for the app's admins.*"
-        return line, gr.Column(visible=admin), note
+        note = "" if admin else "*Exports, pushes, moderation and the annotator tables are for the app's admins.*"
+        return line, gr.Column(visible=admin), note, *train_outputs
 
     def _policy_rows(kind: str, policy: str | None):
-        """Training rows of the stored votes under a reliability policy, and the sentence that says which."""
+        """Training rows of the visible votes under a reliability policy, the sentence that says which policy, and
+        how many votes moderation hid (left out)."""
         policy = (policy or settings.export_reliability).strip().lower()
         if policy not in RELIABILITY_POLICIES:
             raise AppError(f"Unknown reliability policy {policy!r}; choose one of {', '.join(RELIABILITY_POLICIES)}.")
-        applied = apply_reliability_policy(store.read(), policy, settings.reliability_thresholds)
+        every_vote = store.read(include_hidden=True)
+        visible = store.moderation().visible(every_vote)
+        applied = apply_reliability_policy(visible, policy, settings.reliability_thresholds)
         rows = votes_to_rows(applied.votes, kind=kind, weights=applied.weights if policy == "weight" else None)
-        return rows, applied.description
+        return rows, applied.description, len(every_vote) - len(visible)
 
     @_user_errors
     def export(kind_label: str, file_format: str, policy: str | None = None, request: gr.Request = None,
@@ -505,14 +557,14 @@ def build_app(
         if kind not in EXPORT_KINDS:
             raise AppError(f"Unknown export kind {kind_label!r}.")
         suffix = ".parquet" if "parquet" in (file_format or "").lower() else ".jsonl"
-        from ..data.export import export_pairs
+        from ..data.export import export_pairs, moderation_sentence
 
-        rows, description = _policy_rows(kind, policy)
+        rows, description, hidden = _policy_rows(kind, policy)
         if not rows:
             raise AppError("No votes make training rows yet (ties alone make no pair). Vote first.")
         folder = Path(tempfile.mkdtemp(prefix="prefkit-export-"))
         path = export_pairs(rows, folder / f"prefkit-votes-{kind}-{time.strftime('%Y%m%d-%H%M%S')}{suffix}")
-        return str(path), f"Exported {len(rows)} rows ({kind}). {description}"
+        return str(path), f"Exported {len(rows)} rows ({kind}). {description} {moderation_sentence(hidden)}"
 
     @_user_errors
     def push_export(kind_label: str, repo_id: str, policy: str | None = None, request: gr.Request = None,
@@ -526,10 +578,11 @@ def build_app(
             raise AppError("The server has no Hugging Face token: start the app with HF_TOKEN set to push.")
         from ..data.export import push_dataset_to_hub
 
-        rows, description = _policy_rows(kind, policy)
+        rows, description, hidden = _policy_rows(kind, policy)
         if not rows:
             raise AppError("No votes make training rows yet.")
-        info = push_dataset_to_hub(rows, repo_id, token=settings.hub_token, private=True, reliability=description)
+        info = push_dataset_to_hub(rows, repo_id, token=settings.hub_token, private=True, reliability=description,
+                                   hidden_votes=hidden)
         return f"Pushed {len(rows)} rows to https://huggingface.co/datasets/{html.escape(repo_id)} ({html.escape(str(getattr(info, 'commit_url', '')))})."
 
     def model_status() -> str:
@@ -619,11 +672,13 @@ def build_app(
             with gr.Tab("Data", id="data") as data_tab:
                 refresh = gr.Button("Refresh")
                 summary_md = gr.Markdown(label="Summary", show_label=False)
-                with gr.Row():
-                    with gr.Column():
-                        leaderboard_note = gr.Markdown(label="Leaderboard note", show_label=False, elem_id="leaderboard-note")
-                        leaderboard_df = gr.Dataframe(label="Leaderboard (Bradley-Terry, 95% bootstrap intervals)", interactive=False)
-                    annotators_df = gr.Dataframe(label="Votes per annotator (pseudonyms)", interactive=False)
+                # the leaderboard takes the full width: beside another table its style-controlled columns were cut
+                leaderboard_note = gr.Markdown(label="Leaderboard note", show_label=False, elem_id="leaderboard-note")
+                leaderboard_df = gr.Dataframe(
+                    label="Leaderboard (Bradley-Terry, 95% bootstrap intervals)", interactive=False,
+                    elem_id="leaderboard", wrap=True,
+                )
+                annotators_df = gr.Dataframe(label="Votes per annotator (pseudonyms)", interactive=False)
                 admin_note = gr.Markdown(label="Admin note", show_label=False, elem_id="admin-note")
                 # the trust tables, exports and pushes: admins only (the handlers check too)
                 with gr.Column(visible=login != "huggingface", elem_id="admin-panel") as admin_panel:
@@ -647,8 +702,34 @@ def build_app(
                     with gr.Row():
                         repo = gr.Textbox(label="Push to Hub dataset repo (user/name)", value=(settings.hub_dataset or "") + ("-pairs" if settings.hub_dataset else ""))
                         push = gr.Button("Push to Hub")
+                    with gr.Accordion("Moderation: hide or un-hide votes", open=False):
+                        gr.Markdown(
+                            "Hide one vote (its id) or every vote of one annotator (a pseudonym from the tables), "
+                            "with a reason. A hidden vote is never deleted: it stays in the vote store and the "
+                            "moderation log says who hid it and why; counts, the leaderboard, the trust tables, exports "
+                            "and training leave it out until it is shown again."
+                        )
+                        with gr.Row():
+                            moderation_action = gr.Radio(list(MODERATION_ACTION_LABELS), value="hide", label="Action")
+                            moderation_kind = gr.Radio(list(MODERATION_TARGETS), value="vote id", label="Of")
+                            moderation_target = gr.Textbox(
+                                label="Vote id, or annotator pseudonym (ann-...)", elem_id="moderation-target"
+                            )
+                            moderation_reason = gr.Textbox(
+                                label="Reason (kept in the moderation log)", max_length=MAX_REASON_CHARS,
+                                elem_id="moderation-reason",
+                            )
+                        moderate_button = gr.Button("Apply", elem_id="moderate")
+                        moderation_info = gr.Markdown(label="Moderation status", show_label=False, elem_id="moderation-info")
+                        moderation_votes_df = gr.Dataframe(
+                            label="Latest votes (newest first; hidden ones say why)", interactive=False, wrap=True
+                        )
+                        moderation_log_df = gr.Dataframe(label="Moderation log (newest first)", interactive=False, wrap=True)
+            train_tab = None
             if settings.train_tab_enabled:  # train on these votes in a background process (prefkit.app.train_tab)
-                build_train_tab(settings, store, models, prompts, mode=mode, demo=demo)
+                train_tab = build_train_tab(
+                    settings, store, models, prompts, mode=mode, demo=demo, require_admin=require_admin
+                )
 
         # ---- Events -----------------------------------------------------------------------------------------------
         # Events that sample share GENERATION_QUEUE (one at a time, queue position shown); the others touch no model
@@ -661,7 +742,8 @@ def build_app(
         for output_id in status_api["outputs"]:  # gr.api calls its outputs "1st", "2nd", ...
             demo.blocks[output_id].label = "model status"
 
-        demo.load(access, None, [who_md, admin_panel, admin_note], api_name="access", api_visibility="private", **at_once)
+        access_outputs = [who_md, admin_panel, admin_note, *(train_tab.access_outputs if train_tab is not None else [])]
+        demo.load(access, None, access_outputs, api_name="access", api_visibility="private", **at_once)
         run.click(
             run_best_of_n, [bon_prompt, n_slider, temperature, max_tokens],
             [best_box, cost, chart, table, details, bon_state, rank_a, rank_b], api_name="best_of_n", **generating,
@@ -695,12 +777,20 @@ def build_app(
             )
         summary_outputs = [summary_md, annotators_df, leaderboard_df, leaderboard_note]
         trust_outputs = [trust_md, reliability_df, narrowing_df]
+        moderation_outputs = [moderation_votes_df, moderation_log_df]
         refresh.click(data_summary, None, summary_outputs, api_name="data_summary", **at_once).then(
             data_trust, None, trust_outputs, api_name="data_trust", **at_once
-        )
+        ).then(moderation, None, moderation_outputs, api_name="moderation", **at_once)
         data_tab.select(
             data_summary, None, summary_outputs, api_name="data_summary_on_select", api_visibility="private", **at_once
-        ).then(data_trust, None, trust_outputs, api_name="data_trust_on_select", api_visibility="private", **at_once)
+        ).then(data_trust, None, trust_outputs, api_name="data_trust_on_select", api_visibility="private", **at_once
+               ).then(moderation, None, moderation_outputs, api_name="moderation_on_select", api_visibility="private",
+                      **at_once)
+        moderate_button.click(
+            moderate, [moderation_action, moderation_kind, moderation_target, moderation_reason],
+            [moderation_info, *moderation_outputs], api_name="moderate", **at_once,
+        ).success(data_summary, None, summary_outputs, api_name="data_summary_after_moderation",
+                  api_visibility="private", **at_once)
         export_button.click(
             export, [export_kind, export_format, export_policy], [export_file, export_info], api_name="export", **at_once
         )

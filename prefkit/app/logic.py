@@ -669,6 +669,12 @@ def summary(votes: Sequence[Vote], store: VoteStore | None = None, bootstrap_rou
             f"decisive votes ({agree / len(with_rewards):.0%})."
         )
     if store is not None:
+        hidden = len(store.hidden())
+        if hidden:
+            lines.append(
+                f"**Moderation:** {hidden} more vote(s) are hidden by the app's admins: kept in the store, left out of "
+                "these counts, the leaderboard, the trust tables, exports and training."
+            )
         lines.append(f"**Sync:** {store.sync_status()}")
     annotators = pd.DataFrame(
         {"annotator": list(counts["by_annotator"]), "votes": list(counts["by_annotator"].values())}
@@ -763,3 +769,52 @@ def trust_summary(
         f"last {narrowing_last} battles and now."
     )
     return {"markdown": markdown, "annotators": annotators, "narrowing": table}
+
+
+MODERATION_TABLE_VOTES = 200
+"""The moderation panel lists this many of the newest votes."""
+
+
+def moderation_tables(votes: Sequence[Vote], moderation, latest: int = MODERATION_TABLE_VOTES) -> dict[str, Any]:
+    """The moderation panel's tables: the ``latest`` newest of ``votes`` (every stored vote, hidden ones included),
+    each with why it is hidden ("" when visible), and the moderation log (a
+    :class:`~prefkit.data.votes.Moderation`), newest first. Pseudonyms only: the log stores no username."""
+    import pandas as pd
+
+    def prompt_text(prompt: Any) -> str:
+        if isinstance(prompt, list):  # conversational: the last user turn
+            turns = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+            prompt = turns[-1] if turns else ""
+        text = " ".join(str(prompt).split())
+        return text if len(text) <= 80 else text[:79] + "…"
+
+    def why(vote: Vote) -> str:
+        entry = moderation.hidden_by(vote)
+        if entry is None:
+            return ""
+        scope = "this vote" if entry.vote_id else "all votes of its annotator"
+        return f"hidden ({scope}): {entry.reason}"
+
+    vote_columns = ["vote id", "time (UTC)", "annotator", "prompt", "verdict", "sources", "hidden"]
+    newest = sorted(votes, key=lambda vote: vote.created_at, reverse=True)[:latest]
+    vote_rows = pd.DataFrame(
+        [
+            {
+                "vote id": vote.vote_id, "time (UTC)": vote.created_at[:19].replace("T", " "),
+                "annotator": vote.annotator, "prompt": prompt_text(vote.prompt), "verdict": vote.verdict,
+                "sources": f"{vote.source_a or '?'} / {vote.source_b or '?'}", "hidden": why(vote),
+            }
+            for vote in newest
+        ],
+        columns=vote_columns,
+    )
+    log_columns = ["time (UTC)", "action", "of", "reason", "by"]
+    log_rows = pd.DataFrame(
+        [
+            {"time (UTC)": entry.created_at[:19].replace("T", " "), "action": entry.action, "of": entry.target,
+             "reason": entry.reason, "by": entry.by}
+            for entry in reversed(moderation.entries)
+        ],
+        columns=log_columns,
+    )
+    return {"votes": vote_rows, "log": log_rows}

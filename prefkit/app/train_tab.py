@@ -16,6 +16,10 @@ here trains. Everything about a run lives in its folder ``<data_dir>/train/<run 
 ``eval/``        :func:`prefkit.evaluate`'s ``samples.jsonl``, ``eval.json`` and ``eval.png``
 ================ ==================================================================================================
 
+Who may act: with Hugging Face sign-in (a Space), starting, cancelling and pushing are for the app's admins
+(``PREFKIT_ADMINS``): the handlers check, and the page-load ``access`` event hides the controls from everyone else,
+who still see the run's progress. With the name field (a local run) nobody's identity is checked, so everyone may.
+
 So a page reload, or a new app object on the same data folder, reads the run back from disk; one run goes at a time;
 "Cancel" kills the run's process group. When a DPO run ends well the app loads the adapter (merged into a copy of the
 base) as a new source named ``<policy> + dpo-<votes>-<time>``: it becomes the second model of "Policy vs second
@@ -37,7 +41,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -331,10 +336,14 @@ class TrainRunner:
         ``weight`` policy applied by :func:`systematic_resample` (the trainers do not read a weight column)."""
         if reliability not in RELIABILITY_POLICIES:
             raise AppError(f"Unknown reliability policy {reliability!r}; choose one of {', '.join(RELIABILITY_POLICIES)}.")
-        applied = apply_reliability_policy(self.store.read(), reliability, self.settings.reliability_thresholds)
+        every_vote = self.store.read(include_hidden=True)
+        visible = self.store.moderation().visible(every_vote)  # votes the admins hid never train
+        applied = apply_reliability_policy(visible, reliability, self.settings.reliability_thresholds)
         weights = applied.weights if reliability == "weight" else None
         rows = votes_to_rows(applied.votes, kind="reward" if method == "reward" else "dpo", weights=weights)
         description = applied.description
+        if len(every_vote) > len(visible):
+            description += f" {len(every_vote) - len(visible)} vote(s) hidden by moderation were left out."
         if weights is not None and rows:
             counts = systematic_resample([row.get("weight", 1.0) for row in rows], seed=0)
             rows = [row for row, copies in zip(rows, counts) for _ in range(copies)]
@@ -695,23 +704,58 @@ def loss_frame(logs: Sequence[dict[str, float]]):
                         columns=["step", "loss"])
 
 
-def build_train_tab(settings, store, models, prompts: Sequence[str] = (), *, mode=None, demo=None) -> TrainRunner:
-    """The Train tab's widgets and events, inside ``gr.Tabs()`` of the app's Blocks; returns its runner (also
-    ``demo.prefkit_train``). ``mode`` is the labeling tab's pair-mode radio: it gains "Policy vs second model" once a
-    trained policy is registered. With ``demo``, every page load reads the run's state back from disk."""
+ADMIN_NOTE = "*Starting, cancelling and pushing runs is for the app's admins (PREFKIT_ADMINS); the run's progress shows here.*"
+
+
+@dataclass
+class TrainTab:
+    """What :func:`build_train_tab` made: the runner, and the admin-only parts the app's page-load ``access`` event
+    shows or hides (``access_outputs``, updated by :meth:`access`)."""
+
+    runner: TrainRunner
+    controls: list = field(default_factory=list)
+    note: Any = None
+
+    @property
+    def access_outputs(self) -> list:
+        return [*self.controls, self.note]
+
+    def access(self, admin: bool, login: str) -> list:
+        """The updates of :attr:`access_outputs` for a visitor who is (not) an admin under ``login``."""
+        import gradio as gr
+
+        if login != "huggingface":  # a local run: shown from the start, as before
+            return [gr.skip() for _ in self.access_outputs]
+        return [*(gr.Column(visible=admin) for _ in self.controls), "" if admin else ADMIN_NOTE]
+
+
+def build_train_tab(
+    settings, store, models, prompts: Sequence[str] = (), *, mode=None, demo=None,
+    require_admin: Callable[[Any, Any, str], None] | None = None,
+) -> TrainTab:
+    """The Train tab's widgets and events, inside ``gr.Tabs()`` of the app's Blocks; returns a :class:`TrainTab`
+    (its runner is also ``demo.prefkit_train``). ``mode`` is the labeling tab's pair-mode radio: it gains "Policy vs
+    second model" once a trained policy is registered. With ``demo``, every page load reads the run's state back from
+    disk. ``require_admin(profile, request, what)`` raises :class:`AppError` for a visitor who may not start, cancel or
+    push (the app passes its own; without it everyone may)."""
     import gradio as gr
 
     runner = TrainRunner(settings, store, models, prompts)
+    hidden_until_access = settings.login_mode == "huggingface"  # the page-load access event shows them to admins
 
     def user_errors(fn):
         @functools.wraps(fn)
-        def wrapper(*args):
+        def wrapper(*args, **kwargs):
             try:
-                return fn(*args)
+                return fn(*args, **kwargs)
             except (AppError, ModelsNotReady) as error:
                 raise gr.Error(html.escape(str(error)), print_exception=False) from None
 
         return wrapper
+
+    def check_admin(profile, request, what: str) -> None:
+        if require_admin is not None:
+            require_admin(profile, request, what)
 
     def mode_update():
         if mode is None:
@@ -738,12 +782,15 @@ def build_train_tab(settings, store, models, prompts: Sequence[str] = (), *, mod
         return [*view(), timer_state()]
 
     @user_errors
-    def train_start(method_label: str, reliability: str, max_steps: float):
+    def train_start(method_label: str, reliability: str, max_steps: float, request: gr.Request = None,
+                    profile: gr.OAuthProfile | None = None):
+        check_admin(profile, request, "start a training run")
         runner.start(METHOD_LABELS.get(method_label, method_label), reliability, int(max_steps))
         return view()
 
     @user_errors
-    def train_cancel():
+    def train_cancel(request: gr.Request = None, profile: gr.OAuthProfile | None = None):
+        check_admin(profile, request, "cancel a training run")
         runner.cancel()
         return view()
 
@@ -751,7 +798,8 @@ def build_train_tab(settings, store, models, prompts: Sequence[str] = (), *, mod
         return view()
 
     @user_errors
-    def train_push(repo_id: str):
+    def train_push(repo_id: str, request: gr.Request = None, profile: gr.OAuthProfile | None = None):
+        check_admin(profile, request, "push a trained model to the Hub")
         url = runner.push(repo_id, settings.hub_token)
         return f"Pushed to {html.escape(url)} (a private repo)."
 
@@ -763,25 +811,28 @@ def build_train_tab(settings, store, models, prompts: Sequence[str] = (), *, mod
             "against the base on held-out prompts; a reward-model run trains a scalar head on the policy. One run at "
             "a time; it keeps going if you close or reload the page."
         )
-        with gr.Row():
-            method = gr.Radio(list(METHOD_LABELS), value=default_method, label="Method")
-            reliability = gr.Radio(
-                list(RELIABILITY_POLICIES), value=settings.export_reliability,
-                label="Reliability policy (keep all / weight by reliability / drop unreliable annotators)",
-            )
-            max_steps = gr.Number(value=settings.train_max_steps, precision=0, minimum=1, label="Max steps")
-        with gr.Row():
-            start_button = gr.Button("Start training", variant="primary", elem_id="train-start")
-            cancel_button = gr.Button("Cancel the run", variant="stop", elem_id="train-cancel")
+        note = gr.Markdown(label="Train tab note", show_label=False, elem_id="train-admin-note")
+        with gr.Column(visible=not hidden_until_access, elem_id="train-controls") as controls:
+            with gr.Row():
+                method = gr.Radio(list(METHOD_LABELS), value=default_method, label="Method")
+                reliability = gr.Radio(
+                    list(RELIABILITY_POLICIES), value=settings.export_reliability,
+                    label="Reliability policy (keep all / weight by reliability / drop unreliable annotators)",
+                )
+                max_steps = gr.Number(value=settings.train_max_steps, precision=0, minimum=1, label="Max steps")
+            with gr.Row():
+                start_button = gr.Button("Start training", variant="primary", elem_id="train-start")
+                cancel_button = gr.Button("Cancel the run", variant="stop", elem_id="train-cancel")
         status = gr.Markdown(label="Run status", show_label=False, elem_id="train-status")
         loss_plot = gr.LinePlot(x="step", y="loss", label="Training loss per step", height=240)
         evaluation = gr.Dataframe(
             label="Trained policy vs base on held-out prompts (prefkit.evaluate, the app's reward)", interactive=False
         )
-        with gr.Row():
-            repo = gr.Textbox(label="Push the trained model to a Hub model repo (user/name)", elem_id="train-repo")
-            push_button = gr.Button("Push to Hub")
-        push_info = gr.Markdown(label="Push status", show_label=False)
+        with gr.Column(visible=not hidden_until_access, elem_id="train-push") as push_controls:
+            with gr.Row():
+                repo = gr.Textbox(label="Push the trained model to a Hub model repo (user/name)", elem_id="train-repo")
+                push_button = gr.Button("Push to Hub")
+            push_info = gr.Markdown(label="Push status", show_label=False)
         timer = gr.Timer(2.0, active=False)
 
     shown = [status, loss_plot, evaluation, *([mode] if mode is not None else [])]
@@ -801,4 +852,4 @@ def build_train_tab(settings, store, models, prompts: Sequence[str] = (), *, mod
     if demo is not None:
         demo.load(poll, None, [*shown, timer], api_name="train_status_on_load", **private)
         demo.prefkit_train = runner
-    return runner
+    return TrainTab(runner, [controls, push_controls], note)

@@ -107,11 +107,13 @@ def build_dataset_card(
     split: str = "train",
     source: str | None = None,
     reliability: str | None = None,
+    hidden_votes: int | None = None,
 ) -> str:
     """A dataset card (YAML front matter + Markdown) describing TRL preference rows: format, size, margins, usage.
 
     ``reliability``: which reliability policy chose the rows (keep / weight / drop, from
-    :func:`prefkit.data.reliability.apply_reliability_policy`), for a "Label reliability" section."""
+    :func:`prefkit.data.reliability.apply_reliability_policy`), for a "Label reliability" section.
+    ``hidden_votes``: how many votes the app's moderation hid (left out of the rows), for a "Moderation" section."""
     kind = export_format(dataset)
     n = len(dataset)
     columns = list(dataset.column_names)
@@ -183,6 +185,8 @@ def build_dataset_card(
     lines += ["", "## Source", "", source.strip() if source else "Collected and exported with prefkit.", ""]
     if reliability:
         lines += ["## Label reliability", "", reliability.strip(), ""]
+    if hidden_votes is not None:
+        lines += ["## Moderation", "", moderation_sentence(hidden_votes), ""]
     lines += [
         "## Usage",
         "",
@@ -200,6 +204,14 @@ def build_dataset_card(
     return "\n".join(front) + "\n\n" + "\n".join(lines)
 
 
+def moderation_sentence(hidden_votes: int) -> str:
+    """What moderation left out of an export, for its dataset card and the app's export message."""
+    if hidden_votes == 0:
+        return "No votes were hidden by moderation."
+    return (f"{hidden_votes} vote{'s were' if hidden_votes != 1 else ' was'} hidden by the app's admins (moderation) and "
+            "left out of these rows; the vote store keeps them.")
+
+
 def push_dataset_to_hub(
     rows_or_dataset: Any,
     repo_id: str,
@@ -213,11 +225,13 @@ def push_dataset_to_hub(
     commit_message: str | None = None,
     validate: bool = True,
     reliability: str | None = None,
+    hidden_votes: int | None = None,
 ):
     """Upload TRL rows to a Hub dataset repo as Parquet, with a dataset card, in one commit; returns the commit info.
 
     ``card``: the full README.md text; by default one is built by :func:`build_dataset_card` from the data
-    (``license``, ``description`` and ``reliability``, the policy that chose the rows, go into it). ``token``
+    (``license``, ``description``, ``reliability``, the policy that chose the rows, and ``hidden_votes``, how many
+    votes moderation left out, go into it). ``token``
     defaults to the logged-in one and is never printed.
     """
     from huggingface_hub import CommitOperationAdd, HfApi
@@ -227,7 +241,8 @@ def push_dataset_to_hub(
         _validate(dataset)
     if card is None:
         card = build_dataset_card(
-            dataset, repo_id, license=license, description=description, split=split, reliability=reliability
+            dataset, repo_id, license=license, description=description, split=split, reliability=reliability,
+            hidden_votes=hidden_votes,
         )
     buffer = io.BytesIO()
     dataset.to_parquet(buffer)
