@@ -31,7 +31,9 @@ from ..data.validation import validate_unless_tokenized
 from ..hub import ModelCardMixin
 from ..implicit_reward import ImplicitReward
 from .policy_eval_callback import PolicyEvalArguments, PolicyEvalMixin
-from .startup import QLoRAArguments, check_before_loading, learning_rate_help, load_for_training
+from ..memory_plan import MemoryBudgetArguments
+from .startup import (QLoRAArguments, attach_memory_plan, check_before_loading, learning_rate_help, load_for_training,
+                      plan_memory_before_loading)
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ _TRL_DPO_LEARNING_RATE = trl.DPOConfig.__dataclass_fields__["learning_rate"].def
 
 
 @dataclass
-class DPOConfig(trl.DPOConfig, QLoRAArguments, PolicyEvalArguments):
+class DPOConfig(trl.DPOConfig, QLoRAArguments, PolicyEvalArguments, MemoryBudgetArguments):
     r"""``trl.DPOConfig`` plus prefkit's model loading fields (:class:`~prefkit.trainers.startup.QLoRAArguments`).
 
     Every TRL field keeps its meaning; ``bf16`` defaults to on only where the hardware supports it.
@@ -52,6 +54,9 @@ class DPOConfig(trl.DPOConfig, QLoRAArguments, PolicyEvalArguments):
             (:mod:`prefkit.trainers.policy_eval_callback`): logs eval/reward, eval/win_rate, eval/kl, eval/length.
         prefix_sharing (`bool`, *optional*, defaults to `True`): compute each pair's prompt once (one sequence
             ``prompt | chosen | rejected`` under a 4D attention mask) instead of twice; same results as TRL's batch.
+        memory_budget (`str`, *optional*, defaults to `"auto"`): memory per device (``"24GiB"``) to plan the micro-batch,
+            gradient checkpointing and precomputed reference log-probs for before the model loads
+            (:mod:`prefkit.memory_plan`); ``"auto"``: the CUDA device's memory, nothing planned on CPU; ``"off"``.
     """
 
     learning_rate: float | None = field(default=None, metadata={"help": learning_rate_help(_TRL_DPO_LEARNING_RATE)})
@@ -83,6 +88,7 @@ class DPOConfig(trl.DPOConfig, QLoRAArguments, PolicyEvalArguments):
         self._apply_prefkit_defaults()
         self._resolve_learning_rate(_TRL_DPO_LEARNING_RATE)
         self._check_policy_eval_fields()
+        self._check_memory_budget()
         super().__post_init__()
 
 
@@ -120,6 +126,8 @@ class DPOTrainer(ModelCardMixin, PolicyEvalMixin, trl.DPOTrainer):
         # Bad data fails before minutes of model loading. A plain trl.DPOConfig works too: no quantization, no LoRA.
         args = check_before_loading(model, args, config_class=DPOConfig, method="DPO", train_dataset=train_dataset,
                                     eval_dataset=eval_dataset, validate=validate_unless_tokenized)
+        memory_plan = plan_memory_before_loading(model, args, "DPO", ref_model=ref_model, train_dataset=train_dataset,
+                                                 peft_config=peft_config, quantization_config=quantization_config)
         model, processing_class, peft_config = load_for_training(
             model, args, processing_class=processing_class, quantization_config=quantization_config,
             peft_config=peft_config, load_tokenizer_if_missing=False,  # TRL loads the model's own processor
@@ -143,6 +151,7 @@ class DPOTrainer(ModelCardMixin, PolicyEvalMixin, trl.DPOTrainer):
             quantization_config=quantization_config,
             peft_config=peft_config,
         )
+        attach_memory_plan(self, memory_plan)
         self.add_policy_eval_from_args()
 
     # -- the reference log-prob cache ---------------------------------------------------------------------------

@@ -49,13 +49,15 @@ from ..losses import bradley_terry_loss
 from ..models import context_length
 from ..prefix_sharing import PrefixSharingSwitch, add_reward_prefix_sharing, reward_prefix_sharing_unsupported_reason
 from ..reward_model import RewardModel, encode_reward_input, no_cpu_weight_packing, write_reward_input_record
-from .startup import QLoRAArguments, check_before_loading, load_for_training, named_datasets
+from ..memory_plan import MemoryBudgetArguments
+from .startup import (QLoRAArguments, attach_memory_plan, check_before_loading, load_for_training, named_datasets,
+                      plan_memory_before_loading)
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class RewardConfig(trl.RewardConfig, QLoRAArguments):
+class RewardConfig(trl.RewardConfig, QLoRAArguments, MemoryBudgetArguments):
     r"""``trl.RewardConfig`` plus prefkit's model loading fields (:class:`~prefkit.trainers.startup.QLoRAArguments`).
 
     Every TRL field keeps its meaning; ``bf16`` defaults to on only where the hardware supports it.
@@ -68,6 +70,9 @@ class RewardConfig(trl.RewardConfig, QLoRAArguments):
         final_evaluation (`bool`, *optional*, defaults to `True`): at the end of :meth:`RewardTrainer.train`, score
             the eval pairs and write ``reward_eval.json`` and ``reward_distributions.png`` to ``output_dir``.
         prefix_sharing (`bool`, *optional*, defaults to `True`): compute each pair's common first tokens once.
+        memory_budget (`str`, *optional*, defaults to `"auto"`): memory per device (``"24GiB"``) to plan the micro-batch
+            and gradient checkpointing for before the model loads (:mod:`prefkit.memory_plan`); ``"auto"``: the CUDA
+            device's memory, nothing planned on CPU; ``"off"``.
     """
 
     final_evaluation: bool = field(
@@ -98,6 +103,7 @@ class RewardConfig(trl.RewardConfig, QLoRAArguments):
 
     def __post_init__(self):
         self._apply_prefkit_defaults()
+        self._check_memory_budget()
         super().__post_init__()
 
 
@@ -140,6 +146,8 @@ class RewardTrainer(ModelCardMixin, trl.RewardTrainer):
             model, args, config_class=RewardConfig, method="Reward", train_dataset=train_dataset,
             eval_dataset=eval_dataset, validate=lambda data, name: validate_unless_tokenized(data, name, uses_margin=True),
         )
+        memory_plan = plan_memory_before_loading(model, args, "Reward", train_dataset=train_dataset,
+                                                 peft_config=peft_config, quantization_config=quantization_config)
         # Kept untokenized for the evaluation at the end (scored through RewardModel, like any user would).
         self._evaluation_pairs = eval_dataset
         # The tokenizer gets a pad token whose id the model shares: a reward model that reads a pad position instead
@@ -172,6 +180,7 @@ class RewardTrainer(ModelCardMixin, trl.RewardTrainer):
             peft_config=peft_config,
         )
         self._match_trainable_dtype_to_compute()
+        attach_memory_plan(self, memory_plan)
         self.reward_evaluation: dict[str, dict[str, Any]] = {}
 
     # -- data ----------------------------------------------------------------------------------------------------

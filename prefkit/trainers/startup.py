@@ -1,5 +1,6 @@
 """What every prefkit trainer does at start-up: the QLoRA/LoRA fields of its config, loading a model named by a
-string, and the prologue (data checked before anything loads, model, tokenizer, LoRA config) that all four run."""
+string, and the prologue (data checked before anything loads, the memory plan, model, tokenizer, LoRA config) that
+all four run."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..memory_plan import MemoryPlan, memory_plan_callback, plan_for_trainer
 from ..models import DEFAULT_POLICY, Task, is_quantized, keep_4bit_weights_trainable_on_cpu, load_model, lora_config, model_id
 
 
@@ -294,6 +296,21 @@ def check_before_loading(
     for split_name, dataset in named_datasets(eval_dataset, "eval_dataset"):
         validate(dataset, split_name)
     return args
+
+
+def plan_memory_before_loading(model: Any, args: Any, method: str, **inputs: Any) -> MemoryPlan | None:
+    """Step 1b of DPO, reward and PPO training: the memory plan for ``args.memory_budget`` (:mod:`prefkit.memory_plan`),
+    set on ``args`` and printed, before a model loads; None when nothing is planned. ``inputs``: what else the trainer
+    was given that costs memory (``ref_model``, ``train_dataset``, ``value_model``, ``reward_funcs``)."""
+    return plan_for_trainer(model, args, method, sharding=parameter_sharding(args), **inputs)
+
+
+def attach_memory_plan(trainer: Any, plan: MemoryPlan | None) -> None:
+    """After the trainer is built: ``trainer.memory_plan``, and a callback that measures the peak during training,
+    prints it next to the estimate and writes ``memory_plan.json`` to ``output_dir``."""
+    trainer.memory_plan = plan
+    if plan is not None:
+        trainer.add_callback(memory_plan_callback(plan))
 
 
 def load_for_training(

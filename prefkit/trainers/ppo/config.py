@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from ...logprobs import check_logprob_chunk_size
+from ...memory_plan import MemoryBudgetArguments
 from ..startup import QLoRAArguments
 from ..policy_eval_callback import PolicyEvalArguments
 
@@ -23,7 +24,7 @@ GRPO_KL_PENALTY_COEF = 0.04  # Shao et al. (2024), DeepSeekMath, sec. 4.2
 
 
 @dataclass
-class PPOConfig(TrainingArguments, QLoRAArguments, PolicyEvalArguments):
+class PPOConfig(TrainingArguments, QLoRAArguments, PolicyEvalArguments, MemoryBudgetArguments):
     r"""Configuration of :class:`PPOTrainer`: ``transformers.TrainingArguments`` plus the PPO fields, named as in TRL's
     former ``PPOConfig`` where it had them, plus prefkit's QLoRA fields (``--quantization 4bit``).
 
@@ -33,6 +34,10 @@ class PPOConfig(TrainingArguments, QLoRAArguments, PolicyEvalArguments):
     over ``gradient_accumulation_steps`` micro-batches of ``per_device_train_batch_size``. ``max_steps`` (if > 0)
     counts PPO iterations; otherwise ``total_episodes`` completions, otherwise ``num_train_epochs`` passes over the
     prompts.
+
+    ``memory_budget`` (default ``"auto"``: the CUDA device's memory, nothing planned on CPU; ``"off"``): before the
+    models load, the micro-batch (keeping ``local_mini_batch_size``) and gradient checkpointing are chosen to fit it,
+    counting the policy, reference, value and reward models and the rollout's KV cache (:mod:`prefkit.memory_plan`).
     """
 
     # ---- TrainingArguments defaults that suit on-policy RL
@@ -270,10 +275,11 @@ class PPOConfig(TrainingArguments, QLoRAArguments, PolicyEvalArguments):
 
     def _check_ppo_fields(self) -> None:
         problems = []
-        try:
-            check_logprob_chunk_size(self.logprob_chunk_size)
-        except ValueError as error:
-            problems.append(str(error))
+        for check in (lambda: check_logprob_chunk_size(self.logprob_chunk_size), self._check_memory_budget):
+            try:
+                check()
+            except ValueError as error:
+                problems.append(str(error))
         if self.loss_type not in LOSS_TYPES:
             problems.append(f"loss_type={self.loss_type!r}: use one of {list(LOSS_TYPES)}")
         if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:

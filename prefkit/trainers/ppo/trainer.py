@@ -60,7 +60,7 @@ from ...rewards import as_reward_functions
 from ...rl import RewardFunctionError, kl_controller
 from ...sampling import stop_token_ids
 from ...sampling_server import CompletionsClient, RolloutServerError, ServerSampler
-from ..startup import check_before_loading, load_for_training
+from ..startup import attach_memory_plan, check_before_loading, load_for_training, plan_memory_before_loading
 from ..policy_eval_callback import PolicyEvalMixin
 from .callbacks import CompletionSamplesCallback
 from .config import PPOConfig
@@ -183,6 +183,10 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
             )
             rollout_model = rollout_client.check_model(args.rollout_model)  # a bad URL fails here, before any loading
 
+        memory_plan = plan_memory_before_loading(model, args, "PPO", ref_model=ref_model, value_model=value_model,
+                                                 reward_funcs=reward_funcs, train_dataset=train_dataset,
+                                                 peft_config=peft_config)
+
         # ---- models
         if isinstance(model, str) and needs_values and value_model is None and not uses_lora:
             value_model = model  # full fine-tuning: a value model from the same checkpoint
@@ -272,6 +276,7 @@ class PPOTrainer(ModelCardMixin, PolicyEvalMixin, CustomLoopTrainer):
         #: PPO steps after which the processes were checked to hold the same trainable weights (several processes).
         self.sync_checked_steps: list[int] = []
         self._logged_sharded_sync_check = False
+        attach_memory_plan(self, memory_plan)
         self.add_policy_eval_from_args()
 
     # ------------------------------------------------------------------------------------------------------------
