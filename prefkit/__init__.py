@@ -42,6 +42,9 @@ _LAZY = {
     "GRPOTrainer": "prefkit.trainers.grpo",
     "RLOOConfig": "prefkit.trainers.grpo",
     "RLOOTrainer": "prefkit.trainers.grpo",
+    # memory plan
+    "MemoryPlan": "prefkit.memory_plan",
+    "plan_memory": "prefkit.memory_plan",
     # sampling: rollout engines
     "HFSampler": "prefkit.sampling",
     "RolloutEngine": "prefkit.sampling",
@@ -105,6 +108,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .sampling import HFSampler, RolloutEngine
     from .sampling_server import ServerSampler
     from .implicit_reward import ImplicitReward
+    from .memory_plan import MemoryPlan, plan_memory  # noqa: F401
     from .trainers.dpo import DPOConfig, DPOTrainer
     from .trainers.iterative_dpo import IterativeDPOConfig, IterativeDPOTrainer
     from .trainers.grpo import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer

@@ -216,23 +216,24 @@ class ModelShape:
     def num_params(self) -> int:
         return self.linear_params + self.other_params
 
+    def targeted(self, target_modules: Any = ("all-linear",)) -> list[tuple[str, int, int]]:
+        """The linear layers of one layer that LoRA targets."""
+        targets = [target_modules] if isinstance(target_modules, str) else list(target_modules or ["all-linear"])
+        known = set(targets) & set(_LLAMA_LINEARS)
+        names = set(_LLAMA_LINEARS) if "all-linear" in targets or not known else known
+        return [linear for linear in self.linears() if linear[0] in names]
+
     def lora_params(self, rank: int, target_modules: Any = ("all-linear",)) -> int:
         """Parameters of a LoRA adapter of this rank on the targeted linear layers (``all-linear``: every one but the
         output head). Names the shape does not know (``query``, ``c_attn``...) count as all-linear, an upper bound."""
-        targets = [target_modules] if isinstance(target_modules, str) else list(target_modules or ["all-linear"])
-        names = set(_LLAMA_LINEARS) if "all-linear" in targets or not set(targets) & set(_LLAMA_LINEARS) else set(targets)
-        return self.num_layers * sum(rank * (fan_in + fan_out) for name, fan_in, fan_out in self.linears() if name in names)
+        return self.num_layers * sum(rank * (fan_in + fan_out) for _, fan_in, fan_out in self.targeted(target_modules))
 
     def lora_inputs(self, target_modules: Any = ("all-linear",)) -> int:
         """Sum of the input widths of the targeted linear layers of one layer (what LoRA's dropout copies)."""
-        targets = [target_modules] if isinstance(target_modules, str) else list(target_modules or ["all-linear"])
-        names = set(_LLAMA_LINEARS) if "all-linear" in targets or not set(targets) & set(_LLAMA_LINEARS) else set(targets)
-        return sum(fan_in for name, fan_in, _ in self.linears() if name in names)
+        return sum(fan_in for _, fan_in, _ in self.targeted(target_modules))
 
     def lora_modules(self, target_modules: Any = ("all-linear",)) -> int:
-        targets = [target_modules] if isinstance(target_modules, str) else list(target_modules or ["all-linear"])
-        names = set(_LLAMA_LINEARS) if "all-linear" in targets or not set(targets) & set(_LLAMA_LINEARS) else set(targets)
-        return sum(1 for name, _, _ in self.linears() if name in names)
+        return len(self.targeted(target_modules))
 
 
 def model_shape(model: Any, *, revision: str | None = None, trust_remote_code: bool = False) -> ModelShape:

@@ -311,3 +311,26 @@ def test_auto_on_cpu_changes_nothing(tiny_model_dir, separable_pairs, tmp_path):
     assert args.gradient_checkpointing is True and args.precompute_ref_log_probs is False
     assert trainer.memory_plan is None
     assert not any(type(c).__name__ == "MemoryPlanCallback" for c in trainer.callback_handler.callbacks)
+
+
+def test_an_explicit_budget_plans_the_reward_trainer_and_the_ppo_trainer(tiny_model_dir, separable_pairs, tmp_path):
+    from datasets import Dataset
+
+    from prefkit import PPOConfig, PPOTrainer, RewardConfig, RewardTrainer
+
+    reward_args = RewardConfig(output_dir=str(tmp_path / "rm"), per_device_train_batch_size=2,
+                               gradient_accumulation_steps=2, max_length=64, use_peft=True, bf16=False,
+                               report_to="none", memory_budget="4GiB")
+    reward_trainer = RewardTrainer(tiny_model_dir, args=reward_args, train_dataset=separable_pairs.select(range(8)))
+    assert reward_trainer.memory_plan is not None and reward_trainer.memory_plan.method == "reward"
+    assert (reward_args.per_device_train_batch_size, reward_args.gradient_accumulation_steps) == (4, 1)
+
+    ppo_args = PPOConfig(output_dir=str(tmp_path / "ppo"), use_peft=True, per_device_train_batch_size=2,
+                         gradient_accumulation_steps=2, max_completion_length=4, bf16=False, report_to="none",
+                         memory_budget="4GiB")
+    prompts = Dataset.from_dict({"prompt": ["Say something kind.", "Tell me about the sea."] * 4})
+    ppo_trainer = PPOTrainer(tiny_model_dir, reward_funcs="vader", args=ppo_args, train_dataset=prompts)
+    plan = ppo_trainer.memory_plan
+    assert plan is not None and plan.method == "ppo" and plan.estimate.rollout > 0
+    assert (ppo_args.per_device_train_batch_size, ppo_args.gradient_accumulation_steps) == (4, 1)
+    assert any(type(c).__name__ == "MemoryPlanCallback" for c in ppo_trainer.callback_handler.callbacks)
