@@ -67,8 +67,12 @@ def build_tiny_model(
     num_heads: int = 4,
     vocab_size: int = 512,
     seed: int = 0,
+    output_vocab_size: int | None = None,
 ) -> Path:
     """Save a tiny random Llama causal LM and its tokenizer to ``folder`` and return the folder.
+
+    ``output_vocab_size`` gives the model more embedding and output-head rows than the tokenizer has tokens (Qwen2.5's
+    151,936, say), for measuring what a large vocabulary costs; sampled ids past the tokenizer decode to nothing.
 
     The same folder loads as ``AutoModelForSequenceClassification(num_labels=1)`` to give a tiny reward model.
     """
@@ -80,7 +84,7 @@ def build_tiny_model(
     tokenizer = train_tiny_tokenizer(vocab_size)
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=max(output_vocab_size or 0, len(tokenizer)),
         hidden_size=hidden_size,
         intermediate_size=hidden_size * 2,
         num_hidden_layers=num_layers,

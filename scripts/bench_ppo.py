@@ -4,6 +4,8 @@
     python scripts/bench_ppo.py --model smollm2 --batch 8 --response_length 32
     python scripts/bench_ppo.py --model smollm2 --gradient_checkpointing   # activations recomputed in both runs
     python scripts/bench_ppo.py --model smollm2 --quantization 4bit        # QLoRA (bitsandbytes; CPU works too)
+    python scripts/bench_ppo.py --model tiny-150k --compare_chunking       # whole-step memory, chunked log-probs or not
+    python scripts/bench_ppo.py --model smollm2 --reward demo              # a reward model in memory, not a rule
 
 Each configuration runs in its own fresh process so that peak memory is its own:
 
@@ -11,7 +13,11 @@ Each configuration runs in its own fresh process so that peak memory is its own:
   (sample the completions, then the same number of epochs of forward + backward + AdamW step);
 - ``ppo``: one (or ``--iterations``) full PPO iteration(s) with all four roles: policy (LoRA adapter), reference (the
   same base, adapter disabled), value model (second adapter + scalar head on the same base) and reward (the
-  ``vader`` rule reward, which holds no weights: a reward *model* adds its own weights on top);
+  ``vader`` rule reward by default, which holds no weights; ``--reward demo`` or a reward model's folder puts a reward
+  *model* in memory beside the other three);
+- ``ppo-unchunked`` (with ``--compare_chunking``): the same PPO iterations with ``logprob_chunk_size=None``, where the
+  rollout's and the update's log-probs come from the full ``[rows, time, vocab]`` logits instead of chunks of the
+  output head;
 - ``runtime``: the interpreter with torch / transformers / peft imported and nothing loaded.
 
 Memory is reported two ways, because on a CPU there is no allocator counter like ``torch.cuda.max_memory_allocated``:
@@ -23,7 +29,9 @@ Memory is reported two ways, because on a CPU there is no allocator counter like
   process's. Includes activations, the KV cache and allocator slack; coarse (allocator reuse, page granularity).
 
 On a GPU the script also reports ``torch.cuda.max_memory_allocated`` for each configuration. The ratios printed are
-``ppo / policy``; the target is <= 1.3 under LoRA.
+``ppo / policy``; the target is <= 1.3 under LoRA. ``--compare_chunking`` also prints ``ppo / ppo-unchunked`` for the
+peak (target <= 0.7 on a 150k-token vocabulary: ``--model tiny-150k`` is the tiny Llama with Qwen2.5's 151,936-token
+output head, so the logits, not the layers, dominate).
 """
 
 from __future__ import annotations
@@ -49,7 +57,17 @@ PROMPTS = [
 ]
 
 
+QWEN_VOCAB = 151936
+
+
 def resolve_model(name: str) -> str:
+    if name == "tiny-150k":
+        from prefkit.testing import build_tiny_model
+
+        folder = os.path.join(tempfile.gettempdir(), "prefkit-bench-tiny-150k-model")
+        if not os.path.exists(os.path.join(folder, "config.json")):
+            build_tiny_model(folder, output_vocab_size=QWEN_VOCAB)
+        return folder
     if name == "tiny":
         from prefkit.testing import build_tiny_model
 
@@ -108,7 +126,7 @@ def run_policy(options) -> dict:
 
     import prefkit.trainers.ppo  # noqa: F401  (same imports as the other runs: same runtime memory)
     from prefkit.chat import render_prompt
-    from prefkit.logprobs import selective_log_softmax
+    from prefkit.logprobs import DEFAULT_LOGPROB_CHUNK_SIZE, causal_lm_token_logprobs
     from prefkit.models import load_model, lora_config, parameter_storage
 
     torch.manual_seed(0)
@@ -139,8 +157,10 @@ def run_policy(options) -> dict:
     tick = time.perf_counter()
     model.train()
     for _ in range(options.epochs):
-        logits = model(input_ids=sequences, attention_mask=attention_mask, logits_to_keep=width + 1).logits[:, :-1]
-        loss = -selective_log_softmax(logits.float(), sequences[:, -width:]).mean()
+        # the same log-prob path as the PPO run it is compared with: chunked through the head, PPOConfig's default
+        logprobs = causal_lm_token_logprobs(model, sequences, attention_mask, width=width,
+                                            chunk_size=DEFAULT_LOGPROB_CHUNK_SIZE).logprobs
+        loss = -logprobs.mean()
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=False)
@@ -156,7 +176,31 @@ def run_policy(options) -> dict:
     }
 
 
-def run_ppo(options) -> dict:
+def reward_modules(rewards) -> list:
+    """The torch modules behind reward functions: a reward model's ``.model``, also when the function is a bound
+    ``.score`` method or a closure around the scorer (rule rewards have none)."""
+    import torch
+
+    found, seen = [], set()
+
+    def visit(obj, depth: int) -> None:
+        if obj is None or id(obj) in seen or depth > 3:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, torch.nn.Module):
+            found.append(obj)
+            return
+        for name in ("model", "ref_model", "__self__", "__wrapped__", "func"):
+            visit(getattr(obj, name, None), depth + 1)
+        for cell in getattr(obj, "__closure__", None) or ():
+            visit(cell.cell_contents, depth + 1)
+
+    for reward in rewards:
+        visit(reward, 0)
+    return found
+
+
+def run_ppo(options, logprob_chunk_size: int | None | str = "default") -> dict:
     import torch
     from datasets import Dataset
 
@@ -180,6 +224,7 @@ def run_ppo(options) -> dict:
             temperature=1.0,
             max_steps=options.iterations,
             advantage_estimator="gae",
+            **({} if logprob_chunk_size == "default" else {"logprob_chunk_size": logprob_chunk_size}),
             save_strategy="no",
             report_to="none",
             disable_tqdm=True,
@@ -188,12 +233,14 @@ def run_ppo(options) -> dict:
             seed=0,
         )
         dataset = Dataset.from_list([{"prompt": p} for p in PROMPTS[: options.batch]])
-        trainer = PPOTrainer(options.model_path, reward_funcs="vader", args=args, train_dataset=dataset)
+        trainer = PPOTrainer(options.model_path, reward_funcs=options.reward, args=args, train_dataset=dataset)
         trainer.train()
         last = [entry for entry in trainer.state.log_history if "time/rollout" in entry][-1]
         storages = parameter_storage(trainer.model)
         if trainer.ref_model is not None:
             storages.update(parameter_storage(trainer.ref_model))
+        for module in reward_modules(trainer.reward_functions):  # a reward model's weights (a rule holds none)
+            storages.update(parameter_storage(module))
         result = {
             "weights": sum(storages.values()),
             "gradients": gradient_bytes(trainer.model),
@@ -207,7 +254,12 @@ def run_ppo(options) -> dict:
     return result
 
 
-ROLES = {"runtime": run_runtime, "policy": run_policy, "ppo": run_ppo}
+def run_ppo_unchunked(options) -> dict:
+    """The same PPO iterations with every log-prob taken from the full logits (``logprob_chunk_size=None``)."""
+    return run_ppo(options, logprob_chunk_size=None)
+
+
+ROLES = {"runtime": run_runtime, "policy": run_policy, "ppo": run_ppo, "ppo-unchunked": run_ppo_unchunked}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -219,6 +271,7 @@ def spawn(role: str, options) -> dict:
     command = [sys.executable, os.path.abspath(__file__), "--role", role, "--model", options.model]
     command += ["--batch", str(options.batch), "--response_length", str(options.response_length)]
     command += ["--epochs", str(options.epochs), "--iterations", str(options.iterations), "--lora_r", str(options.lora_r)]
+    command += ["--reward", options.reward]
     if options.quantization:
         command += ["--quantization", options.quantization]
     if options.gradient_checkpointing:
@@ -247,6 +300,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lora_r", type=int, default=16)
     parser.add_argument("--gradient_checkpointing", action="store_true", help="activation checkpointing in both runs")
     parser.add_argument("--value_lora_r", type=int, default=None, help="rank of the value adapter (default: lora_r)")
+    parser.add_argument("--reward", default="vader",
+                        help="the PPO run's reward: vader (a rule, no weights), demo (the bundled reward model), or a "
+                             "reward model's folder / Hub id")
+    parser.add_argument("--compare_chunking", action="store_true",
+                        help="also run PPO with logprob_chunk_size=None and compare peak memory")
     parser.add_argument("--role", choices=sorted(ROLES), help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     options.model_path = resolve_model(options.model)
@@ -267,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime = spawn("runtime", options)
     policy = spawn("policy", options)
     ppo = spawn("ppo", options)
+    unchunked = spawn("ppo-unchunked", options) if options.compare_chunking else None
 
     def tracked(result):
         return result["weights"] + result["gradients"] + result["optimizer"]
@@ -296,7 +355,20 @@ def main(argv: list[str] | None = None) -> int:
         f"forward/backward {policy['time/optimization']:.2f} s"
     )
     ratio = tracked(ppo) / tracked(policy)
-    print(f"\nfour roles / policy alone (tracked tensor bytes): {ratio:.2f}x  (target <= 1.3x)")
+    measured = (ppo["peak_rss"] - runtime["peak_rss"]) / (policy["peak_rss"] - runtime["peak_rss"])
+    print(f"\nfour roles / policy alone: tracked tensor bytes {ratio:.2f}x (target <= 1.3x; no activations, no KV "
+          f"cache), peak RSS above runtime {measured:.2f}x (activations included; reward: {options.reward})")
+    if unchunked is not None:
+        print("\nlog-probs chunked (logprob_chunk_size=1024) vs from the full logits, the same PPO iterations")
+        print(f"  {'':42s} {'chunked':>14s} {'full logits':>14s} {'ratio':>7s}")
+        pairs = [("peak RSS above runtime", ppo["peak_rss"] - runtime["peak_rss"], unchunked["peak_rss"] - runtime["peak_rss"])]
+        if ppo.get("cuda_peak") is not None:
+            pairs.append(("CUDA max_memory_allocated", ppo["cuda_peak"], unchunked["cuda_peak"]))
+        for name, chunked, full in pairs:
+            print(f"  {name:42s} {megabytes(chunked):>14s} {megabytes(full):>14s} {chunked / full:>6.2f}x")
+        for key in ("time/logprobs", "time/optimization"):
+            print(f"  {key + ' (s)':42s} {ppo[key]:>14.2f} {unchunked[key]:>14.2f}")
+        print("  (target: chunked peak <= 0.7x on a 150k-token vocabulary)")
     return 0
 
 
