@@ -32,8 +32,10 @@ sharding are not modelled, and ``"auto"`` plans nothing under them):
 - ``head``: the output head's buffers: TRL's fused log-prob head computes ``[4096, 32768]`` tiles, never the
   ``[batch, time, vocab]`` logits, and its backward a float32 gradient of the hidden states (and of the head's weights
   when they are trained); PPO's chunked log-probs likewise (``logprob_chunk_size``);
-- ``reference_pass``: DPO's no-gradient reference forward each step, while the policy's activations are held (one
-  layer's MLP intermediates and a head tile);
+- ``backward``: the gradients in flight while backward runs through a layer (the residual stream's and the MLP's);
+- ``reference_pass``: DPO's no-gradient reference forward each step, after the policy's forward and while its
+  activations are held (one layer's MLP intermediates and a head tile); it and the backward buffers (``head``,
+  ``backward``) are not alive at once, so the peak counts the larger;
 - ``rollout``: PPO's generation: the KV cache of ``local_rollout_forward_batch_size`` sequences.
 
 What it does not count: the CUDA context (several hundred MiB), allocator caching and fragmentation, NCCL buffers,
@@ -304,12 +306,14 @@ class MemoryEstimate:
     activations: int = 0
     attention_mask: int = 0
     head: int = 0
+    backward: int = 0
     reference_pass: int = 0
     rollout: int = 0
 
     @property
     def total(self) -> int:
-        training = self.activations + self.attention_mask + self.head + self.reference_pass
+        # DPO's reference forward runs after the policy's forward and before its backward
+        training = self.activations + self.attention_mask + max(self.head + self.backward, self.reference_pass)
         return self.weights + self.trainable + self.reference + self.extra_models + max(training, self.rollout)
 
     @property
@@ -395,6 +399,7 @@ def estimate_memory(
     if a < w.weight_bytes and not w.quantization:
         activations += shape.linear_params * a  # autocast's half-precision copies of the linear weights
     estimate.activations = int(activations)
+    estimate.backward = int(tokens * a * (2 * shape.hidden_size + 3 * shape.intermediate_size))
     estimate.attention_mask = rows * w.seq_len * w.seq_len
 
     if w.head == "fused":
