@@ -322,3 +322,24 @@ def test_locally_everyone_may_train_as_before(tiny_policy, tmp_path, train_calls
     assert all(block.visible for block in demo.blocks.values()
                if getattr(block, "elem_id", None) in ("train-controls", "train-push"))
     assert list(handler(demo, "access")(None, None))[-3:] == [gr.skip()] * 3
+
+
+def test_prefkit_export_of_the_vote_folder_leaves_hidden_votes_out_and_counts_them_in_the_card(tmp_path, capsys, monkeypatch):
+    from prefkit.commands import export as export_command
+    from prefkit.data import export as export_module
+
+    store = VoteStore(tmp_path / "data")
+    votes = add_votes(store)
+    store.hide(vote_id=votes[1].vote_id, reason="spam", by="ann-admin")
+    store.close()
+    pushed = {}
+    monkeypatch.setattr(export_module, "push_dataset_to_hub", lambda dataset, repo, **kw: pushed.update(kw, rows=len(dataset)))
+    output = tmp_path / "pairs.jsonl"
+
+    code = export_command.main(["--input", str(tmp_path / "data"), "--output", str(output), "--push_to_hub", "me/votes"])
+
+    assert code == 0
+    exported = {json.loads(line)["vote_id"] for line in output.read_text().splitlines()}
+    assert votes[1].vote_id not in exported and len(exported) == 3
+    assert "1 hidden by moderation" in capsys.readouterr().out
+    assert pushed["hidden_votes"] == 1 and pushed["rows"] == 3

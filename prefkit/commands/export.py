@@ -181,11 +181,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     )
 
 
-def vote_rows(args: ExportArguments) -> tuple[list[dict], str, int, str]:
-    """Training rows from the app's vote folder under ``--reliability``: rows, a note, the vote count, and the
-    sentence for the dataset card."""
+def vote_rows(args: ExportArguments) -> tuple[list[dict], str, int, str, int]:
+    """Training rows from the app's vote folder under ``--reliability``: rows, a note, the vote count, the sentence
+    for the dataset card, and how many votes the app's moderation hid (left out, still on disk)."""
     from ..data.reliability import ReliabilityThresholds, apply_reliability_policy
-    from ..data.votes import read_votes, votes_to_rows
+    from ..data.votes import Moderation, read_moderation, read_votes, votes_to_rows
 
     try:
         thresholds = ReliabilityThresholds(min_gold_accuracy=args.min_gold_accuracy, min_agreement=args.min_agreement)
@@ -193,14 +193,15 @@ def vote_rows(args: ExportArguments) -> tuple[list[dict], str, int, str]:
     except ValueError as error:
         raise CommandError(f"{error} Pass --min_gold_accuracy and --min_agreement as shares between 0 and 1.") from None
     votes = read_votes(args.input)
+    hidden = len(Moderation.replay(read_moderation(args.input)).hidden(read_votes(args.input, include_hidden=True)))
     applied = apply_reliability_policy(votes, args.reliability, thresholds)
     kind = "kto" if args.format == "unpaired" else "dpo"
     weights = applied.weights if args.reliability == "weight" else None
     rows = votes_to_rows(applied.votes, kind=kind, weights=weights)
     note = f"{len(votes) - len(applied.votes)} votes left out: gold pairs" + (
         f" and {len(applied.dropped_annotators)} dropped annotators" if applied.dropped_annotators else ""
-    )
-    return rows, note, len(votes), applied.description
+    ) + (f"; {hidden} hidden by moderation, not counted" if hidden else "")
+    return rows, note, len(votes), applied.description, hidden
 
 
 def run(args: ExportArguments) -> int:
@@ -211,9 +212,9 @@ def run(args: ExportArguments) -> int:
         raise CommandError("give --output FILE.jsonl|.parquet and/or --push_to_hub user/name.")
     if args.output:
         check_output_path(args.output, "--output")
-    reliability = None
+    reliability = hidden = None
     if os.path.isdir(args.input) and vote_files(args.input):
-        rows, note, count, reliability = vote_rows(args)
+        rows, note, count, reliability, hidden = vote_rows(args)
         print(f"prefkit export: {count} votes -> {len(rows)} {args.format} rows ({note})")
         print(f"prefkit export: {reliability}")
     else:
@@ -243,6 +244,7 @@ def run(args: ExportArguments) -> int:
             description=args.description,
             split=args.split,
             reliability=reliability,
+            hidden_votes=hidden,
         )
         print(f"prefkit export: pushed to https://huggingface.co/datasets/{args.push_to_hub}")
     return 0
