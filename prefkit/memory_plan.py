@@ -488,6 +488,9 @@ class MemoryPlan:
                 lines.append(f"    {part:<28} {format_bytes(size):>12}")
         verdict = "fits" if self.fits else "does NOT fit"
         lines.append(f"    {'total':<28} {format_bytes(self.estimate.total):>12}  ({verdict})")
+        if self.estimate.reference_pass or self.estimate.rollout:
+            lines.append("    (not a plain sum: the reference pass and the backward buffers, and PPO's rollout and its "
+                         "training step, are not alive at once; the larger of each counts)")
         if self.measured:
             lines.append(f"  measured: {describe_measurement(self.measured)}")
         return "\n".join(lines)
