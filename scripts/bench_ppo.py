@@ -190,7 +190,7 @@ def reward_modules(rewards) -> list:
         if isinstance(obj, torch.nn.Module):
             found.append(obj)
             return
-        for name in ("model", "ref_model", "__self__", "__wrapped__", "func"):
+        for name in ("reward", "model", "ref_model", "__self__", "__wrapped__", "func", "_call"):
             visit(getattr(obj, name, None), depth + 1)
         for cell in getattr(obj, "__closure__", None) or ():
             visit(cell.cell_contents, depth + 1)

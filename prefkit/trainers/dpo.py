@@ -26,6 +26,7 @@ from typing import Any
 import trl
 
 from ..prefix_sharing import PrefixSharingSwitch, add_prefix_sharing, prefix_sharing_unsupported_reason
+from .batching import PADDING_FREE_HELP, LengthGroupedPairsMixin, dpo_row_lengths, prefix_sharing_switch
 
 from ..data.validation import validate_unless_tokenized
 from ..hub import ModelCardMixin
@@ -54,6 +55,9 @@ class DPOConfig(trl.DPOConfig, QLoRAArguments, PolicyEvalArguments, MemoryBudget
             (:mod:`prefkit.trainers.policy_eval_callback`): logs eval/reward, eval/win_rate, eval/kl, eval/length.
         prefix_sharing (`bool`, *optional*, defaults to `True`): compute each pair's prompt once (one sequence
             ``prompt | chosen | rejected`` under a 4D attention mask) instead of twice; same results as TRL's batch.
+        padding_free (`bool`, *optional*, defaults to `False`): pack the micro-batch's prefix-shared pairs into one
+            row, no padding, same results (:mod:`prefkit.trainers.batching`); ``train_sampling_strategy=
+            "group_by_length"`` batches pairs of similar lengths instead (TRL's trainers cannot measure their rows).
         memory_budget (`str`, *optional*, defaults to `"auto"`): memory per device (``"24GiB"``) to plan the micro-batch,
             gradient checkpointing and precomputed reference log-probs for before the model loads
             (:mod:`prefkit.memory_plan`); ``"auto"``: the CUDA device's memory, nothing planned on CPU; ``"off"``.
@@ -70,6 +74,8 @@ class DPOConfig(trl.DPOConfig, QLoRAArguments, PolicyEvalArguments, MemoryBudget
         },
     )
 
+    padding_free: bool = field(default=False, metadata={"help": PADDING_FREE_HELP})
+
     ref_logps_cache: bool = field(
         default=True,
         metadata={
@@ -85,6 +91,7 @@ class DPOConfig(trl.DPOConfig, QLoRAArguments, PolicyEvalArguments, MemoryBudget
     )
 
     def __post_init__(self):
+        prefix_sharing_switch(self)  # padding_free needs prefix_sharing: say so before any model loads
         self._apply_prefkit_defaults()
         self._resolve_learning_rate(_TRL_DPO_LEARNING_RATE)
         self._check_policy_eval_fields()
@@ -92,7 +99,7 @@ class DPOConfig(trl.DPOConfig, QLoRAArguments, PolicyEvalArguments, MemoryBudget
         super().__post_init__()
 
 
-class DPOTrainer(ModelCardMixin, PolicyEvalMixin, trl.DPOTrainer):
+class DPOTrainer(ModelCardMixin, PolicyEvalMixin, LengthGroupedPairsMixin, trl.DPOTrainer):
     """``trl.DPOTrainer`` that also takes a model name with QLoRA settings and validates data first.
 
     Example::
@@ -107,6 +114,7 @@ class DPOTrainer(ModelCardMixin, PolicyEvalMixin, trl.DPOTrainer):
 
     _tag_names = ["trl", "dpo", "prefkit"]
     _card_method = "dpo"
+    _pair_lengths = staticmethod(dpo_row_lengths)
 
     def __init__(
         self,
@@ -134,8 +142,12 @@ class DPOTrainer(ModelCardMixin, PolicyEvalMixin, trl.DPOTrainer):
         )
         quantization_config = None  # applied at load time above
         # Installed on first use, after TRL has given the models its fused LM head (inside super().__init__).
-        self._prefix_sharing = PrefixSharingSwitch() if getattr(args, "prefix_sharing", False) else None
+        self._prefix_sharing = prefix_sharing_switch(args)
         self._prefix_sharing_installed = False
+        # prefkit packs the pairs itself (padding_free); TRL 1.16 would only warn that its own is switched off
+        packed = self._prefix_sharing is not None and self._prefix_sharing.pack
+        if packed:
+            args.padding_free = False
 
         super().__init__(
             model=model,
@@ -151,6 +163,8 @@ class DPOTrainer(ModelCardMixin, PolicyEvalMixin, trl.DPOTrainer):
             quantization_config=quantization_config,
             peft_config=peft_config,
         )
+        if packed:
+            args.padding_free = True
         attach_memory_plan(self, memory_plan)
         self.add_policy_eval_from_args()
 

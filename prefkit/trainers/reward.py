@@ -47,9 +47,10 @@ from ..data.validation import validate_unless_tokenized
 from ..hub import ModelCardMixin
 from ..losses import bradley_terry_loss
 from ..models import context_length
-from ..prefix_sharing import PrefixSharingSwitch, add_reward_prefix_sharing, reward_prefix_sharing_unsupported_reason
+from ..prefix_sharing import add_reward_prefix_sharing, reward_prefix_sharing_unsupported_reason
 from ..reward_model import RewardModel, encode_reward_input, no_cpu_weight_packing, write_reward_input_record
 from ..memory_plan import MemoryBudgetArguments
+from .batching import PADDING_FREE_HELP, LengthGroupedPairsMixin, prefix_sharing_switch, reward_row_lengths
 from .startup import (QLoRAArguments, attach_memory_plan, check_before_loading, load_for_training, named_datasets,
                       plan_memory_before_loading)
 
@@ -70,6 +71,9 @@ class RewardConfig(trl.RewardConfig, QLoRAArguments, MemoryBudgetArguments):
         final_evaluation (`bool`, *optional*, defaults to `True`): at the end of :meth:`RewardTrainer.train`, score
             the eval pairs and write ``reward_eval.json`` and ``reward_distributions.png`` to ``output_dir``.
         prefix_sharing (`bool`, *optional*, defaults to `True`): compute each pair's common first tokens once.
+        padding_free (`bool`, *optional*, defaults to `False`): pack the micro-batch's prefix-shared pairs into one
+            row, no padding, same results (:mod:`prefkit.trainers.batching`); ``train_sampling_strategy=
+            "group_by_length"`` batches pairs of similar lengths instead (TRL's trainers cannot measure their rows).
         memory_budget (`str`, *optional*, defaults to `"auto"`): memory per device (``"24GiB"``) to plan the micro-batch
             and gradient checkpointing for before the model loads (:mod:`prefkit.memory_plan`); ``"auto"``: the CUDA
             device's memory, nothing planned on CPU; ``"off"``.
@@ -101,13 +105,16 @@ class RewardConfig(trl.RewardConfig, QLoRAArguments, MemoryBudgetArguments):
         },
     )
 
+    padding_free: bool = field(default=False, metadata={"help": PADDING_FREE_HELP})
+
     def __post_init__(self):
         self._apply_prefkit_defaults()
         self._check_memory_budget()
+        prefix_sharing_switch(self)  # padding_free needs prefix_sharing: say so before any model loads
         super().__post_init__()
 
 
-class RewardTrainer(ModelCardMixin, trl.RewardTrainer):
+class RewardTrainer(ModelCardMixin, LengthGroupedPairsMixin, trl.RewardTrainer):
     """``trl.RewardTrainer`` that also takes a model name with QLoRA settings, validates data first, computes the loss
     with :func:`prefkit.losses.bradley_terry_loss` and evaluates at the end.
 
@@ -123,6 +130,7 @@ class RewardTrainer(ModelCardMixin, trl.RewardTrainer):
 
     _tag_names = ["trl", "reward-trainer", "prefkit"]
     _card_method = "reward-model"
+    _pair_lengths = staticmethod(reward_row_lengths)
     _card_pipeline_tag = "text-classification"
 
     def __init__(
@@ -161,7 +169,7 @@ class RewardTrainer(ModelCardMixin, trl.RewardTrainer):
             _save_head_with_adapter(peft_config, model)
         # Over-long pairs would overflow an encoder's position embeddings (512 for BERT): cap the filter there.
         self._length_limit = _effective_max_length(args.max_length, model, processing_class)
-        self._prefix_sharing = PrefixSharingSwitch() if getattr(args, "prefix_sharing", False) else None
+        self._prefix_sharing = prefix_sharing_switch(args)
         self._prefix_sharing_installed = False
 
         super().__init__(
