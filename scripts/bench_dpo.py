@@ -8,7 +8,10 @@ Contenders (``--contenders``, default the first four):
 - ``prefkit``: prefkit.DPOTrainer with its defaults: prefix-shared pairs (each pair's prompt computed once);
 - ``prefkit-best``: prefkit's fastest settings: prefix sharing, reference log-probs precomputed (into a fresh cache,
   so the reference pass is paid as TRL pays it), gradient checkpointing off;
-- ``prefkit-unshared``: ``prefix_sharing=False``, TRL's batch through prefkit's wrapper.
+- ``prefkit-unshared``: ``prefix_sharing=False``, TRL's batch through prefkit's wrapper;
+- ``prefkit-packed``: prefkit-best with ``padding_free=True`` (each micro-batch's pairs packed into one row);
+- ``prefkit-grouped``: prefkit-best with ``train_sampling_strategy="group_by_length"`` (pairs of similar lengths
+  batched together: another order of the same pairs, so its loss curve is not compared with TRL's).
 
 Every contender trains on the same pairs in the same order with the same batch size, so the numbers compare the
 same optimisation step for step. Each run is its own process (clean peak-memory numbers); the contenders alternate,
@@ -47,7 +50,9 @@ SIZES = {
     "0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, vocab_size=151936),
     "1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2, vocab_size=151936),
 }
-CONTENDERS = ("trl", "trl-best", "prefkit", "prefkit-best", "prefkit-unshared")
+CONTENDERS = ("trl", "trl-best", "prefkit", "prefkit-best", "prefkit-unshared", "prefkit-packed", "prefkit-grouped")
+BEST = ("trl-best", "prefkit-best", "prefkit-packed", "prefkit-grouped")  # precomputed reference, no checkpointing
+SAME_ORDER = ("trl", "trl-best", "prefkit", "prefkit-best", "prefkit-unshared", "prefkit-packed")  # TRL's pair order
 # "best": each library's fastest settings for the same pairs: reference log-probs precomputed once before training
 # (no reference forward per step) and no gradient checkpointing; prefkit adds prefix sharing (its default). The batch
 # stays the same for every contender, so the numbers compare the same optimisation, step for step.
@@ -108,7 +113,7 @@ def _worker(impl: str, a: argparse.Namespace) -> dict:
     import trl  # noqa: F401
 
     rss_before = _current_rss_gib()
-    best = impl.endswith("-best")
+    best = impl in BEST
     # the clock starts before the trainer is built: TRL precomputes reference log-probs in its constructor, and a
     # "best" run must pay for that pass (model loading, the same for every contender, is counted too)
     if cuda:
@@ -126,6 +131,8 @@ def _worker(impl: str, a: argparse.Namespace) -> dict:
 
         args = DPOConfig(**common, use_peft=a.mode != "full", quantization="4bit" if a.mode == "qlora" else None,
                          lora_r=16, lora_alpha=32, lora_dropout=0.0, prefix_sharing=impl != "prefkit-unshared",
+                         padding_free=impl == "prefkit-packed",
+                         **({"train_sampling_strategy": "group_by_length"} if impl == "prefkit-grouped" else {}),
                          # a fresh cache per run: the reference pass is paid here, as TRL pays it (a later run of a
                          # sweep would read it back for free, which this benchmark does not count)
                          ref_logps_cache_dir=tempfile.mkdtemp(prefix="ref-cache-"))
@@ -220,8 +227,10 @@ def compare(a: argparse.Namespace, script: str, task: str, model_class: str) -> 
         values = [r[key] for r in results[impl] if r.get(key) is not None]
         return statistics.median(values) if values else None
 
-    def loss_gap(impl: str) -> float:
-        """Largest per-step loss difference from TRL over all paired runs."""
+    def loss_gap(impl: str) -> float | None:
+        """Largest per-step loss difference from TRL over all paired runs (None: another order of the pairs)."""
+        if impl not in SAME_ORDER:
+            return None
         return max(abs(x - y) for ours, theirs in zip(results[impl], results["trl"])
                    for x, y in zip(ours["losses"], theirs["losses"], strict=True))
 
@@ -232,7 +241,7 @@ def compare(a: argparse.Namespace, script: str, task: str, model_class: str) -> 
     }
     def baseline(impl: str) -> str:
         """What a contender is compared with: TRL's best settings for prefkit's best, TRL's defaults otherwise."""
-        return "trl-best" if impl == "prefkit-best" and "trl-best" in contenders else "trl"
+        return "trl-best" if impl in BEST and impl != "trl-best" and "trl-best" in contenders else "trl"
 
     for impl in contenders:
         key = impl.replace("-", "_")
@@ -244,7 +253,8 @@ def compare(a: argparse.Namespace, script: str, task: str, model_class: str) -> 
             summary[f"{key}_speed_ratio"] = round(median(impl, "pairs_per_s") / median(ref, "pairs_per_s"), 3)
             summary[f"{key}_cpu_ratio"] = round(median(ref, "cpu_s_per_pair") / median(impl, "cpu_s_per_pair"), 3)
             summary[f"{key}_memory_ratio"] = round(median(impl, "peak_gib") / median(ref, "peak_gib"), 3)
-            summary[f"{key}_max_loss_gap"] = float(f"{loss_gap(impl):.2g}")
+            gap = loss_gap(impl)
+            summary[f"{key}_max_loss_gap"] = None if gap is None else float(f"{gap:.2g}")
     print()
     print(f"{task} {a.size} {a.mode} gc={a.gc} bs={a.bs} lr={a.lr} on {summary['device']} (median of {a.repeats}, "
           f"{summary['memory']}); prompts {lengths['prompt_tokens']} tokens, answers {lengths['answer_tokens']} "
@@ -258,7 +268,8 @@ def compare(a: argparse.Namespace, script: str, task: str, model_class: str) -> 
         if impl != "trl":
             row += (f"   vs {summary[key + '_baseline']:<8} speed x{summary[key + '_speed_ratio']:.3f}  "
                     f"cpu x{summary[key + '_cpu_ratio']:.3f}  memory x{summary[key + '_memory_ratio']:.3f}  "
-                    f"max loss gap to trl {summary[key + '_max_loss_gap']:.2g}")
+                    + ("another pair order" if summary[key + "_max_loss_gap"] is None
+                       else f"max loss gap to trl {summary[key + '_max_loss_gap']:.2g}"))
         print(row)
     if a.output:
         with open(a.output, "w") as f:
@@ -268,7 +279,8 @@ def compare(a: argparse.Namespace, script: str, task: str, model_class: str) -> 
 
 def main() -> None:
     parser = build_parser(__doc__, "comma-separated subset of trl (TRL's defaults), trl-best, prefkit (its defaults: "
-                                   "prefix-shared pairs), prefkit-best, prefkit-unshared (prefix_sharing=False)")
+                                   "prefix-shared pairs), prefkit-best, prefkit-unshared (prefix_sharing=False), prefkit-packed, "
+                                   "prefkit-grouped")
     a = parser.parse_args()
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     if a.worker:

@@ -4,7 +4,9 @@ The same harness as ``bench_dpo.py`` (random-init Qwen2.5-shaped model, here wit
 pairs, ~256-token prompts and ~128-token answers varying ±50%; one process per run, a warm-up, alternating rounds,
 medians), for Bradley-Terry reward modeling. Contenders: ``trl`` (trl.RewardTrainer, its defaults), ``trl-best``
 (gradient checkpointing off), ``prefkit`` (prefkit.RewardTrainer, its defaults: each pair's prompt computed once),
-``prefkit-best`` (the same, checkpointing off) and ``prefkit-unshared`` (``prefix_sharing=False``).
+``prefkit-best`` (the same, checkpointing off), ``prefkit-unshared`` (``prefix_sharing=False``), ``prefkit-packed``
+(prefkit-best with ``padding_free=True``) and ``prefkit-grouped`` (prefkit-best with
+``train_sampling_strategy="group_by_length"``: another order of the same pairs).
 
     python scripts/bench_reward.py                       # CPU, the "small" shape
     python scripts/bench_reward.py --size 0.5b --mode qlora   # GPU
@@ -21,7 +23,7 @@ import resource
 import tempfile
 import time
 
-from bench_dpo import _current_rss_gib, build_parser, compare
+from bench_dpo import BEST, _current_rss_gib, build_parser, compare
 
 
 def _worker(impl: str, a) -> dict:
@@ -35,7 +37,7 @@ def _worker(impl: str, a) -> dict:
     import trl  # noqa: F401
 
     rss_before = _current_rss_gib()
-    best = impl.endswith("-best")
+    best = impl in BEST  # no gradient checkpointing (a reward model has no reference pass to precompute)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
@@ -50,6 +52,8 @@ def _worker(impl: str, a) -> dict:
 
         args = RewardConfig(**common, use_peft=a.mode != "full", quantization="4bit" if a.mode == "qlora" else None,
                             lora_r=16, lora_alpha=32, lora_dropout=0.0, prefix_sharing=impl != "prefkit-unshared",
+                            padding_free=impl == "prefkit-packed",
+                            **({"train_sampling_strategy": "group_by_length"} if impl == "prefkit-grouped" else {}),
                             final_evaluation=False)
         trainer = RewardTrainer(a.model_dir, args=args, train_dataset=data)
     else:
@@ -89,7 +93,7 @@ def _worker(impl: str, a) -> dict:
 def main() -> None:
     parser = build_parser(__doc__, "comma-separated subset of trl (TRL's defaults), trl-best (no gradient "
                                    "checkpointing), prefkit (its defaults: prefix-shared pairs), prefkit-best, "
-                                   "prefkit-unshared (prefix_sharing=False)")
+                                   "prefkit-unshared (prefix_sharing=False), prefkit-packed, prefkit-grouped")
     a = parser.parse_args()
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     if a.worker:
