@@ -17,8 +17,7 @@ Two ways to spend less compute on padding, both for :class:`prefkit.DPOTrainer` 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
+from ..chat import _common_prefix_length
 from ..prefix_sharing import PrefixSharingSwitch
 
 PADDING_FREE_HELP = (
@@ -43,15 +42,6 @@ def prefix_sharing_switch(args) -> PrefixSharingSwitch | None:
     return PrefixSharingSwitch(pack=packed) if sharing else None
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def dpo_row_lengths(dataset, shared: bool) -> list[int]:
     """Tokens of each pair's row in the model: ``prompt + chosen + rejected + 1`` prefix-shared (the last prompt token
     is repeated before the rejected answer), ``prompt + max(chosen, rejected)`` per row in TRL's padded batch."""
@@ -67,7 +57,7 @@ def reward_row_lengths(dataset, shared: bool) -> list[int]:
     lengths = []
     for chosen, rejected in zip(dataset["chosen_ids"], dataset["rejected_ids"]):
         if shared:
-            lengths.append(len(chosen) + len(rejected) - _common_prefix(chosen, rejected))
+            lengths.append(len(chosen) + len(rejected) - _common_prefix_length(chosen, rejected))
         else:
             lengths.append(max(len(chosen), len(rejected)))
     return lengths
