@@ -2,6 +2,7 @@
 
     python scripts/screenshot_app.py                       # SmolLM2-135M-Instruct + the demo reward model, offline
     python scripts/screenshot_app.py --tiny --output_dir shots/   # the tiny random test model as policy: fast, nonsense
+    python scripts/screenshot_app.py --tabs data,signin           # only some of the pictures
 
 The script starts the app in this process on a free port (the models of ``python app.py`` unless ``--tiny``; the
 Train tab on; the name field for "who is voting"), opens it in headless Chromium (Debian's ``chromium`` and
@@ -13,6 +14,14 @@ Train tab on; the name field for "who is voting"), opens it in headless Chromium
 - ``app-train.png``: Train, after a short DPO run on the votes (``--train_steps`` steps) finished; when it has not
   finished within ``--train_timeout`` seconds, the tab as it is then (the run still going), and the script says so.
   ``--train_timeout 0`` shows the idle tab without starting a run.
+- ``app-signin.png``: the page as a signed-out visitor of a Space with Hugging Face sign-in sees it (a second app,
+  started after the others are shot, with ``login="huggingface"``, a random secret annotator salt of the length a
+  Space requires, the first ``--annotators`` name as the admin list, the Train tab off as on a Space, and an empty
+  vote folder of its own): the *Sign in with Hugging Face* button and the line under it, and Compare & label with
+  its first pair after a vote was clicked, which the app refuses ("Sign in with Hugging Face ... to vote") and does
+  not store (the script checks the vote folder stayed empty). Nobody signs in and no network is used: off a Space
+  Gradio would look up this machine's Hub account online to mock the sign-in, so the script gives it a placeholder
+  account instead, which is never used because the button is never clicked.
 
 The votes are really cast through the page, by clicking: ``--votes`` votes on the app's default pairs (the policy's
 best of N against one sample of it, on prompts drawn from the prompt list), under the names of ``--annotators`` in
@@ -26,14 +35,23 @@ answer length, not quality, and the style-controlled columns show that length ef
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import socket
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
-TABS = ("bon", "label", "data", "train")
+TABS = ("bon", "label", "data", "train", "signin")
+NAME_FIELD_TABS = ("bon", "label", "data", "train")  # shot from the app with the name field (login="name")
+SIGN_IN_BUTTON = "Sign in with Hugging Face"  # gr.LoginButton's text before anyone signs in
+PLACEHOLDER_ACCOUNT = {  # what Gradio's mocked sign-in would put in the session if the button were clicked (it is not)
+    "access_token": "placeholder", "token_type": "bearer", "expires_in": 3600, "id_token": "placeholder",
+    "scope": "openid profile", "expires_at": 0,
+    "userinfo": {"sub": "0", "name": "Nobody", "preferred_username": "nobody", "profile": "", "picture": ""},
+}
 FILE_NAMES = {tab: f"app-{tab}.png" for tab in TABS}
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -197,22 +215,65 @@ def save_png(png: bytes, path: Path, max_kb: int) -> int:
     return buffer.tell()
 
 
-def start_app(args: argparse.Namespace, data_dir: str, scratch: Path):
-    from prefkit.app import AppSettings, launch
-
+def app_overrides(args: argparse.Namespace, data_dir: str, tiny_policy: str | None) -> dict:
+    """The settings of the app the name-field tabs are shot from (on top of the environment's)."""
     overrides = dict(
         n=args.n, max_new_tokens=args.max_new_tokens, data_dir=data_dir, relabel_fraction=args.relabel_fraction,
         train_tab="on", train_max_steps=args.train_steps, train_eval_prompts=args.train_eval_prompts, login="name",
-        generations_per_minute=600, votes_per_minute=600, host="127.0.0.1", port=free_port(),
+        generations_per_minute=600, votes_per_minute=600, host="127.0.0.1",
     )
-    if args.tiny:
-        from prefkit.testing import build_tiny_model
+    if tiny_policy is not None:
+        overrides["policy"] = tiny_policy  # the reward stays the default (the demo reward model)
+    return overrides
 
-        tiny = str(build_tiny_model(scratch / "tiny-model"))
-        overrides["policy"] = tiny  # the reward stays the default (the demo reward model)
-    settings = AppSettings.from_env(**overrides)
+
+def sign_in_overrides(args: argparse.Namespace, data_dir: str, tiny_policy: str | None) -> dict:
+    """The settings of the sign-in picture's app: what a Space with ``hf_oauth: true`` runs, signed out.
+
+    Hugging Face sign-in, a secret annotator salt as long as a Space requires (random: no vote is stored under it),
+    an admin list (the first ``--annotators`` name) and the Train tab off, as on a Space unless it is turned on."""
+    import secrets
+
+    from prefkit.app.auth import MIN_SECRET_SALT_CHARS
+
+    overrides = app_overrides(args, data_dir, tiny_policy)
+    overrides.update(
+        login="huggingface", annotator_salt=secrets.token_hex(MIN_SECRET_SALT_CHARS), admins=args.annotators[0],
+        train_tab="off",
+    )
+    return overrides
+
+
+@contextlib.contextmanager
+def offline_sign_in():
+    """Off a Space, Gradio mocks the sign-in with this machine's Hub account, looked up online when the app starts;
+    give it a placeholder account instead (used only if someone clicked the button, which the script never does)."""
+    import gradio.oauth
+
+    original = gradio.oauth._get_mocked_oauth_info
+    gradio.oauth._get_mocked_oauth_info = lambda: dict(PLACEHOLDER_ACCOUNT)
+    try:
+        with warnings.catch_warnings():  # "... mocked with your profile": not here, with the placeholder
+            warnings.filterwarnings("ignore", message="Gradio does not support OAuth features outside of a Space")
+            yield
+    finally:
+        gradio.oauth._get_mocked_oauth_info = original
+
+
+def start_app(overrides: dict):
+    from prefkit.app import AppSettings, launch
+
+    settings = AppSettings.from_env(**overrides, port=free_port())
     demo = launch(settings, prevent_thread_lock=True, quiet=True)
     return demo, f"http://127.0.0.1:{settings.port}/"
+
+
+def wait_until_ready(page: Page, args: argparse.Namespace, log) -> None:
+    status = wait_for(lambda: (lambda text: text.startswith(("Ready", "Loading failed")) and text)(
+        page.text("#prefkit-status")), args.load_timeout, "the models", poll=2.0)
+    if not status.startswith("Ready"):
+        raise SystemExit(f"screenshot_app: the app could not load its models: {status}")
+    log(page.text("#prefkit-status"))
 
 
 def pair_done(page: Page, previous: str | None = None) -> bool:
@@ -277,6 +338,78 @@ def run_training(page: Page, args: argparse.Namespace, log) -> str:
         return "running"
 
 
+def shoot_name_field_tabs(args: argparse.Namespace, output_dir: Path, scratch: Path, tiny_policy: str | None,
+                          log) -> dict[str, int]:
+    """Best-of-N, Compare & label, Data and Train (those of ``args.tabs``) from the app with the name field."""
+    data_dir = args.data_dir or str(scratch / "votes")
+    demo, url = start_app(app_overrides(args, data_dir, tiny_policy))
+    log(f"app at {url}, votes in {data_dir}")
+    page = Page(url, args.width, str(scratch / "chromium-profile"))
+    try:
+        wait_until_ready(page, args, log)
+        saved = {}
+        if "bon" in args.tabs:
+            page.click_tab("Best-of-N")
+            page.find("#bon-prompt textarea").send_keys(args.bon_prompt)
+            page.find("#bon-run").click()
+            wait_for(lambda: page.driver.find_elements(page.by.CSS_SELECTOR, "#bon-table tr.prefkit-best"),
+                     args.generation_timeout, "the ranked candidates")
+            time.sleep(2.0)
+            saved["bon"] = page.shoot(output_dir / FILE_NAMES["bon"], args.max_kb)
+        if {"label", "data", "train"} & set(args.tabs):
+            cast_votes(page, args, log)
+            if "label" in args.tabs:
+                saved["label"] = page.shoot(output_dir / FILE_NAMES["label"], args.max_kb)
+        if "data" in args.tabs:
+            page.click_tab("Data")
+            open_trust(page)
+            saved["data"] = page.shoot(output_dir / FILE_NAMES["data"], args.max_kb)
+        if "train" in args.tabs:
+            state = run_training(page, args, log)
+            saved["train"] = page.shoot(output_dir / FILE_NAMES["train"], args.max_kb)
+            log(f"Train tab shot with the run {state}: {page.text('#train-status')[:300]!r}")
+        return saved
+    finally:
+        page.close()
+        runner = getattr(demo, "prefkit_train", None)
+        if runner is not None and hasattr(runner, "cancel"):
+            try:
+                runner.cancel()
+            except Exception:
+                pass
+        demo.close()
+
+
+def shoot_sign_in(args: argparse.Namespace, output_dir: Path, scratch: Path, tiny_policy: str | None, log) -> int:
+    """The signed-out page of an app with Hugging Face sign-in: the button, and a refused vote on the first pair."""
+    data_dir = str(scratch / "sign-in-votes")  # its own, empty: the picture's refused vote must store nothing
+    with offline_sign_in():
+        demo, url = start_app(sign_in_overrides(args, data_dir, tiny_policy))
+    log(f"app with Hugging Face sign-in at {url}, votes in {data_dir}")
+    page = Page(url, args.width, str(scratch / "chromium-profile-sign-in"))
+    try:
+        wait_until_ready(page, args, log)
+        wait_for(lambda: [b for b in page.driver.find_elements(page.by.TAG_NAME, "button")
+                          if SIGN_IN_BUTTON in b.text and b.is_displayed()], 30, "the sign-in button")
+        wait_for(lambda: "Sign in with Hugging Face to vote" in page.text("#prefkit-who"), 30, "the signed-out line")
+        page.click_tab("Compare")
+        wait_for(lambda: pair_done(page), args.generation_timeout, "the first pair")
+        left = page.find("#response-left textarea").get_attribute("value")
+        right = page.find("#response-right textarea").get_attribute("value")
+        page.find("#vote-left" if len(left) >= len(right) else "#vote-right").click()
+        refusal = wait_for(lambda: (lambda text: "to vote" in text and text)(page.text("#vote-reveal")), 60,
+                           "the signed-out vote to be refused")
+        log(f"signed out, a vote is answered: {refusal!r}")
+        stored = demo.prefkit_store.read(include_hidden=True)
+        if stored:
+            raise SystemExit(f"screenshot_app: a signed-out vote was stored ({len(stored)} votes in {data_dir})")
+        time.sleep(1.0)
+        return page.shoot(output_dir / FILE_NAMES["signin"], args.max_kb)
+    finally:
+        page.close()
+        demo.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
@@ -286,48 +419,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"screenshot_app: {message}", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="prefkit-screenshots-") as scratch:
-        data_dir = args.data_dir or str(Path(scratch) / "votes")
-        demo, url = start_app(args, data_dir, Path(scratch))
-        log(f"app at {url}, votes in {data_dir}")
-        page = Page(url, args.width, str(Path(scratch) / "chromium-profile"))
-        try:
-            status = wait_for(lambda: (lambda text: text.startswith(("Ready", "Loading failed")) and text)(
-                page.text("#prefkit-status")), args.load_timeout, "the models", poll=2.0)
-            if not status.startswith("Ready"):
-                raise SystemExit(f"screenshot_app: the app could not load its models: {status}")
-            log(page.text("#prefkit-status"))
-            saved = {}
-            if "bon" in args.tabs:
-                page.click_tab("Best-of-N")
-                page.find("#bon-prompt textarea").send_keys(args.bon_prompt)
-                page.find("#bon-run").click()
-                wait_for(lambda: page.driver.find_elements(page.by.CSS_SELECTOR, "#bon-table tr.prefkit-best"),
-                         args.generation_timeout, "the ranked candidates")
-                time.sleep(2.0)
-                saved["bon"] = page.shoot(output_dir / FILE_NAMES["bon"], args.max_kb)
-            if {"label", "data", "train"} & set(args.tabs):
-                cast_votes(page, args, log)
-                if "label" in args.tabs:
-                    saved["label"] = page.shoot(output_dir / FILE_NAMES["label"], args.max_kb)
-            if "data" in args.tabs:
-                page.click_tab("Data")
-                open_trust(page)
-                saved["data"] = page.shoot(output_dir / FILE_NAMES["data"], args.max_kb)
-            if "train" in args.tabs:
-                state = run_training(page, args, log)
-                saved["train"] = page.shoot(output_dir / FILE_NAMES["train"], args.max_kb)
-                log(f"Train tab shot with the run {state}: {page.text('#train-status')[:300]!r}")
-            for tab, size in saved.items():
-                log(f"wrote {output_dir / FILE_NAMES[tab]} ({size / 1024:.0f} KB)")
-        finally:
-            page.close()
-            runner = getattr(demo, "prefkit_train", None)
-            if runner is not None and hasattr(runner, "cancel"):
-                try:
-                    runner.cancel()
-                except Exception:
-                    pass
-            demo.close()
+        scratch = Path(scratch)
+        tiny_policy = None
+        if args.tiny:
+            from prefkit.testing import build_tiny_model
+
+            tiny_policy = str(build_tiny_model(scratch / "tiny-model"))
+        saved = {}
+        if set(NAME_FIELD_TABS) & set(args.tabs):
+            saved.update(shoot_name_field_tabs(args, output_dir, scratch, tiny_policy, log))
+        if "signin" in args.tabs:
+            saved["signin"] = shoot_sign_in(args, output_dir, scratch, tiny_policy, log)
+        for tab, size in saved.items():
+            log(f"wrote {output_dir / FILE_NAMES[tab]} ({size / 1024:.0f} KB)")
     return 0
 
 
