@@ -100,75 +100,109 @@ def _current_rss_gib() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
 
 
-def _worker(impl: str, a: argparse.Namespace) -> dict:
+def common_args(impl: str, a: argparse.Namespace, cuda: bool) -> dict:
+    """Training arguments every contender shares; the "best" ones turn gradient checkpointing off."""
+    return dict(
+        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=a.bs, max_steps=a.steps, learning_rate=a.lr,
+        logging_steps=1, save_strategy="no", report_to=[], bf16=cuda, use_cpu=not cuda, max_length=a.max_length,
+        gradient_checkpointing=a.gc == "on" and impl not in BEST, disable_tqdm=True, seed=0,
+    )
+
+
+def prefkit_args(impl: str, a: argparse.Namespace) -> dict:
+    """prefkit's model loading and the batching each prefkit contender names."""
+    return dict(use_peft=a.mode != "full", quantization="4bit" if a.mode == "qlora" else None, lora_r=16, lora_alpha=32,
+                lora_dropout=0.0, prefix_sharing=impl != "prefkit-unshared", padding_free=impl == "prefkit-packed",
+                **({"train_sampling_strategy": "group_by_length"} if impl == "prefkit-grouped" else {}))
+
+
+def trl_model_args(a: argparse.Namespace, task_type: str) -> dict:
+    """TRL's way to ask for the same model: ``peft_config`` and ``quantization_config`` arguments."""
+    import torch
+    from peft import LoraConfig
+    from transformers import BitsAndBytesConfig
+
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    quantization = None
+    if a.mode == "qlora":
+        quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                          bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_storage=dtype)
+    peft = None if a.mode == "full" else LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
+                                                    task_type=task_type)
+    return dict(peft_config=peft, quantization_config=quantization)
+
+
+def trl_init(a: argparse.Namespace) -> dict:
+    import torch
+
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return {"dtype": dtype if a.mode != "full" else torch.float32}
+
+
+def timed_run(impl: str, a: argparse.Namespace, build) -> dict:
+    """Build the trainer (``build()``), train it, and return the run's record: wall time, CPU time and peak memory
+    from just before the trainer is built (TRL precomputes reference log-probs in its constructor, and a "best" run
+    must pay for that pass; model loading, the same for every contender, is counted too) to the end of training."""
     import resource
 
     import torch
-    from datasets import load_dataset
 
     cuda = torch.cuda.is_available()
-    dtype = torch.bfloat16 if cuda else torch.float32
-    data = load_dataset("json", data_files=a.data, split="train")
-    import prefkit.trainers.dpo  # noqa: F401  (both runs import the same libraries before the baseline)
-    import trl  # noqa: F401
-
     rss_before = _current_rss_gib()
-    best = impl in BEST
-    # the clock starts before the trainer is built: TRL precomputes reference log-probs in its constructor, and a
-    # "best" run must pay for that pass (model loading, the same for every contender, is counted too)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
-    common = dict(
-        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=a.bs, max_steps=a.steps, learning_rate=a.lr,
-        logging_steps=1, save_strategy="no", report_to=[], bf16=cuda, use_cpu=not cuda, max_length=a.max_length,
-        gradient_checkpointing=a.gc == "on" and not best, disable_tqdm=True, seed=0,
-        precompute_ref_log_probs=best, precompute_ref_batch_size=2 * a.bs,
-    )
-    if impl.startswith("prefkit"):
-        from prefkit import DPOConfig, DPOTrainer
-
-        args = DPOConfig(**common, use_peft=a.mode != "full", quantization="4bit" if a.mode == "qlora" else None,
-                         lora_r=16, lora_alpha=32, lora_dropout=0.0, prefix_sharing=impl != "prefkit-unshared",
-                         padding_free=impl == "prefkit-packed",
-                         **({"train_sampling_strategy": "group_by_length"} if impl == "prefkit-grouped" else {}),
-                         # a fresh cache per run: the reference pass is paid here, as TRL pays it (a later run of a
-                         # sweep would read it back for free, which this benchmark does not count)
-                         ref_logps_cache_dir=tempfile.mkdtemp(prefix="ref-cache-"))
-        trainer = DPOTrainer(a.model_dir, args=args, train_dataset=data)
-    else:
-        from peft import LoraConfig
-        from transformers import BitsAndBytesConfig
-        from trl import DPOConfig, DPOTrainer
-
-        quantization = None
-        if a.mode == "qlora":
-            quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                              bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_storage=dtype)
-        peft = None if a.mode == "full" else LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
-        init = {"dtype": dtype if a.mode != "full" else torch.float32}
-        args = DPOConfig(**common, model_init_kwargs=init)
-        trainer = DPOTrainer(a.model_dir, args=args, train_dataset=data, peft_config=peft, quantization_config=quantization)
+    trainer = build()
     train_start = time.perf_counter()
     result = trainer.train()
     seconds = time.perf_counter() - start
     cpu_after = resource.getrusage(resource.RUSAGE_SELF)
     cpu_seconds = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
-    tokens = [h["num_tokens"] for h in trainer.state.log_history if "num_tokens" in h][-1]
+    tokens = [h["num_tokens"] for h in trainer.state.log_history if "num_tokens" in h]
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     if cuda:
         peak = torch.cuda.max_memory_allocated() / 2**30
     else:  # what building and training the trainer added to the process, imports and data excluded
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20 - rss_before
+    args = trainer.args
     return dict(impl=impl, size=a.size, mode=a.mode, gc=bool(args.gradient_checkpointing),
-                precompute_ref=bool(args.precompute_ref_log_probs), bs=a.bs, steps=a.steps, seconds=round(seconds, 3),
-                train_seconds=round(seconds - (train_start - start), 3),
-                tokens_per_s=round(tokens / seconds, 1), pairs_per_s=round(a.steps * a.bs / seconds, 3),
+                precompute_ref=bool(getattr(args, "precompute_ref_log_probs", False)), bs=a.bs, steps=a.steps,
+                seconds=round(seconds, 3), train_seconds=round(seconds - (train_start - start), 3),
+                tokens_per_s=round(tokens[-1] / seconds, 1) if tokens else None,
+                pairs_per_s=round(a.steps * a.bs / seconds, 3),
                 cpu_s_per_pair=round(cpu_seconds / (a.steps * a.bs), 4), threads=torch.get_num_threads(),
                 final_loss=round(result.training_loss, 5), losses=losses,
                 peak_gib=round(peak, 3), memory="cuda max_memory_allocated" if cuda else "peak RSS above the pre-trainer RSS",
                 device=torch.cuda.get_device_name(0) if cuda else "cpu")
+
+
+def _worker(impl: str, a: argparse.Namespace) -> dict:
+    import torch
+    from datasets import load_dataset
+
+    cuda = torch.cuda.is_available()
+    data = load_dataset("json", data_files=a.data, split="train")
+    import prefkit.trainers.dpo  # noqa: F401  (both runs import the same libraries before the baseline)
+    import trl  # noqa: F401
+
+    best = impl in BEST
+    common = dict(**common_args(impl, a, cuda), precompute_ref_log_probs=best, precompute_ref_batch_size=2 * a.bs)
+
+    def build():
+        if impl.startswith("prefkit"):
+            from prefkit import DPOConfig, DPOTrainer
+
+            # a fresh cache per run: the reference pass is paid here, as TRL pays it (a later run of a sweep would
+            # read it back for free, which this benchmark does not count)
+            args = DPOConfig(**common, **prefkit_args(impl, a), ref_logps_cache_dir=tempfile.mkdtemp(prefix="ref-cache-"))
+            return DPOTrainer(a.model_dir, args=args, train_dataset=data)
+        from trl import DPOConfig, DPOTrainer
+
+        args = DPOConfig(**common, model_init_kwargs=trl_init(a))
+        return DPOTrainer(a.model_dir, args=args, train_dataset=data, **trl_model_args(a, "CAUSAL_LM"))
+
+    return timed_run(impl, a, build)
 
 
 def build_parser(doc: str, contenders_help: str) -> argparse.ArgumentParser:
