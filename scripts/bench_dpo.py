@@ -11,7 +11,9 @@ Contenders (``--contenders``, default the first four):
 - ``prefkit-unshared``: ``prefix_sharing=False``, TRL's batch through prefkit's wrapper;
 - ``prefkit-packed``: prefkit-best with ``padding_free=True`` (each micro-batch's pairs packed into one row);
 - ``prefkit-grouped``: prefkit-best with ``train_sampling_strategy="group_by_length"`` (pairs of similar lengths
-  batched together: another order of the same pairs, so its loss curve is not compared with TRL's).
+  batched together: another order of the same pairs, so its loss curve is not compared with TRL's);
+- ``prefkit-cached``: prefkit-best reading its reference log-probs from a cache an untimed run filled first: a later
+  run of a sweep (another beta, learning rate or seed on the same pairs and base model).
 
 Every contender trains on the same pairs in the same order with the same batch size, so the numbers compare the
 same optimisation step for step. Each run is its own process (clean peak-memory numbers); the contenders alternate,
@@ -50,9 +52,11 @@ SIZES = {
     "0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, vocab_size=151936),
     "1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2, vocab_size=151936),
 }
-CONTENDERS = ("trl", "trl-best", "prefkit", "prefkit-best", "prefkit-unshared", "prefkit-packed", "prefkit-grouped")
-BEST = ("trl-best", "prefkit-best", "prefkit-packed", "prefkit-grouped")  # precomputed reference, no checkpointing
-SAME_ORDER = ("trl", "trl-best", "prefkit", "prefkit-best", "prefkit-unshared", "prefkit-packed")  # TRL's pair order
+CONTENDERS = ("trl", "trl-best", "prefkit", "prefkit-best", "prefkit-unshared", "prefkit-packed", "prefkit-grouped",
+              "prefkit-cached")
+# precomputed reference, no checkpointing
+BEST = ("trl-best", "prefkit-best", "prefkit-packed", "prefkit-grouped", "prefkit-cached")
+SAME_ORDER = ("trl", "trl-best", "prefkit", "prefkit-best", "prefkit-unshared", "prefkit-packed", "prefkit-cached")
 # "best": each library's fastest settings for the same pairs: reference log-probs precomputed once before training
 # (no reference forward per step) and no gradient checkpointing; prefkit adds prefix sharing (its default). The batch
 # stays the same for every contender, so the numbers compare the same optimisation, step for step.
@@ -195,7 +199,8 @@ def _worker(impl: str, a: argparse.Namespace) -> dict:
 
             # a fresh cache per run: the reference pass is paid here, as TRL pays it (a later run of a sweep would
             # read it back for free, which this benchmark does not count)
-            args = DPOConfig(**common, **prefkit_args(impl, a), ref_logps_cache_dir=tempfile.mkdtemp(prefix="ref-cache-"))
+            cache = os.path.join(a.model_dir, "ref-cache") if impl == "prefkit-cached" else tempfile.mkdtemp(prefix="ref-cache-")
+            args = DPOConfig(**common, **prefkit_args(impl, a), ref_logps_cache_dir=cache)
             return DPOTrainer(a.model_dir, args=args, train_dataset=data)
         from trl import DPOConfig, DPOTrainer
 
@@ -251,6 +256,8 @@ def compare(a: argparse.Namespace, script: str, task: str, model_class: str) -> 
         return record
 
     run("trl")  # warm-up (page cache, kernels), not counted
+    if "prefkit-cached" in contenders:
+        run("prefkit-cached")  # fills the shared reference cache, not counted: the first run of a sweep
     results: dict[str, list[dict]] = {impl: [] for impl in contenders}
     for repeat in range(a.repeats):
         order = contenders if repeat % 2 == 0 else contenders[::-1]
