@@ -526,11 +526,14 @@ def plan_memory(
     precompute_ref_log_probs: bool | None = None,
     can_precompute: bool = False,
     reserve_fraction: float = RESERVE_FRACTION,
+    max_micro_batch: int | None = None,
 ) -> MemoryPlan:
     """The settings that fit ``budget_bytes``: the effective batch (``per_device_train_batch_size ×
     gradient_accumulation_steps``) is kept; the largest micro-batch that divides it and fits is chosen, gradient
     checkpointing off when that micro-batch fits without it; DPO's precomputed reference log-probs (which drop the
     reference copy of full fine-tuning) only when nothing fits without them (``can_precompute``), and never turned off.
+    ``max_micro_batch`` caps the micro-batch (``memory_budget="auto"`` passes the one asked for: a plan the user did
+    not ask for only ever lowers it, so an estimate that is short cannot turn a run that fitted into one that does not).
 
     Raises :class:`MemoryPlanError` (a ``ValueError``) when even a micro-batch of 1 with checkpointing does not fit,
     with the estimate, the budget and what to change."""
@@ -558,6 +561,8 @@ def plan_memory(
 
     for precompute in precompute_options:
         for micro in _divisors_descending(effective):
+            if max_micro_batch is not None and micro > max_micro_batch:
+                continue
             for checkpointing in (False, True):
                 estimate = estimate_memory(shape, workload, micro_batch_size=micro,
                                            gradient_checkpointing=checkpointing, precompute_ref_log_probs=precompute)
@@ -799,6 +804,7 @@ def plan_for_trainer(
             gradient_checkpointing=bool(args.gradient_checkpointing),
             precompute_ref_log_probs=bool(getattr(args, "precompute_ref_log_probs", False)) if dpo else None,
             can_precompute=can_precompute,
+            max_micro_batch=int(args.per_device_train_batch_size) if automatic else None,
         )
     except MemoryPlanError as error:
         if not automatic:

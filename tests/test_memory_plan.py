@@ -248,8 +248,14 @@ def test_auto_plans_against_the_device_memory_when_there_is_one(tiny_model_dir, 
     assert args.memory_budget == "auto"
     plan = plan_for_trainer(tiny_model_dir, args, "Reward", announce=False)
     assert plan.budget_bytes == 8 * GiB
-    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (4, 1)
+    # "auto" never raises the micro-batch above the one asked for: an estimate that is short cannot turn a run that
+    # fitted into one that does not; it may turn checkpointing off
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (2, 2)
     assert args.gradient_checkpointing is False and args.activation_checkpointing is False
+    explicit = RewardConfig(output_dir=str(tmp_path), per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                            gradient_checkpointing=True, report_to="none", memory_budget="8GiB")
+    plan_for_trainer(tiny_model_dir, explicit, "Reward", announce=False)
+    assert (explicit.per_device_train_batch_size, explicit.gradient_accumulation_steps) == (4, 1)  # asked for: planned
 
 
 # -- in a trainer ----------------------------------------------------------------------------------------------------
