@@ -684,8 +684,11 @@ def build_app(
                 with gr.Column(visible=login != "huggingface", elem_id="admin-panel") as admin_panel:
                     with gr.Accordion("Trust: annotators and intervals", open=False):
                         trust_md = gr.Markdown(label="Trust summary", show_label=False, elem_id="trust-summary")
+                        # wrapped headers: the table has 13 columns and its flags (duplicates, position bias) are
+                        # the right-most ones, which a scrolled-off table hides
                         reliability_df = gr.Dataframe(
-                            label="Annotator reliability (gold accuracy, agreement, flags)", interactive=False
+                            label="Annotator reliability (gold accuracy, agreement, flags)", interactive=False, wrap=True,
+                            elem_id="annotator-reliability",
                         )
                         narrowing_df = gr.Dataframe(label="Leaderboard interval width before / after the last votes", interactive=False)
                     with gr.Row():
