@@ -12,7 +12,7 @@ Two ways to spend less compute on padding, both for :class:`prefkit.DPOTrainer` 
   same micro-batch, so the padded batch has little padding. TRL's tokenized pair columns have no ``input_ids`` for
   transformers' sampler to measure, so with TRL the setting stops with an error; here each pair's length is the
   length of the row the model will run (``prompt | chosen | rejected`` when prefix-shared). This changes which pairs
-  train together (a random mega-batch of 50 micro-batches, sorted by length), not what a batch computes.
+  train together (random mega-batches of up to 50 optimizer batches, each sorted by length), not what a batch computes.
 """
 
 from __future__ import annotations
