@@ -192,8 +192,9 @@ def vote_rows(args: ExportArguments) -> tuple[list[dict], str, int, str, int]:
         thresholds.check()
     except ValueError as error:
         raise CommandError(f"{error} Pass --min_gold_accuracy and --min_agreement as shares between 0 and 1.") from None
-    votes = read_votes(args.input)
-    hidden = len(Moderation.replay(read_moderation(args.input)).hidden(read_votes(args.input, include_hidden=True)))
+    every_vote = read_votes(args.input, include_hidden=True)  # the folder read once; moderation splits it
+    moderation = Moderation.replay(read_moderation(args.input))
+    votes, hidden = moderation.visible(every_vote), len(moderation.hidden(every_vote))
     applied = apply_reliability_policy(votes, args.reliability, thresholds)
     kind = "kto" if args.format == "unpaired" else "dpo"
     weights = applied.weights if args.reliability == "weight" else None
