@@ -318,16 +318,21 @@ def compare(a: argparse.Namespace, script: str, task: str, model_class: str) -> 
     return summary
 
 
-def main() -> None:
-    parser = build_parser(__doc__, "comma-separated subset of trl (TRL's defaults), trl-best, prefkit (its defaults: "
-                                   "prefix-shared pairs), prefkit-best, prefkit-unshared (prefix_sharing=False), prefkit-packed, "
-                                   "prefkit-grouped")
-    a = parser.parse_args()
+def run_benchmark(doc: str, contenders_help: str, worker, script: str, task: str, model_class: str) -> None:
+    """The command line of a preference-training benchmark: a worker run (``--worker``) prints its record, otherwise
+    every contender is compared (:func:`compare`)."""
+    a = build_parser(doc, contenders_help).parse_args()
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     if a.worker:
-        print(json.dumps(_worker(a.worker, a)), flush=True)
+        print(json.dumps(worker(a.worker, a)), flush=True)
         return
-    compare(a, __file__, "DPO", "Qwen2ForCausalLM")
+    compare(a, script, task, model_class)
+
+
+def main() -> None:
+    run_benchmark(__doc__, "comma-separated subset of trl (TRL's defaults), trl-best, prefkit (its defaults: "
+                           "prefix-shared pairs), prefkit-best, prefkit-unshared (prefix_sharing=False), prefkit-packed, "
+                           "prefkit-grouped, prefkit-cached", _worker, __file__, "DPO", "Qwen2ForCausalLM")
 
 
 if __name__ == "__main__":

@@ -17,10 +17,8 @@ loss difference from TRL (both minimise -log sigmoid(r_chosen - r_rejected) on t
 
 from __future__ import annotations
 
-import json
-import os
 
-from bench_dpo import build_parser, common_args, compare, prefkit_args, timed_run, trl_init, trl_model_args
+from bench_dpo import common_args, prefkit_args, run_benchmark, timed_run, trl_init, trl_model_args
 
 
 def _worker(impl: str, a) -> dict:
@@ -49,15 +47,10 @@ def _worker(impl: str, a) -> dict:
 
 
 def main() -> None:
-    parser = build_parser(__doc__, "comma-separated subset of trl (TRL's defaults), trl-best (no gradient "
-                                   "checkpointing), prefkit (its defaults: prefix-shared pairs), prefkit-best, "
-                                   "prefkit-unshared (prefix_sharing=False), prefkit-packed, prefkit-grouped")
-    a = parser.parse_args()
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    if a.worker:
-        print(json.dumps(_worker(a.worker, a)), flush=True)
-        return
-    compare(a, __file__, "Reward modeling", "Qwen2ForSequenceClassification")
+    run_benchmark(__doc__, "comma-separated subset of trl (TRL's defaults), trl-best (no gradient checkpointing), "
+                           "prefkit (its defaults: prefix-shared pairs), prefkit-best, prefkit-unshared "
+                           "(prefix_sharing=False), prefkit-packed, prefkit-grouped", _worker, __file__, "Reward modeling",
+                  "Qwen2ForSequenceClassification")
 
 
 if __name__ == "__main__":
